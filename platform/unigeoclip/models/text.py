@@ -1,0 +1,93 @@
+"""The text tower: SigLIP-2's text transformer, or any local HF encoder (mean pooled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase, Siglip2Model, Siglip2TextConfig, Siglip2TextModel
+
+from ..config import TextTowerConfig
+from ..errors import ConfigError, InputError
+from .blocks import ProjectionHead
+from .hf_local import read_hf_config
+
+
+def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -> Siglip2TextConfig:
+    """A random-init SigLIP-2 text config whose vocabulary and special ids are the tokenizer's."""
+    return Siglip2TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.mlp_dim,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def _load_pretrained(cfg: TextTowerConfig) -> nn.Module:
+    assert cfg.pretrained_dir is not None
+    directory = str(cfg.pretrained_dir)
+    model_type = read_hf_config(cfg.pretrained_dir).get("model_type")
+    if cfg.kind == "siglip2":
+        if model_type == "siglip2":  # a full SigLIP-2 model: keep its text tower
+            return Siglip2Model.from_pretrained(directory, local_files_only=True).text_model
+        if model_type == "siglip2_text_model":
+            return Siglip2TextModel.from_pretrained(directory, local_files_only=True)
+        raise ConfigError(f"{directory!r} holds a {model_type!r} model; text.kind 'siglip2' needs a SigLIP-2 one")
+    return AutoModel.from_pretrained(directory, local_files_only=True)
+
+
+class TextTower(nn.Module):
+    """Token ids -> text encoder -> pooled state -> ``(B, D)`` unit vectors.
+
+    SigLIP-2 towers pool the last position (their training convention, inputs padded to
+    ``max_length``); other HF encoders are mean pooled over real tokens, as
+    sentence-transformers models are trained.
+    """
+
+    def __init__(
+        self,
+        cfg: TextTowerConfig,
+        embed_dim: int,
+        tokenizer: PreTrainedTokenizerBase,
+        hf_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if hf_config is not None:  # rebuilding a saved model: its weights come from the model directory
+            if cfg.kind == "siglip2":
+                self.backbone: nn.Module = Siglip2TextModel(Siglip2TextConfig(**hf_config))
+            else:
+                model_type = hf_config.pop("model_type")
+                self.backbone = AutoModel.from_config(AutoConfig.for_model(model_type, **hf_config))
+        elif cfg.pretrained_dir is not None:
+            self.backbone = _load_pretrained(cfg)
+        else:
+            self.backbone = Siglip2TextModel(text_config_from(cfg, tokenizer))
+        self.kind = cfg.kind
+        vocab = int(self.backbone.config.vocab_size)
+        if len(tokenizer) > vocab:
+            raise ConfigError(f"tokenizer has {len(tokenizer)} ids but the text tower's vocabulary is {vocab}")
+        hidden = getattr(self.backbone.config, "projection_size", None) or self.backbone.config.hidden_size
+        self.head = ProjectionHead(int(hidden), embed_dim)
+
+    def hf_config(self) -> dict[str, Any]:
+        return self.backbone.config.to_dict()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
+            raise InputError(
+                f"text_input_ids and text_attention_mask must both be (B, L), got "
+                f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
+            )
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        if self.kind == "siglip2":
+            pooled = out.pooler_output  # (B, H)
+        else:
+            weights = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)  # (B, L, 1)
+            pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, H)
+        return self.head(pooled)  # (B, D)

@@ -1,0 +1,49 @@
+"""Text tokenizers that work offline.
+
+Random-init text towers use the ByT5 byte tokenizer: it needs no vocabulary file (so
+nothing is downloaded and nothing can be missing), it has 384 ids (a tiny embedding
+table, which keeps the ``tiny`` preset well under a million parameters), and no street,
+shop or district name in any script is ever out of vocabulary. Pretrained towers use
+the tokenizer saved in their own directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase
+
+from ..config import TextTowerConfig
+from ..errors import ConfigError
+
+
+def build_tokenizer(cfg: TextTowerConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer the config asks for, loaded from local files only."""
+    choice = cfg.tokenizer
+    if choice == "auto":
+        choice = str(cfg.pretrained_dir) if cfg.pretrained_dir is not None else "byte"
+    if choice == "byte":
+        return ByT5Tokenizer()
+    return load_tokenizer(Path(choice))
+
+
+def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    if not directory.is_dir():
+        raise ConfigError(f"tokenizer directory {str(directory)!r} does not exist")
+    try:
+        return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no usable tokenizer in {str(directory)!r}: {exc}") from None
+
+
+def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+    """``texts`` -> the batch keys ``text_input_ids`` / ``text_attention_mask``, each ``(B, max_length)``.
+
+    Padding to ``max_length`` is how SigLIP text towers are trained (they pool the last
+    position), and fixed shapes batch cleanly through Ray Data.
+    """
+    enc = tokenizer(
+        list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {"text_input_ids": enc["input_ids"], "text_attention_mask": enc["attention_mask"]}

@@ -1,0 +1,183 @@
+"""The five-tower model: one encoder per modality into one shared, L2-normalised space."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ..config import Config, load_config
+from ..errors import CheckpointError, InputError, ModalityError
+from ..modality import INPUT_KEYS, Modality, modalities_in, present_key
+from .coords import build_location_encoder
+from .dsm import DSMTower
+from .image import ImageTower
+from .text import TextTower
+from .tokenizer import build_tokenizer, load_tokenizer, tokenize
+
+CONFIG_FILE = "unigeoclip.yaml"
+WEIGHTS_FILE = "model.safetensors"
+TOWERS_FILE = "hf_towers.json"
+TOKENIZER_DIR = "tokenizer"
+
+TextInput = Sequence[str] | Mapping[str, torch.Tensor]
+
+
+class UniGeoCLIP(nn.Module):
+    """Towers in an ``nn.ModuleDict`` keyed by modality; ``forward(batch)`` returns a dict of embeddings."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        hf_configs: Mapping[str, dict[str, Any]] | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = cfg
+        mc = cfg.model
+        saved = dict(hf_configs or {})
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        towers: dict[str, nn.Module] = {}
+        for m in mc.modalities:
+            if m in (Modality.AERIAL, Modality.STREET):
+                towers[m.value] = ImageTower(getattr(mc, m.value), mc.embed_dim, saved.get(m.value))
+            elif m is Modality.DSM:
+                towers[m.value] = DSMTower(mc.dsm, mc.embed_dim)
+            elif m is Modality.TEXT:
+                self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(mc.text)
+                towers[m.value] = TextTower(mc.text, mc.embed_dim, self.tokenizer, saved.get(m.value))
+            else:
+                towers[m.value] = build_location_encoder(mc.coords, mc.coords_width, mc.embed_dim)
+        self.towers = nn.ModuleDict(towers)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> UniGeoCLIP:
+        """A randomly initialised model (towers with ``pretrained_dir`` load those local weights)."""
+        return cls(cfg)
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return tuple(Modality(k) for k in self.towers)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.model.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def tower(self, modality: Modality | str) -> nn.Module:
+        m = Modality.parse(modality)
+        if m.value not in self.towers:
+            have = ", ".join(self.towers.keys())
+            raise ModalityError(f"this model has no {m.value!r} tower (it has: {have})")
+        return self.towers[m.value]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Strings -> ``text_input_ids`` / ``text_attention_mask`` of shape ``(B, max_length)``."""
+        if self.tokenizer is None:
+            raise ModalityError("this model has no text tower, so it cannot tokenize")
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("texts must be a list of strings")
+        return tokenize(self.tokenizer, list(texts), self.config.model.text.max_length)
+
+    def encode(self, modality: Modality | str, inputs: torch.Tensor | TextInput) -> torch.Tensor:
+        """One modality's inputs -> ``(B, D)`` unit vectors.
+
+        ``inputs``: a tensor in the layout of :data:`unigeoclip.modality.INPUT_KEYS`, a batch
+        dict holding those keys, or for text a list of strings.
+        """
+        m = Modality.parse(modality)
+        tower = self.tower(m)
+        device = self.device
+        if m is Modality.TEXT:
+            if isinstance(inputs, Mapping):
+                ids = inputs.get("text_input_ids", inputs.get("input_ids"))
+                mask = inputs.get("text_attention_mask", inputs.get("attention_mask"))
+                if ids is None or mask is None:
+                    raise InputError("text inputs need text_input_ids and text_attention_mask")
+            else:
+                enc = self.tokenize(inputs)  # type: ignore[arg-type]
+                ids, mask = enc["text_input_ids"], enc["text_attention_mask"]
+            return tower(ids.to(device), mask.to(device))  # type: ignore[no-any-return]
+        if isinstance(inputs, Mapping):
+            inputs = inputs[INPUT_KEYS[m][0]]
+        x = torch.as_tensor(inputs, device=device)
+        if m is Modality.COORDS:
+            _check_coords(x)
+        return tower(x)  # type: ignore[no-any-return]
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[Modality, torch.Tensor]:
+        """Embeddings ``(B, D)`` of every modality whose inputs are in ``batch``; absent rows are zero."""
+        out: dict[Modality, torch.Tensor] = {}
+        for m in modalities_in(dict(batch)):
+            if m.value not in self.towers:
+                continue
+            z = self.encode(m, batch)
+            mask = batch.get(present_key(m))
+            out[m] = z if mask is None else z * mask.to(device=z.device, dtype=z.dtype).unsqueeze(1)
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write config, tower configs, tokenizer and safetensors weights (nothing pickled)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(out / CONFIG_FILE, self.config.to_yaml())
+        hf = {k: t.hf_config() for k, t in self.towers.items() if hasattr(t, "hf_config")}
+        _atomic_write_text(out / TOWERS_FILE, json.dumps(hf, indent=1, sort_keys=True, default=str))
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
+        tmp = out / (WEIGHTS_FILE + ".tmp")
+        save_model(self, str(tmp), metadata={"format": "pt", "producer": "unigeoclip"})
+        os.replace(tmp, out / WEIGHTS_FILE)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> UniGeoCLIP:
+        """Rebuild a model saved by :meth:`save_pretrained`, in eval mode, exactly as it was."""
+        src = Path(directory)
+        missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, TOWERS_FILE) if not (src / f).is_file()]
+        if missing:
+            raise CheckpointError(f"{str(src)!r} is not a UniGeoCLIP model directory: missing {', '.join(missing)}")
+        cfg = load_config(src / CONFIG_FILE)
+        hf_configs = json.loads((src / TOWERS_FILE).read_text())
+        tokenizer = None
+        if Modality.TEXT in cfg.model.modalities:
+            if not (src / TOKENIZER_DIR).is_dir():
+                raise CheckpointError(f"{str(src)!r} has a text tower but no {TOKENIZER_DIR}/ directory")
+            tokenizer = load_tokenizer(src / TOKENIZER_DIR)
+        model = cls(cfg, hf_configs=hf_configs, tokenizer=tokenizer)
+        missing_keys, unexpected = load_model(model, str(src / WEIGHTS_FILE), strict=False)
+        if missing_keys or unexpected:
+            raise CheckpointError(
+                f"weights in {str(src)!r} do not match its config: missing {sorted(missing_keys)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}"
+            )
+        return model.to(device).eval()
+
+
+def _check_coords(coords: torch.Tensor) -> None:
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise InputError(f"coords must be (B, 2) lat_deg, lon_deg, got shape {tuple(coords.shape)}")
+    lat, lon = coords[:, 0], coords[:, 1]
+    if not bool(torch.isfinite(coords).all()):
+        raise InputError("coords contain NaN or infinite values")
+    if bool((lat.abs() > 90).any()) or bool((lon.abs() > 180).any()):
+        raise InputError("coords out of range: lat_deg must be in [-90, 90] and lon_deg in [-180, 180]")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

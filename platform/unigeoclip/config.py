@@ -88,9 +88,7 @@ class DSMTowerConfig(StrictModel):
     num_heads: int = Field(2, ge=1)
     mlp_ratio: float = Field(2.0, gt=0)
     num_registers: int = Field(4, ge=0)
-    height_scale_m: float = Field(
-        10.0, gt=0, description="relative heights h - mean(h) pass through asinh(dh / scale)"
-    )
+    height_scale_m: float = Field(10.0, gt=0, description="relative heights h - mean(h) pass through asinh(dh / scale)")
 
     @model_validator(mode="after")
     def _shapes(self) -> Self:

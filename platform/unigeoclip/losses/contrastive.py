@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,14 +88,18 @@ class ContrastiveLoss(nn.Module):
 
     @staticmethod
     def _scale_name(m: Modality, n: Modality) -> str:
-        return f"{m.value}|{n.value}"
+        """Both directions of a pair share one scale: name it in canonical modality order."""
+        first, second = sorted((m, n), key=list(Modality).index)
+        return f"{first.value}|{second.value}"
 
     def scale(self, m: Modality, n: Modality) -> torch.Tensor:
         """The logit scale (1 / temperature) of pair ``{m, n}``, capped at ``max_logit_scale``."""
         name = self._scale_name(m, n) if self.per_pair else "all"
         return self.log_scale[name].clamp(max=self.max_log_scale).exp()
 
-    def forward(self, embeddings: Mapping[Modality, torch.Tensor], masks: Mapping[Modality, torch.Tensor]) -> LossOutput:
+    def forward(
+        self, embeddings: Mapping[Modality, torch.Tensor], masks: Mapping[Modality, torch.Tensor]
+    ) -> LossOutput:
         """``embeddings[m]``: ``(b, D)`` unit vectors; ``masks[m]``: ``(b,)`` bool presence (all true if missing)."""
         present = [m for m in self.modalities if m in embeddings]
         sizes = {int(embeddings[m].shape[0]) for m in present}
@@ -122,7 +127,7 @@ class ContrastiveLoss(nn.Module):
                 target = (torch.cumsum(both, 0) - 1)[offset : offset + b][local_both]  # (r,)
                 for q, t, t_all in ((m, n, zn_all), (n, m, zm_all)):
                     rows = embeddings[q][local_both]  # (r, D)
-                    logits = scale * rows @ t_all[both].T  # (r, count)
+                    logits = (scale * rows) @ t_all[both].T  # (r, count)
                     ce = F.cross_entropy(logits, target, reduction="sum")
                     losses[pair_key(q, t)] = ce * (self.world_size / count)
                     accuracy[pair_key(q, t)] = _accuracy(logits, target)
@@ -161,13 +166,49 @@ class ContrastiveLoss(nn.Module):
         """One process: the logits of an unordered pair serve both directions (rows and columns)."""
         if count < both.shape[0]:
             zm, zn = zm[both], zn[both]
-        logits = scale * zm @ zn.T  # (count, count)
-        target = torch.arange(count, device=logits.device)
+        logits = (scale * zm) @ zn.T  # (count, count); scaling rows costs b D, not b^2
+        loss_mn, loss_nm, acc_mn, acc_nm = SymmetricInfoNCE.apply(logits)
         m, n = pair
-        losses[pair_key(m, n)] = F.cross_entropy(logits, target)
-        losses[pair_key(n, m)] = F.cross_entropy(logits.T, target)
-        accuracy[pair_key(m, n)] = _accuracy(logits, target)
-        accuracy[pair_key(n, m)] = _accuracy(logits.T, target)
+        losses[pair_key(m, n)], losses[pair_key(n, m)] = loss_mn, loss_nm
+        accuracy[pair_key(m, n)], accuracy[pair_key(n, m)] = acc_mn, acc_nm
+
+
+class SymmetricInfoNCE(torch.autograd.Function):
+    """Cross-entropy of the rows and of the columns of square logits whose targets are the diagonal.
+
+    One pass computes both softmaxes and keeps them for the backward, instead of four
+    log-softmax passes (two over a strided transpose) and two argmax passes: the pair's
+    cost stays close to its unavoidable matrix products.
+    Returns (row loss, column loss, row top-1 accuracy, column top-1 accuracy).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:  # logits (n, n)
+        diag = logits.diagonal()
+        row_max = logits.amax(dim=1, keepdim=True)  # (n, 1)
+        e_rows = (logits - row_max).exp_()  # unnormalised: the division is folded into the backward
+        row_sum = e_rows.sum(dim=1, keepdim=True)
+        col_max = logits.amax(dim=0, keepdim=True)  # (1, n)
+        e_cols = (logits - col_max).exp_()
+        col_sum = e_cols.sum(dim=0, keepdim=True)
+        ctx.save_for_backward(e_rows, row_sum, e_cols, col_sum)
+        loss_rows = (row_max.squeeze(1) + row_sum.log().squeeze(1) - diag).mean()
+        loss_cols = (col_max.squeeze(0) + col_sum.log().squeeze(0) - diag).mean()
+        acc_rows = (diag >= row_max.squeeze(1)).float().mean()
+        acc_cols = (diag >= col_max.squeeze(0)).float().mean()
+        ctx.mark_non_differentiable(acc_rows, acc_cols)
+        return loss_rows, loss_cols, acc_rows, acc_cols
+
+    @staticmethod
+    def backward(ctx: Any, g_rows: torch.Tensor | None, g_cols: torch.Tensor | None, *_: Any) -> torch.Tensor:
+        e_rows, row_sum, e_cols, col_sum = ctx.saved_tensors
+        n = e_rows.shape[0]
+        zero = torch.zeros((), dtype=e_rows.dtype, device=e_rows.device)
+        g_r = (g_rows if g_rows is not None else zero) / n
+        g_c = (g_cols if g_cols is not None else zero) / n
+        grad = torch.addcmul(e_rows * (g_r / row_sum), e_cols, g_c / col_sum)  # (n, n): both softmax terms
+        grad.diagonal().sub_(g_r + g_c)  # minus the one-hot targets
+        return grad
 
 
 def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

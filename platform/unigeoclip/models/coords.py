@@ -95,7 +95,7 @@ class GeoCLIPLocationEncoder(nn.Module):
         )  # fmt: skip
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        tokens = self.fourier(coords, self.capsules[0][0].weight.dtype)  # (B, K, W)
+        tokens = self.fourier(coords, next(self.capsules.parameters()).dtype)  # (B, K, W)
         summed = torch.stack([cap(tokens[:, i]) for i, cap in enumerate(self.capsules)]).sum(0)  # (B, D)
         return nn.functional.normalize(summed, dim=-1)
 

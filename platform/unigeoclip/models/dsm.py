@@ -41,7 +41,9 @@ class DSMTower(nn.Module):
         self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, width))
         self.registers = nn.Parameter(0.02 * torch.randn(1, cfg.num_registers, width))
         self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 1 + grid * grid, width))
-        self.blocks = nn.ModuleList(TransformerBlock(width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.num_layers))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.num_layers)
+        )
         self.norm = nn.LayerNorm(width)
         self.head = ProjectionHead(width, embed_dim)
 

@@ -56,7 +56,8 @@ class ImageTower(nn.Module):
             self.backbone = load_pretrained_vision(cfg.pretrained_dir)
         else:
             self.backbone = Siglip2VisionModel(vision_config_from(cfg))
-        self.patch_size = int(self.backbone.config.patch_size)
+        patch = self.backbone.config.patch_size
+        self.patch_size = int(patch if isinstance(patch, int) else patch[0])
         self.head = ProjectionHead(self.backbone.config.hidden_size, embed_dim)
 
     def hf_config(self) -> dict[str, Any]:

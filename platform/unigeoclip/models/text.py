@@ -6,7 +6,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedTokenizerBase, Siglip2Model, Siglip2TextConfig, Siglip2TextModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Siglip2Model,
+    Siglip2TextConfig,
+    Siglip2TextModel,
+)
 
 from ..config import TextTowerConfig
 from ..errors import ConfigError, InputError
@@ -29,7 +37,7 @@ def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -
     )
 
 
-def _load_pretrained(cfg: TextTowerConfig) -> nn.Module:
+def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
     assert cfg.pretrained_dir is not None
     directory = str(cfg.pretrained_dir)
     model_type = read_hf_config(cfg.pretrained_dir).get("model_type")
@@ -60,10 +68,9 @@ class TextTower(nn.Module):
         super().__init__()
         if hf_config is not None:  # rebuilding a saved model: its weights come from the model directory
             if cfg.kind == "siglip2":
-                self.backbone: nn.Module = Siglip2TextModel(Siglip2TextConfig(**hf_config))
+                self.backbone: PreTrainedModel = Siglip2TextModel(Siglip2TextConfig.from_dict(hf_config))
             else:
-                model_type = hf_config.pop("model_type")
-                self.backbone = AutoModel.from_config(AutoConfig.for_model(model_type, **hf_config))
+                self.backbone = AutoModel.from_config(AutoConfig.for_model(**hf_config))
         elif cfg.pretrained_dir is not None:
             self.backbone = _load_pretrained(cfg)
         else:
@@ -72,6 +79,11 @@ class TextTower(nn.Module):
         vocab = int(self.backbone.config.vocab_size)
         if len(tokenizer) > vocab:
             raise ConfigError(f"tokenizer has {len(tokenizer)} ids but the text tower's vocabulary is {vocab}")
+        if cfg.pretrained_dir is not None and hf_config is None and cfg.tokenizer == "byte" and vocab != len(tokenizer):
+            raise ConfigError(
+                f"the pretrained text tower in {str(cfg.pretrained_dir)!r} has a {vocab}-id vocabulary, not the "
+                f"byte tokenizer's {len(tokenizer)}: set text.tokenizer to 'auto' to use its own tokenizer"
+            )
         hidden = getattr(self.backbone.config, "projection_size", None) or self.backbone.config.hidden_size
         self.head = ProjectionHead(int(hidden), embed_dim)
 

@@ -43,7 +43,5 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: i
     Padding to ``max_length`` is how SigLIP text towers are trained (they pool the last
     position), and fixed shapes batch cleanly through Ray Data.
     """
-    enc = tokenizer(
-        list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
-    )
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     return {"text_input_ids": enc["input_ids"], "text_attention_mask": enc["attention_mask"]}

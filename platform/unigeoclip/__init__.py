@@ -1,9 +1,19 @@
-"""UniGeoCLIP: one embedding space for aerial, street-level, DSM, text and coordinates."""
+"""UniGeoCLIP: one embedding space for aerial, street-level, DSM, text and coordinates.
+
+The model is imported lazily: data and serving workers that only need configs,
+schemas or stores do not pay for importing torch and transformers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, load_config
 from .errors import CheckpointError, ConfigError, InputError, ModalityError, UniGeoCLIPError
 from .modality import Modality
-from .models import UniGeoCLIP
+
+if TYPE_CHECKING:
+    from .models import UniGeoCLIP
 
 __all__ = [
     "CheckpointError",
@@ -17,3 +27,11 @@ __all__ = [
     "load_config",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "UniGeoCLIP":
+        from .models import UniGeoCLIP
+
+        return UniGeoCLIP
+    raise AttributeError(f"module 'unigeoclip' has no attribute {name!r}")

@@ -173,12 +173,88 @@ class LossConfig(StrictModel):
         return self
 
 
+class SplitConfig(StrictModel):
+    """Temporal and spatial hold-outs; never a random row split (neighbouring cells leak)."""
+
+    holdout_year: int | None = Field(2023, description="samples of this year form the 'test_year' split")
+    region_parent_level: int = Field(10, ge=0, le=30, description="S2 level of the parent cells held out whole")
+    region_fraction: float = Field(0.1, ge=0.0, le=1.0, description="share of parent cells held out ('test_region')")
+    holdout_regions: tuple[str, ...] = Field((), description="S2 parent tokens always held out, on top of the fraction")
+    salt: str = "unigeoclip"
+
+
+class AugmentConfig(StrictModel):
+    """Training-time augmentation in the reader (validation and test splits are not augmented)."""
+
+    aerial_flip_rotate: bool = True
+    street_fov_deg: tuple[float, float] = (60.0, 100.0)
+    street_max_pitch_deg: float = Field(10.0, ge=0.0, le=45.0)
+
+
+class SyntheticSourceConfig(StrictModel):
+    """The procedural world: every modality, co-registered, any size."""
+
+    seed: int = 0
+    n_cities: int = Field(2, ge=1)
+    city_extent_m: float = Field(600.0, gt=0, description="side of the square area covered in each city")
+    years: tuple[int, ...] = (2021, 2022, 2023)
+    max_cells: int | None = Field(None, ge=1, description="cap on cells per city (None = the whole extent)")
+
+
+class EarthSourceConfig(StrictModel):
+    """Real data shipped inside packages (GeoNames, GLOBE, pvlib, Blue Marble): no street modality."""
+
+    min_spacing_km: float = Field(100.0, gt=0, description="places closer than this are thinned out")
+    max_places: int | None = Field(3000, ge=1)
+    min_population: int = Field(500, ge=0)
+    countries: tuple[str, ...] = Field((), description="ISO 3166 alpha-2 codes to keep; empty = the world")
+    bbox: tuple[float, float, float, float] | None = Field(None, description="lat_min, lon_min, lat_max, lon_max")
+    patch_km: float = Field(100.0, gt=0, description="side of the square aerial/elevation patch")
+    year: int = Field(2022, description="the year training places get")
+    heldout_year: int = Field(2023, description="the year held-out places get (the temporal-style hold-out)")
+    heldout_fraction: float = Field(0.15, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+class FilesSourceConfig(StrictModel):
+    """A user's own data (formats in the README)."""
+
+    aerial_tif: Path | None = Field(None, description="GeoTIFF mosaic, RGB(A), any CRS")
+    dsm_tif: Path | None = Field(None, description="GeoTIFF surface model, one band of metres, any CRS")
+    raster_year: int | None = Field(None, description="acquisition year of the mosaics (required with them)")
+    street_index: Path | None = Field(
+        None, description="CSV/Parquet: path, lat_deg, lon_deg, heading_deg, capture_date[, fov_deg, projection]"
+    )
+    text: Path | None = Field(None, description="CSV/JSONL: lat_deg, lon_deg, text[, year]")
+
+
+class SourcesConfig(StrictModel):
+    synthetic: SyntheticSourceConfig = SyntheticSourceConfig()
+    earth: EarthSourceConfig = EarthSourceConfig()
+    files: FilesSourceConfig = FilesSourceConfig()
+
+
+class DataConfig(StrictModel):
+    """How samples are keyed, stored and read."""
+
+    cell_level: int = Field(16, ge=0, le=30, description="S2 level of a sample's cell (16 ~ 150 m)")
+    tile_m: float = Field(160.0, gt=0, description="side of the aerial/DSM tile around a cell, metres")
+    aerial_px: int = Field(128, gt=0, description="stored aerial tile side, pixels")
+    dsm_px: int = Field(64, gt=0, description="stored DSM tile side, pixels")
+    street_views_per_sample: int = Field(4, ge=0, description="N views kept per sample (farthest-point sampling)")
+    pano_px: tuple[int, int] = Field((256, 128), description="stored panorama width, height")
+    splits: SplitConfig = SplitConfig()
+    augment: AugmentConfig = AugmentConfig()
+    sources: SourcesConfig = SourcesConfig()
+
+
 class Config(StrictModel):
     """Everything a run needs; saved beside every checkpoint."""
 
     name: str = "custom"
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
+    data: DataConfig = DataConfig()
 
     @model_validator(mode="after")
     def _pivot_is_a_modality(self) -> Self:

@@ -31,5 +31,9 @@ class CheckpointError(UniGeoCLIPError, OSError):
     """A model directory or checkpoint is missing pieces or inconsistent."""
 
 
+class DataSourceError(UniGeoCLIPError, FileNotFoundError):
+    """A data package or file a source relies on is missing or not what it expects."""
+
+
 class DistributedError(UniGeoCLIPError, RuntimeError):
     """Ranks disagree about something they must share (batch size, modalities)."""

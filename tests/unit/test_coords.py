@@ -6,7 +6,7 @@ import pytest
 import torch
 from unigeoclip import InputError, load_config
 from unigeoclip.config import CoordsEncoderConfig
-from unigeoclip.geo import equal_earth
+from unigeoclip.geo.projection import equal_earth
 from unigeoclip.models.coords import GeoCLIPLocationEncoder, ScaledLocationEncoder, build_location_encoder
 from unigeoclip.models.unigeoclip import UniGeoCLIP
 

@@ -1,5 +1,6 @@
-"""Geodesy the platform needs: projections, distances, S2 cells, spatial splits."""
+"""Geodesy the platform needs: S2 cells, distances, projections (``geo.projection`` needs torch)."""
 
-from .projection import equal_earth, equal_earth_normalised
+from .distance import haversine_km
+from .s2 import cell_token, parent_token, token_center
 
-__all__ = ["equal_earth", "equal_earth_normalised"]
+__all__ = ["cell_token", "haversine_km", "parent_token", "token_center"]

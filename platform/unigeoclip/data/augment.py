@@ -1,0 +1,99 @@
+"""Geometric views and augmentations: perspective crops of street images, flips and rotations from above."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
+    """Camera-to-world rotation: yaw clockwise from north, then pitch up (world axes: east, north, up)."""
+    y, p = math.radians(yaw_deg), math.radians(pitch_deg)
+    forward = np.array([math.sin(y) * math.cos(p), math.cos(y) * math.cos(p), math.sin(p)])
+    right = np.array([math.cos(y), -math.sin(y), 0.0])
+    up = np.cross(right, forward)
+    return np.stack([right, up, forward], axis=1)  # columns: camera x (right), y (up), z (forward)
+
+
+def perspective_view(
+    image: np.ndarray,
+    *,
+    projection: str,
+    source_heading_deg: float,
+    source_fov_deg: float,
+    yaw_deg: float,
+    pitch_deg: float,
+    fov_deg: float,
+    size: int,
+) -> np.ndarray:
+    """A ``(size, size, 3)`` pinhole view looking at compass ``yaw_deg``, ``pitch_deg`` up, ``fov_deg`` wide.
+
+    ``image`` is an equirectangular 360 x 180 panorama whose centre column faces
+    ``source_heading_deg``, or a perspective photo facing it with ``source_fov_deg``.
+    Pixels outside a photo's field of view are black. Bilinear sampling.
+    """
+    h, w = image.shape[:2]
+    f = 0.5 / math.tan(math.radians(fov_deg) / 2)
+    grid = (np.arange(size) + 0.5) / size - 0.5  # (S,)
+    u, v = np.meshgrid(grid, -grid)  # image plane, v up
+    rays = np.stack([u, v, np.full_like(u, f)], axis=-1) @ _rotation(yaw_deg, pitch_deg).T  # (S, S, 3) world
+    azimuth = np.degrees(np.arctan2(rays[..., 0], rays[..., 1]))  # compass, -180..180
+    if projection == "equirectangular":
+        elevation = np.degrees(np.arcsin(rays[..., 2] / np.linalg.norm(rays, axis=-1)))
+        col = ((azimuth - source_heading_deg + 180.0) % 360.0) / 360.0 * w - 0.5
+        row = (90.0 - elevation) / 180.0 * h - 0.5
+    else:
+        cam = rays @ _rotation(source_heading_deg, 0.0)  # world -> source camera frame
+        fs = 0.5 / math.tan(math.radians(source_fov_deg) / 2)
+        z = np.where(cam[..., 2] > 1e-6, cam[..., 2], np.nan)
+        col = (cam[..., 0] / z * fs + 0.5) * w - 0.5
+        row = (0.5 - cam[..., 1] / z * fs * w / h) * h - 0.5
+    return bilinear(image, row, col, wrap_cols=projection == "equirectangular")
+
+
+def bilinear(image: np.ndarray, row: np.ndarray, col: np.ndarray, *, wrap_cols: bool) -> np.ndarray:
+    """Sample ``image`` (H, W, C) at fractional pixel centres; outside (or NaN) -> 0."""
+    h, w = image.shape[:2]
+    valid = np.isfinite(row) & np.isfinite(col)
+    row, col = np.nan_to_num(row), np.nan_to_num(col)
+    r0, c0 = np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
+    fr, fc = (row - r0)[..., None], (col - c0)[..., None]
+    if not wrap_cols:
+        valid &= (col >= -0.5) & (col <= w - 0.5) & (row >= -0.5) & (row <= h - 0.5)
+    img = image.astype(np.float32)
+
+    def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        c = c % w if wrap_cols else np.clip(c, 0, w - 1)
+        return img[np.clip(r, 0, h - 1), c]
+
+    out = (at(r0, c0) * (1 - fc) + at(r0, c0 + 1) * fc) * (1 - fr) + (
+        at(r0 + 1, c0) * (1 - fc) + at(r0 + 1, c0 + 1) * fc
+    ) * fr
+    return np.where(valid[..., None], out, 0.0).astype(image.dtype)
+
+
+def flip_rotate(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
+    """The same dihedral transform (``k`` quarter turns, then a left-right flip) of co-registered (H, W, ...) arrays."""
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(0, 1))
+        out.append(np.ascontiguousarray(a[:, ::-1] if flip else a))
+    return out
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W[, C]) -> (size, size[, C]) by area averaging when shrinking, bilinear when growing (float32)."""
+    h, w = image.shape[:2]
+    arr = image.astype(np.float32)
+    if h == size and w == size:
+        return arr
+    if h % size == 0 and w % size == 0:  # exact shrink: block mean
+        fh, fw = h // size, w // size
+        return arr.reshape(size, fh, size, fw, *arr.shape[2:]).mean(axis=(1, 3))
+    grid_r = (np.arange(size) + 0.5) * h / size - 0.5
+    grid_c = (np.arange(size) + 0.5) * w / size - 0.5
+    rr, cc = np.meshgrid(grid_r, grid_c, indexing="ij")
+    if arr.ndim == 2:
+        return bilinear(arr[..., None], rr, cc, wrap_cols=False)[..., 0]
+    return bilinear(arr, rr, cc, wrap_cols=False)

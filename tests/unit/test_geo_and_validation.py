@@ -1,0 +1,128 @@
+"""S2 keys, splits, record validation and view geometry: the rules every source's samples obey."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from unigeoclip import load_config
+from unigeoclip.data.augment import perspective_view, resize
+from unigeoclip.data.imaging import decode_rgb, encode_png
+from unigeoclip.data.records import RawSample, StreetView
+from unigeoclip.data.splits import TEST_REGION, TEST_YEAR, TRAIN, assign_split
+from unigeoclip.data.validate import check_sample
+from unigeoclip.errors import InputError
+from unigeoclip.geo import s2
+from unigeoclip.geo.distance import haversine_km
+
+from ..helpers import random_locations
+
+DATA = load_config("tiny").data
+
+
+def test_s2_tokens_round_trip_to_cells_containing_their_points() -> None:
+    for lat, lon in random_locations(200, seed=3).tolist():
+        token = s2.cell_token(lat, lon, 16)
+        assert s2.token_level(token) == 16 and s2.contains(token, lat, lon)
+        c_lat, c_lon = s2.token_center(token)
+        assert s2.cell_token(c_lat, c_lon, 16) == token
+        assert haversine_km(lat, lon, c_lat, c_lon) < 0.2  # a level-16 cell is ~150 m across
+        assert s2.contains(s2.parent_token(token, 10), lat, lon)
+
+
+def test_splits_hold_out_whole_parents_and_the_year() -> None:
+    cfg = DATA.splits
+    tokens = [s2.cell_token(lat, lon, 16) for lat, lon in random_locations(300, seed=4).tolist()]
+    for t in tokens:
+        assert assign_split(t, 2021, cfg) in (TRAIN, TEST_REGION)
+        region = assign_split(t, 2021, cfg) == TEST_REGION
+        assert assign_split(t, cfg.holdout_year, cfg) == (TEST_REGION if region else TEST_YEAR)
+        siblings = s2.parent_token(t, cfg.region_parent_level)
+        assert (assign_split(siblings + "1", 2021, cfg) == TEST_REGION) == region or len(siblings) > 15
+    forced = DATA.splits.model_copy(update={"holdout_regions": (s2.parent_token(tokens[0], cfg.region_parent_level),)})
+    assert assign_split(tokens[0], 2021, forced) == TEST_REGION
+
+
+def good_sample(**overrides: object) -> RawSample:
+    img = encode_png(np.full((DATA.aerial_px, DATA.aerial_px, 3), 120, np.uint8))
+    base = dict(
+        lat_deg=52.37, lon_deg=4.89, year=2021, source="test", source_id="s1", aerial=img,
+        street=[StreetView(image=img, lat_deg=52.37, lon_deg=4.89, heading_deg=0.0)],
+        dsm=np.zeros((DATA.dsm_px, DATA.dsm_px), np.float32), text="Canal house by the bridge",
+    )  # fmt: skip
+    base.update(overrides)
+    return RawSample(**base)  # type: ignore[arg-type]
+
+
+def test_a_good_sample_becomes_a_row_with_hashes_and_a_split() -> None:
+    checked = check_sample(good_sample(), DATA, "run")
+    assert not checked.rejects and checked.row is not None
+    row = checked.row
+    assert row["cell_token"] == s2.cell_token(52.37, 4.89, DATA.cell_level)
+    assert all(row[f"{m}_present"] for m in ("aerial", "street", "dsm", "text", "coords"))
+    assert row["split"] in (TRAIN, TEST_REGION)
+    again = check_sample(good_sample(), DATA, "other-run").row
+    assert again is not None and again["content_hash"] == row["content_hash"]
+    changed = check_sample(good_sample(text="Canal house by the new bridge"), DATA, "run").row
+    assert changed is not None and changed["content_hash"] != row["content_hash"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason", "modality", "kept"),
+    [
+        ({"lat_deg": 95.0}, "coords_out_of_range", "", False),
+        ({"lon_deg": float("nan")}, "coords_out_of_range", "", False),
+        ({"aerial": b"not an image"}, "unreadable_image", "aerial", True),
+        ({"text": "   "}, "empty_text", "text", True),
+        ({"dsm": np.zeros((5, 5), np.float32)}, "bad_dsm_shape", "dsm", True),
+        ({"dsm": np.full((32, 32), np.nan, np.float32)}, "empty_dsm", "dsm", True),
+        ({"dsm": np.full((32, 32), -9999.0, np.float32)}, "dsm_out_of_range", "dsm", True),
+        ({"aerial": None, "street": [], "dsm": None, "text": None}, "no_modalities", "", False),
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason_and_the_rest_kept(
+    overrides: dict, reason: str, modality: str, kept: bool
+) -> None:
+    checked = check_sample(good_sample(**overrides), DATA, "run")
+    assert [(r.reason, r.modality) for r in checked.rejects] == [(reason, modality)]
+    assert checked.rejects[0].detail
+    assert (checked.row is not None) == kept
+    if kept and modality:
+        assert checked.row is not None and not checked.row[f"{modality}_present"]
+
+
+def test_decode_rejects_garbage_and_decompression_bombs() -> None:
+    with pytest.raises(InputError, match="not a readable image"):
+        decode_rgb(b"GIF89a broken")
+    with pytest.raises(InputError, match="exceeds the limit"):
+        decode_rgb(encode_png(np.zeros((100, 100, 3), np.uint8)), max_pixels=50 * 50)
+
+
+def test_perspective_view_of_a_panorama_looks_where_it_is_told() -> None:
+    pano = np.zeros((90, 360, 3), np.uint8)
+    pano[:, :, 0] = np.arange(360)[None, :] * 255 // 359  # red encodes the column (azimuth)
+    pano[:45, :, 2] = 255  # blue sky above the horizon
+    # centre column faces heading 0 (north) at column 180; looking east (90) is column 270
+    east = perspective_view(pano, projection="equirectangular", source_heading_deg=0.0, source_fov_deg=360.0,
+                            yaw_deg=90.0, pitch_deg=0.0, fov_deg=60.0, size=16)  # fmt: skip
+    assert abs(int(east[8, 8, 0]) - 270 * 255 // 359) <= 3
+    up = perspective_view(pano, projection="equirectangular", source_heading_deg=0.0, source_fov_deg=360.0,
+                          yaw_deg=0.0, pitch_deg=30.0, fov_deg=40.0, size=16)  # fmt: skip
+    assert (up[..., 2] == 255).all()  # pitched up: all sky
+
+
+def test_perspective_view_of_a_photo_crops_inside_its_field_of_view() -> None:
+    photo = np.zeros((40, 80, 3), np.uint8)
+    photo[:, 40:, 1] = 200  # right half green
+    right = perspective_view(photo, projection="perspective", source_heading_deg=100.0, source_fov_deg=90.0,
+                             yaw_deg=120.0, pitch_deg=0.0, fov_deg=20.0, size=8)  # fmt: skip
+    assert (right[..., 1] == 200).all()
+    outside = perspective_view(photo, projection="perspective", source_heading_deg=100.0, source_fov_deg=90.0,
+                               yaw_deg=280.0, pitch_deg=0.0, fov_deg=20.0, size=8)  # fmt: skip
+    assert outside.max() == 0  # behind the camera: nothing was photographed
+
+
+def test_resize_preserves_means_and_shapes() -> None:
+    img = np.random.default_rng(0).uniform(0, 1, (64, 64, 3)).astype(np.float32)
+    small = resize(img, 16)
+    assert small.shape == (16, 16, 3) and abs(small.mean() - img.mean()) < 1e-5
+    assert resize(img[..., 0], 48).shape == (48, 48)

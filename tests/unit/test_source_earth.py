@@ -1,0 +1,131 @@
+"""The offline Earth source on real package data (GeoNames, Blue Marble, GLOBE, pvlib): no mocks, no Ray."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from unigeoclip.config import DataConfig, EarthSourceConfig
+from unigeoclip.data.records import RawSample, Reject, Source
+from unigeoclip.data.sources.earth import EarthSource, aerial_patch, elevation_patch
+from unigeoclip.data.sources.raster_patch import local_grid
+from unigeoclip.geo.distance import haversine_km
+
+DATA = DataConfig(aerial_px=64, dsm_px=32)
+WESTERN_EUROPE = EarthSourceConfig(
+    bbox=(42.0, -5.0, 55.0, 15.0), min_spacing_km=40.0, max_places=150, heldout_fraction=0.3, seed=3
+)
+
+
+@pytest.fixture(scope="module")
+def planned() -> list[dict[str, Any]]:
+    return EarthSource(WESTERN_EUROPE, DATA).plan()
+
+
+def _item(name: str, lat: float, lon: float, country: str, geonameid: int = 0) -> dict[str, Any]:
+    """A hand-built plan item (the format EarthSource documents)."""
+    return {"geonameid": geonameid, "name": name, "lat_deg": lat, "lon_deg": lon, "year": 2022, "country_code": country}
+
+
+def _sample(item: dict[str, Any]) -> RawSample:
+    out = EarthSource(EarthSourceConfig(), DATA).extract(item)
+    assert len(out) == 1 and isinstance(out[0], RawSample), out
+    return out[0]
+
+
+def test_everest_patch_reaches_above_8000_m_from_globe() -> None:
+    dsm, used = elevation_patch(27.9881, 86.9250, side_km=100.0, px=64)
+    assert used == "globe-g10g"
+    assert dsm.shape == (64, 64) and dsm.dtype == np.float32
+    assert np.nanmax(dsm) > 8000.0
+
+
+def test_sahara_is_brighter_than_the_congo_basin() -> None:
+    sahara = aerial_patch(23.0, 12.0, side_km=100.0, px=32)
+    congo = aerial_patch(0.0, 22.0, side_km=100.0, px=32)
+    assert sahara.mean() > congo.mean() + 50
+
+
+def test_plan_is_thinned_capped_deterministic_with_heldout_years(planned: list[dict[str, Any]]) -> None:
+    cfg = WESTERN_EUROPE
+    assert len(planned) == cfg.max_places  # the cap binds for this box
+    lat = np.array([p["lat_deg"] for p in planned])
+    lon = np.array([p["lon_deg"] for p in planned])
+    i, j = np.array(list(combinations(range(len(planned)), 2))).T
+    assert haversine_km(lat[i], lon[i], lat[j], lon[j]).min() >= cfg.min_spacing_km
+    assert cfg.bbox is not None
+    assert ((lat >= cfg.bbox[0]) & (lat <= cfg.bbox[2]) & (lon >= cfg.bbox[1]) & (lon <= cfg.bbox[3])).all()
+    years = [p["year"] for p in planned]
+    assert set(years) == {cfg.year, cfg.heldout_year}
+    assert 0.15 < years.count(cfg.heldout_year) / len(years) < 0.45
+    assert EarthSource(cfg, DATA).plan() == planned
+
+
+def test_extract_gives_an_aerial_png_a_dsm_and_a_text_without_numbers(planned: list[dict[str, Any]]) -> None:
+    item = planned[0]
+    sample = _sample(item)
+    assert Image.open(io.BytesIO(sample.aerial or b"")).convert("RGB").size == (DATA.aerial_px, DATA.aerial_px)
+    assert np.asarray(Image.open(io.BytesIO(sample.aerial or b""))).shape == (DATA.aerial_px, DATA.aerial_px, 3)
+    assert sample.dsm is not None and sample.dsm.shape == (DATA.dsm_px, DATA.dsm_px)
+    assert sample.street == []
+    assert (sample.lat_deg, sample.lon_deg, sample.year) == (item["lat_deg"], item["lon_deg"], item["year"])
+    assert sample.source == "earth" and sample.source_id == str(item["geonameid"])
+    assert set(sample.source_ids) == {"aerial", "dsm", "text"}
+    text = sample.text or ""
+    assert item["name"] in text
+    for number in (round(item["lat_deg"]), round(item["lon_deg"]), round(float(np.nanmax(sample.dsm)))):
+        assert str(abs(number)) not in text
+    assert re.search(r"\d", text) is None  # stronger: texts carry no digits at all
+
+
+def test_texts_vary_between_places(planned: list[dict[str, Any]]) -> None:
+    source = EarthSource(WESTERN_EUROPE, DATA)
+    samples = [out for p in planned[:12] for out in source.extract(p) if isinstance(out, RawSample)]
+    intros = {(s.text or "").split(",")[0].split(" ")[0] for s in samples}
+    assert len(intros) > 2  # several templates in use, not one
+
+
+@pytest.mark.parametrize(
+    ("name", "lat", "lon", "country"),
+    [("Taveuni", -16.85, 179.98, "FJ"), ("Rabi", -16.5, -179.98, "FJ"), ("Hammerfest", 70.66, 23.68, "NO")],
+)
+def test_dateline_and_high_latitude_places_extract(name: str, lat: float, lon: float, country: str) -> None:
+    sample = _sample(_item(name, lat, lon, country))
+    assert sample.dsm is not None and np.isfinite(sample.dsm).all()
+    assert name in (sample.text or "")
+    assert ("Fiji" if country == "FJ" else "Norway") in (sample.text or "")
+
+
+def test_patches_are_continuous_across_the_dateline() -> None:
+    west, east = aerial_patch(-16.7, 179.99, 100.0, 32), aerial_patch(-16.7, -179.99, 100.0, 32)
+    elsewhere = aerial_patch(-16.7, 178.2, 100.0, 32)
+    assert np.abs(west.astype(int) - east).mean() < 0.3 * np.abs(west.astype(int) - elsewhere).mean() + 1
+
+
+def test_local_grid_is_square_in_km_at_high_latitude() -> None:
+    lat, lon = local_grid(69.0, 18.0, side_km=100.0, px=8)
+    across = haversine_km(lat[4, 0], lon[4, 0], lat[4, -1], lon[4, -1])
+    down = haversine_km(lat[0, 4], lon[0, 4], lat[-1, 4], lon[-1, 4])
+    assert abs(across - 87.5) < 0.5 and abs(down - 87.5) < 0.5  # 7 pixel steps of 12.5 km both ways
+    assert lat[0, 4] > lat[-1, 4] and lon[4, -1] > lon[4, 0]  # north up, east right
+
+
+def test_bad_items_are_rejected_with_a_reason() -> None:
+    source = EarthSource(EarthSourceConfig(), DATA)
+    (missing,) = source.extract({"geonameid": 1, "name": "Nowhere"})
+    assert isinstance(missing, Reject) and missing.reason == "bad_plan_item" and "lat_deg" in missing.detail
+    (off_earth,) = source.extract(_item("Nowhere", 95.0, 10.0, "FR", geonameid=2))
+    assert isinstance(off_earth, Reject) and off_earth.reason == "invalid_coordinates"
+
+
+def test_source_is_a_cheap_pickle_even_after_use() -> None:
+    source = EarthSource(EarthSourceConfig(), DATA)
+    assert isinstance(source, Source)
+    source.extract(_item("Paris", 48.85, 2.35, "FR"))
+    assert len(pickle.dumps(source)) < 10_000

@@ -58,6 +58,26 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .runtime import ensure_ray
+    from .train.trainer import train
+
+    overrides = parse_overrides(args.set)
+    train_over = overrides.setdefault("train", {})
+    if args.workers is not None:
+        train_over["workers"] = args.workers
+    if args.steps is not None:
+        train_over["steps"] = args.steps
+    cfg = load_config(args.config, overrides=overrides)
+    ensure_ray(args.address)
+    result = train(cfg, args.store, args.out, gpu=args.gpu, resume=args.resume)
+    print(f"model: {result.model_dir}")
+    val = {k: v for k, v in result.metrics.items() if k == "val_r1"}
+    if val:
+        print(f"final mean recall@1 on {cfg.train.val_split}: {val['val_r1']:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.sources import SOURCE_NAMES
 
@@ -68,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="sample store directory or URI")
     _common(p, "small")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("train", help="train on a sample store with Ray Train + DeepSpeed")
+    p.add_argument("--store", required=True, help="sample store directory or URI")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, metrics, exported model)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers [train.workers]")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps [train.steps]")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16, NCCL")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    _common(p, "small")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

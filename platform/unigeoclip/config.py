@@ -248,6 +248,34 @@ class DataConfig(StrictModel):
     sources: SourcesConfig = SourcesConfig()
 
 
+class TrainConfig(StrictModel):
+    """Distributed training: Ray Train workers each running a DeepSpeed engine."""
+
+    steps: int = Field(1000, ge=1, description="optimizer steps")
+    micro_batch: int = Field(64, ge=2, description="samples per worker per micro-step (the loss needs >= 2)")
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    lr: float = Field(5e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="cosine decay floor, as a share of lr")
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    grad_clip: float = Field(1.0, ge=0.0, description="global gradient norm clip (0 = off)")
+    zero_stage: int = Field(1, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs a worker reserves (its torch threads)")
+    decoders: int = Field(1, ge=1, description="reader actors decoding and augmenting samples")
+    cpus_per_decoder: float = Field(0.5, gt=0)
+    log_every: int = Field(10, ge=1)
+    val_every: int = Field(0, ge=0, description="validation every N steps (0 = only at the end)")
+    val_split: str = "test_year"
+    val_max_samples: int | None = Field(None, ge=2, description="cap the validation gallery (None = all)")
+    ckpt_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(3, ge=0, description="worker failures a run survives (restarting from a checkpoint)")
+    seed: int = 0
+
+
 class Config(StrictModel):
     """Everything a run needs; saved beside every checkpoint."""
 
@@ -255,6 +283,7 @@ class Config(StrictModel):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _pivot_is_a_modality(self) -> Self:

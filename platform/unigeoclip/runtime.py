@@ -23,7 +23,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         if address:
             kwargs["address"] = address
         else:
-            kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+            # The dashboard serves Ray's state API, which Ray Train polls; it listens on 127.0.0.1 only.
+            kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
         if quiet:
             kwargs["logging_level"] = logging.WARNING
         ray.init(**kwargs)

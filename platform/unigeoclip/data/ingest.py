@@ -13,6 +13,7 @@ parallel workers agree without a second pass over the data.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections import Counter
@@ -167,8 +168,9 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, items_per_ba
     written = 0
     if items:
         workers = min(cluster_cpus(), max(1, len(items) // items_per_batch))
+        # One block per batch: the last blocks then leave no actor idle for long (a tail of one batch).
         ds = ray.data.from_items(
-            [{"item": json.dumps(it)} for it in items], override_num_blocks=min(len(items), 4 * workers)
+            [{"item": json.dumps(it)} for it in items], override_num_blocks=math.ceil(len(items) / items_per_batch)
         ).map_batches(
             ExtractSamples,
             fn_constructor_kwargs={"source": source, "data": data, "run_id": run_id, "ledger": ledger},
@@ -178,7 +180,11 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, items_per_ba
             num_cpus=1,
         )
         store.ensure_samples_table()  # lance-ray cannot create a dataset from an empty stream
-        lance_ray.write_lance(ds, store.samples_uri, schema=SAMPLE_SCHEMA, mode="append")
+        # Writing is light: with a whole CPU per write task, writes would wait for the extraction actors
+        # (which hold every CPU) and back-pressure would stall them.
+        lance_ray.write_lance(
+            ds, store.samples_uri, schema=SAMPLE_SCHEMA, mode="append", ray_remote_args={"num_cpus": 0.1}
+        )
         written = store.count_run(run_id)
     report = ray.get(ledger.report.remote())
     store.mark_superseded(report["superseded"])

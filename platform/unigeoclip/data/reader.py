@@ -11,6 +11,7 @@ view's heading, level, at the middle field of view.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,26 @@ class DecodeBatch:
         )
 
 
+def batch_rows(batch: Mapping[str, Any]) -> int:
+    """Number of samples in a batch dict (every value has them as its first dimension)."""
+    return len(next(iter(batch.values())))
+
+
+def load_batches(
+    cfg: Config, store: SampleStore | str, split: str, *, batch_size: int = 128, max_samples: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """A whole (small) split decoded once, un-augmented, as numpy batches held in memory (validation sets)."""
+    out, seen = [], 0
+    for batch in build_dataset(cfg, store, split, augment=False).iter_batches(batch_size=batch_size):
+        if max_samples is not None and seen + batch_rows(batch) > max_samples:
+            batch = {k: v[: max_samples - seen] for k, v in batch.items()}
+        out.append(batch)
+        seen += batch_rows(batch)
+        if max_samples is not None and seen >= max_samples:
+            break
+    return out
+
+
 def build_dataset(
     cfg: Config,
     store: SampleStore | str,
@@ -129,12 +150,15 @@ def build_dataset(
     decoders: int = 1,
     cpus_per_decoder: float = 1.0,
     seed: int = 0,
+    epochs: int = 1,
 ) -> ray.data.Dataset:
     """The current samples of ``split`` as a Ray Data dataset of model-ready numpy batches.
 
     ``augment`` defaults to ``split == "train"``. ``keep_ids`` adds ``sample_id`` (strings:
     use ``iter_batches``, not ``iter_torch_batches``). ``decoders`` actors, each reserving
     ``cpus_per_decoder`` CPUs, decode in parallel with whatever consumes the stream.
+    ``epochs`` > 1 repeats the split in one stream (block order reshuffled each time):
+    one execution for a whole training run, instead of a pipeline restart per epoch.
     """
     import lance_ray
 
@@ -144,7 +168,16 @@ def build_dataset(
     if not store.has_samples():
         raise FileNotFoundError(f"no sample store at {store.root}: run `unigeoclip ingest --store {store.root}` first")
     columns = ROW_COLUMNS + [f"{m.value}_present" for m in cfg.model.modalities]
-    ds = lance_ray.read_lance(store.samples_uri, columns=columns, filter=f"split = '{split}' AND current = true")
+    reads = [
+        lance_ray.read_lance(
+            store.samples_uri,
+            columns=columns,
+            filter=f"split = '{split}' AND current = true",
+            ray_remote_args={"num_cpus": min(1.0, cpus_per_decoder)},  # reading is light; a whole CPU could starve
+        ).randomize_block_order(seed=seed + e)
+        for e in range(max(1, epochs))
+    ]
+    ds = reads[0].union(*reads[1:]) if epochs > 1 else reads[0]
     return ds.map_batches(
         DecodeBatch,
         fn_constructor_kwargs={

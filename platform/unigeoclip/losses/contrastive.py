@@ -79,7 +79,7 @@ class ContrastiveLoss(nn.Module):
         self.pairs = training_pairs(self.modalities, cfg)
         self.rank, self.world_size, self.gather = rank, world_size, gather
         self.max_log_scale = math.log(cfg.max_logit_scale)
-        init = torch.tensor(math.log(1.0 / cfg.temperature_init))
+        init = torch.tensor([math.log(1.0 / cfg.temperature_init)])  # (1,): DeepSpeed cannot broadcast 0-d params
         names = [self._scale_name(m, n) for m, n in self.pairs] if cfg.per_pair_temperature else ["all"]
         self.per_pair = cfg.per_pair_temperature
         self.log_scale = nn.ParameterDict(
@@ -95,7 +95,7 @@ class ContrastiveLoss(nn.Module):
     def scale(self, m: Modality, n: Modality) -> torch.Tensor:
         """The logit scale (1 / temperature) of pair ``{m, n}``, capped at ``max_logit_scale``."""
         name = self._scale_name(m, n) if self.per_pair else "all"
-        return self.log_scale[name].clamp(max=self.max_log_scale).exp()
+        return self.log_scale[name][0].clamp(max=self.max_log_scale).exp()
 
     def forward(
         self, embeddings: Mapping[Modality, torch.Tensor], masks: Mapping[Modality, torch.Tensor]
@@ -135,7 +135,7 @@ class ContrastiveLoss(nn.Module):
             zero = sum((e.sum() * 0.0 for e in embeddings.values()), torch.tensor(0.0))
             return LossOutput(total=zero)
         total = torch.stack(list(losses.values())).mean()
-        scales = torch.stack([p.detach() for p in self.log_scale.values()]).clamp(max=self.max_log_scale).exp()
+        scales = torch.cat([p.detach() for p in self.log_scale.values()]).clamp(max=self.max_log_scale).exp()
         return LossOutput(
             total=total,
             pair_losses={k: v.detach() for k, v in losses.items()},

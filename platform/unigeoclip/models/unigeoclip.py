@@ -131,12 +131,16 @@ class UniGeoCLIP(nn.Module):
 
     # -- persistence -------------------------------------------------------------------------
 
+    def hf_tower_configs(self) -> dict[str, dict[str, Any]]:
+        """The configs of the towers built from ``transformers`` (what rebuilds them without their source dir)."""
+        return {k: t.hf_config() for k, t in self.towers.items() if isinstance(t, ImageTower | TextTower)}
+
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """Write config, tower configs, tokenizer and safetensors weights (nothing pickled)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(out / CONFIG_FILE, self.config.to_yaml())
-        hf = {k: t.hf_config() for k, t in self.towers.items() if isinstance(t, ImageTower | TextTower)}
+        hf = self.hf_tower_configs()
         _atomic_write_text(out / TOWERS_FILE, json.dumps(hf, indent=1, sort_keys=True, default=str))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))

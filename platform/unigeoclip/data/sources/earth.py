@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import functools
 import importlib.util
-import io
 import json
 import math
 import random
@@ -30,6 +29,7 @@ from ...config import DataConfig, EarthSourceConfig
 from ...errors import ConfigError, DataSourceError
 from ...geo.distance import EARTH_RADIUS_KM
 from ...geo.s2 import stable_fraction
+from ..imaging import encode_png
 from ..records import RawSample, Reject
 from .raster_patch import LatLonGrid, block_mean, local_grid, sample_bilinear, supersample_factor
 
@@ -172,12 +172,6 @@ def _covers(grid: LatLonGrid, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     row = (grid.lat_top - lat) / grid.deg_per_px
     col = ((lon - grid.lon_left) % 360.0) / grid.deg_per_px
     return np.asarray((row >= 0) & (row <= grid.rows) & (grid.wraps | (col <= grid.cols)))
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +487,7 @@ class EarthSource:
                 year=int(item["year"]),
                 source=self.name,
                 source_id=source_id,
-                aerial=_png(aerial_patch(lat, lon, patch_km, self.data.aerial_px)),
+                aerial=encode_png(aerial_patch(lat, lon, patch_km, self.data.aerial_px)),
                 dsm=dsm,
                 text=text,
                 source_ids={"aerial": "bmng", "dsm": dsm_source, "text": f"geonames:{source_id}"},

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, ensembling, geocells, probes, pictures."""

@@ -1,0 +1,119 @@
+"""The driver side of training: a Ray Train ``TorchTrainer`` over the sample store, and the run directory.
+
+``RUN_DIR`` layout::
+
+    config.yaml        the full config of the run (the resume reference)
+    ray/train/         Ray Train storage: checkpoints (DeepSpeed shards of every rank), run state
+    metrics.jsonl      one line per report (rank 0)
+    workers/           rank-N.json: pid and host of each worker
+    model/             the exported model (UniGeoCLIP.from_pretrained) once the run completes
+    probe.safetensors  a batch and the trained model's embeddings of it (export self-check)
+
+Resuming relaunches the same Ray Train run (same name and storage): the workers pick
+the latest checkpoint up with ``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, load_config
+from ..data.reader import build_dataset, load_batches
+from ..data.store import SampleStore
+from ..errors import ConfigError
+from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
+
+RUN_NAME = "train"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    checkpoint: str
+
+
+def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
+    """Validate the run directory against ``resume`` and return the config the run uses.
+
+    A fresh run refuses a directory that already holds one (resuming is explicit). A
+    resumed run keeps its saved config; only ``train.steps`` may be raised.
+    """
+    saved = run_dir / "config.yaml"
+    has_run = (run_dir / "ray" / RUN_NAME).exists()
+    if resume:
+        if not (saved.is_file() and has_run):
+            raise ConfigError(f"nothing to resume in {run_dir}: start a run there without --resume first")
+        previous = load_config(saved)
+        if previous.model != cfg.model or previous.loss != cfg.loss or previous.data != cfg.data:
+            raise ConfigError(
+                f"{run_dir} was trained with another model, loss or data config; resume with the same config "
+                f"(only train.steps may change) or start a new --out"
+            )
+        cfg = previous.updated({"train": {"steps": cfg.train.steps}})
+    elif has_run or (run_dir / EXPORT_DIR).exists():
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(saved)
+    return cfg
+
+
+def train(
+    cfg: Config, store: SampleStore | str, run_dir: str | Path, *, gpu: bool = False, resume: bool = False
+) -> TrainResult:
+    """Train on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`); returns where the model is."""
+    import ray
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    run_dir = Path(run_dir).resolve()
+    cfg = prepare_run(cfg, run_dir, resume=resume)
+    tc = cfg.train
+    store = store if isinstance(store, SampleStore) else SampleStore(store)
+    train_count = store.count("train")
+    if train_count < tc.workers * tc.micro_batch:
+        raise ConfigError(
+            f"{store.root} has {train_count} training samples, fewer than workers x micro_batch = "
+            f"{tc.workers} x {tc.micro_batch}: ingest more data or lower train.micro_batch / train.workers"
+        )
+    if store.count(tc.val_split) < 2:
+        raise ConfigError(f"{store.root} has fewer than 2 samples in the validation split {tc.val_split!r}")
+    # Inside training, the progress lines of the loop say how far it is; Ray Data's bars, redrawn from every
+    # worker, would only bury them.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    # The held-out split is small and fixed: decode it once, here, before training reserves the CPUs.
+    val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples))
+    epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
+    train_stream = build_dataset(
+        cfg, store, "train", decoders=tc.decoders, cpus_per_decoder=tc.cpus_per_decoder, seed=tc.seed, epochs=epochs
+    )  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
+    datasets: dict[str, Any] = {"train": train_stream}
+    resources: dict[str, float] = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if gpu else {})
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(run_dir), "gpu": gpu, "val": val_ref},
+        scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=RUN_NAME,
+            storage_path=str(run_dir / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+        ),
+        datasets=datasets,
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training finished without a checkpoint; see {run_dir / 'ray'}")
+    model_dir = run_dir / EXPORT_DIR
+    with result.checkpoint.as_directory() as directory:
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(Path(directory) / EXPORT_DIR, model_dir)
+        shutil.copy2(Path(directory) / PROBE_FILE, run_dir / PROBE_FILE)
+    return TrainResult(run_dir, model_dir, dict(result.metrics or {}), result.checkpoint.path)

@@ -1,0 +1,144 @@
+"""Distributed training end to end: 2 CPU workers (gloo), real DeepSpeed, the tiny store, real process kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import torch
+from safetensors.torch import load_file
+from unigeoclip import Config, Modality, UniGeoCLIP
+from unigeoclip.data.ingest import IngestSummary
+from unigeoclip.data.store import SampleStore
+from unigeoclip.errors import ConfigError
+from unigeoclip.train.trainer import train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def tiny_train_cfg(cfg: Config, **train: object) -> Config:
+    base = {"workers": 2, "micro_batch": 16, "steps": 30, "lr": 3e-3, "warmup_steps": 3, "log_every": 5,
+            "ckpt_every": 10, "val_every": 10, "cpus_per_worker": 0.5, "cpus_per_decoder": 0.25}  # fmt: skip
+    return cfg.updated({"train": base | train})
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_stage_trains_two_workers_loss_falls_and_recall_rises(
+    stage: int, tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    store, _ = tiny_store
+    cfg = tiny_train_cfg(tiny_world_cfg, zero_stage=stage, steps=100, val_every=25)
+    result = train(cfg, store, tmp_path / "run")
+    log = metrics(tmp_path / "run")
+    losses = [m["loss"] for m in log if "loss" in m]
+    recalls = [m["val_r1"] for m in log if "val_r1" in m]
+    assert log[0]["step"] == 0 and log[-1]["step"] == 100
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert recalls[-1] > recalls[0] + 0.1, recalls
+    assert result.metrics["step"] == 100 and result.model_dir.is_dir()
+    assert all(f"val_r1/{m.value}->{n.value}" in result.metrics for m in Modality for n in Modality if m != n)
+
+
+def test_exported_model_reproduces_the_trained_embeddings_exactly(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    result = train(tiny_train_cfg(tiny_world_cfg, steps=10, val_every=0), tiny_store[0], tmp_path / "run")
+    probe = load_file(str(tmp_path / "run" / "probe.safetensors"))
+    batch = {k[3:]: v for k, v in probe.items() if k.startswith("in/")}
+    model = UniGeoCLIP.from_pretrained(result.model_dir)
+    with torch.no_grad():
+        out = model(batch)
+    assert set(out) == set(Modality)
+    for m, z in out.items():
+        assert torch.equal(z, probe[f"emb/{m.value}"]), m
+
+
+def test_a_killed_worker_leaves_a_run_that_finishes_its_steps(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    cfg = tiny_train_cfg(tiny_world_cfg, steps=60, val_every=0, max_failures=2)
+    killed: dict[str, int] = {}
+
+    def kill_rank_1_after_a_checkpoint() -> None:
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            steps = [m["step"] for m in metrics(run_dir)] if (run_dir / "metrics.jsonl").exists() else []
+            if steps and max(steps) >= 25 and (run_dir / "workers" / "rank-1.json").exists():
+                pid = json.loads((run_dir / "workers" / "rank-1.json").read_text())["pid"]
+                killed["pid"], killed["step"] = pid, max(steps)
+                os.kill(pid, signal.SIGKILL)  # a real process death, not an exception
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_rank_1_after_a_checkpoint, daemon=True)
+    killer.start()
+    result = train(cfg, tiny_store[0], run_dir)  # fit() must stay on the main thread (it installs signal handlers)
+    killer.join(timeout=5)
+    assert killed, "the worker was never killed: the test did not exercise a failure"
+    restarted = json.loads((run_dir / "workers" / "rank-1.json").read_text())["pid"]
+    assert restarted != killed["pid"]
+    assert result.metrics["step"] == 60
+    steps = [m["step"] for m in metrics(run_dir)]
+    assert steps[-1] == 60 and max(steps) == 60
+    assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_resume_after_a_stopped_run_continues_at_the_right_step(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    """Stop a run by killing its driver process after a checkpoint, then `--resume` it from this process."""
+    run_dir = tmp_path / "run"
+    cfg = tiny_train_cfg(tiny_world_cfg, steps=200, val_every=0, ckpt_every=10)
+    config_file = tmp_path / "cfg.yaml"
+    cfg.save(config_file)
+    env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    command = ["jobs/train.py", "--config", str(config_file), "--store", tiny_store[0].root, "--out", str(run_dir)]
+    driver = subprocess.Popen(
+        [sys.executable, *command], env=env, cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and driver.poll() is None:
+            ckpts = (
+                list((run_dir / "ray" / "train").glob("checkpoint_*")) if (run_dir / "ray" / "train").exists() else []
+            )
+            if len(ckpts) >= 2:
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, "the run ended before it could be stopped"
+    finally:
+        driver.kill()
+        driver.wait()
+    stopped_at = max(m["step"] for m in metrics(run_dir))
+    assert stopped_at < 200
+    tags = [
+        (d / "latest").read_text().strip()
+        for d in (run_dir / "ray" / "train").glob("checkpoint_*")
+        if (d / "latest").exists()
+    ]
+    checkpoint_step = max(int(t.removeprefix("step")) for t in tags)
+
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, tiny_store[0], run_dir)  # a second fresh run must not silently continue
+    lines_before = len(metrics(run_dir))
+    target = stopped_at + 25
+    result = train(
+        tiny_train_cfg(tiny_world_cfg, steps=target, val_every=0, ckpt_every=10), tiny_store[0], run_dir, resume=True
+    )
+    resumed = [m["step"] for m in metrics(run_dir)[lines_before:]]
+    assert resumed[0] == checkpoint_step + 5  # the next log step after the checkpoint: not 5, not stopped_at + 5
+    assert resumed == sorted(resumed) and resumed[-1] == target == result.metrics["step"]

@@ -1,0 +1,48 @@
+"""The deployment files stay in step with the code: their job commands parse, the dashboard stays private."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from unigeoclip.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = {p.stem for p in (ROOT / "jobs").glob("*.py")}
+
+
+def entrypoints() -> list[tuple[str, list[str]]]:
+    """The ``entrypoint`` of every RayJob manifest (what the cluster actually runs)."""
+    found = []
+    for path in (ROOT / "infra").rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            entry = (doc or {}).get("spec", {}).get("entrypoint")
+            if entry:
+                found.append((path.name, shlex.split(entry)))
+    return found
+
+
+def test_manifests_parse_as_yaml() -> None:
+    for path in [ROOT / "ray_cluster.yaml", *(ROOT / "infra").rglob("*.yaml")]:
+        assert list(yaml.safe_load_all(path.read_text())), path
+
+
+@pytest.mark.parametrize(("where", "words"), entrypoints())
+def test_job_entrypoints_in_manifests_parse(where: str, words: list[str]) -> None:
+    assert words[0] == "python" and words[1].startswith("jobs/"), f"{where}: entrypoints run a job script"
+    job = Path(words[1]).stem
+    assert job in JOBS, f"{where} runs {words[1]}, which does not exist"
+    build_parser().parse_args([job, *words[2:]])
+
+
+def test_dashboard_is_not_exposed_beyond_the_head() -> None:
+    cluster = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    assert any("--dashboard-host=127.0.0.1" in c for c in cluster["head_start_ray_commands"])
+    for path in (ROOT / "infra" / "kuberay").glob("*.yaml"):
+        doc = yaml.safe_load(path.read_text())
+        spec = doc.get("spec", {})
+        head = spec.get("headGroupSpec") or spec.get("rayClusterSpec", {}).get("headGroupSpec")
+        if head:
+            assert head.get("serviceType", "ClusterIP") == "ClusterIP", path

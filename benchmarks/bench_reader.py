@@ -44,17 +44,17 @@ def main() -> None:
         ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
     n_train = store.count("train")
 
-    # 1. the reader alone, steady state (the first batch pays for actor start-up)
-    ds = build_dataset(cfg, store, "train", decoders=args.decoders)
-    batches, start, seen = [], None, 0
-    for epoch in range(3):
-        for batch in ds.iter_torch_batches(batch_size=args.batch, drop_last=True):
-            if start is None:
-                start = time.perf_counter()
-            else:
-                seen += len(batch["coords"])
-            if epoch == 0 and len(batches) < 3:
-                batches.append(batch)
+    # 1. the reader alone, as training reads it: every epoch in one stream (steady state: the first
+    #    batch pays for start-up)
+    ds = build_dataset(cfg, store, "train", decoders=args.decoders, cpus_per_decoder=0.5, epochs=3)
+    batches, start, seen = [], 0.0, 0
+    for batch in ds.iter_torch_batches(batch_size=args.batch, drop_last=True):
+        if not batches:
+            start = time.perf_counter()
+        else:
+            seen += len(batch["coords"])
+        if len(batches) < 3:
+            batches.append(batch)
     reader_rate = seen / (time.perf_counter() - start)
 
     # 2. what a training step consumes, on batches from that reader

@@ -61,7 +61,8 @@ class TextTowerConfig(StrictModel):
     tokenizer: str = Field(
         "auto",
         description="'auto' (the pretrained directory's own tokenizer, else 'byte'), 'byte' (ByT5 byte "
-        "tokenizer: needs no files, works offline, 384 ids) or a local tokenizer directory",
+        "tokenizer: needs no files, 384 ids), 'wordpiece' (the offline MiniLM WordPiece vocabulary, 30,522 ids) "
+        "or a local tokenizer directory",
     )
     max_length: int = Field(64, gt=1)
     hidden_size: int = Field(32, gt=0)

@@ -19,14 +19,22 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def decode_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded PNG/JPEG/... -> ``(H, W, 3)`` uint8, or :class:`InputError` saying why it is unreadable."""
+def open_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Encoded PNG/JPEG/... -> a decoded RGB PIL image, or :class:`InputError` saying why it is unreadable.
+
+    The pixel count is checked from the header, before anything is decoded.
+    """
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > max_pixels:
                 raise InputError(f"image of {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
-            return np.asarray(img.convert("RGB"))
+            return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def decode_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded PNG/JPEG/... -> ``(H, W, 3)`` uint8, or :class:`InputError` saying why it is unreadable."""
+    return np.asarray(open_rgb(data, max_pixels=max_pixels))

@@ -204,7 +204,8 @@ def _validate(
 
 
 def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).to(device) for k, v in batch.items() if v.dtype != object}
+    # arrays from the object store are read-only: copy, as torch tensors may be written to
+    return {k: torch.from_numpy(np.array(v)).to(device) for k, v in batch.items() if v.dtype != object}
 
 
 def _report_with_checkpoint(engine: Any, metrics: dict[str, float], step: int, export: tuple | None = None) -> None:
@@ -267,12 +268,12 @@ def _log_progress(
     if rank != 0:
         return
     step = int(metrics["step"])
-    done = max(step - start_step, 1)
-    eta = (time.perf_counter() - started) / done * (total - step)
+    done = step - start_step
+    eta = f"{(time.perf_counter() - started) / done * (total - step) / 60:.1f} min" if done > 0 else "-"
     val = f" | val r@1 {metrics['val_r1']:.3f}" if "val_r1" in metrics else ""
     print(
         f"step {step:>6}/{total} | loss {metrics.get('loss', float('nan')):.4f} | acc@1 {metrics['acc1']:.3f}"
-        f" | {metrics['samples_per_s']:.1f} samples/s | lr {metrics['lr']:.2e}{val} | eta {eta / 60:.1f} min",
+        f" | {metrics['samples_per_s']:.1f} samples/s | lr {metrics['lr']:.2e}{val} | eta {eta}",
         flush=True,
     )
     with (run_dir / "metrics.jsonl").open("a") as f:

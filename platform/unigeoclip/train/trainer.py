@@ -63,6 +63,20 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
     return cfg
 
 
+def _check_cpu_budget(tc: Any, gpu: bool) -> None:
+    """Refuse a plan that cannot be scheduled: Ray would otherwise wait forever for CPUs nobody frees."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    wanted = tc.workers * tc.cpus_per_worker + tc.decoders * tc.cpus_per_decoder
+    if wanted > total + 1e-9 and not gpu:
+        raise ConfigError(
+            f"training needs {wanted:g} CPUs (workers {tc.workers} x {tc.cpus_per_worker:g} + decoders "
+            f"{tc.decoders} x {tc.cpus_per_decoder:g}) but the cluster has {total:g}: "
+            f"lower train.cpus_per_worker / train.cpus_per_decoder or add nodes"
+        )
+
+
 def train(
     cfg: Config, store: SampleStore | str, run_dir: str | Path, *, gpu: bool = False, resume: bool = False
 ) -> TrainResult:
@@ -81,6 +95,7 @@ def train(
             f"{store.root} has {train_count} training samples, fewer than workers x micro_batch = "
             f"{tc.workers} x {tc.micro_batch}: ingest more data or lower train.micro_batch / train.workers"
         )
+    _check_cpu_budget(tc, gpu)
     if store.count(tc.val_split) < 2:
         raise ConfigError(f"{store.root} has fewer than 2 samples in the validation split {tc.val_split!r}")
     # Inside training, the progress lines of the loop say how far it is; Ray Data's bars, redrawn from every

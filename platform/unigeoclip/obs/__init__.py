@@ -1,0 +1,1 @@
+"""Observability: run figures for Prometheus."""

@@ -1,0 +1,93 @@
+"""Search filters -> one SQL predicate over the embedding table's scalar columns, validated on the way in."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import s2sphere
+
+from ..errors import InputError
+from ..modality import Modality
+from .sql import in_list, quote
+
+BBox = tuple[float, float, float, float]  # lat_min, lon_min, lat_max, lon_max
+
+
+def _as_tuple(value: object) -> tuple[object, ...]:
+    if isinstance(value, str | int | Modality):
+        return (value,)
+    if isinstance(value, Iterable):
+        return tuple(value)
+    return (value,)
+
+
+def modality_clause(modality: Modality | str | Sequence[Modality | str]) -> str:
+    names = [Modality.parse(m).value for m in _as_tuple(modality)]  # type: ignore[arg-type]
+    return f"modality = {quote(names[0])}" if len(names) == 1 else in_list("modality", names)
+
+
+def bbox_clause(bbox: Sequence[float]) -> str:
+    """Inclusive box; ``lon_min > lon_max`` means the box crosses the antimeridian."""
+    if len(bbox) != 4:
+        raise InputError(f"bbox must be (lat_min, lon_min, lat_max, lon_max), got {len(bbox)} numbers")
+    lat_min, lon_min, lat_max, lon_max = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (lat_min, lon_min, lat_max, lon_max)):
+        raise InputError(f"bbox has a non-finite number: {tuple(bbox)}")
+    if not (-90 <= lat_min <= lat_max <= 90):
+        raise InputError(f"bbox latitudes must satisfy -90 <= lat_min <= lat_max <= 90, got {lat_min}, {lat_max}")
+    if not (-180 <= lon_min <= 180 and -180 <= lon_max <= 180):
+        raise InputError(f"bbox longitudes must lie in [-180, 180], got {lon_min}, {lon_max}")
+    lat = f"lat_deg >= {lat_min!r} AND lat_deg <= {lat_max!r}"
+    if lon_min <= lon_max:
+        return f"{lat} AND lon_deg >= {lon_min!r} AND lon_deg <= {lon_max!r}"
+    return f"{lat} AND (lon_deg >= {lon_min!r} OR lon_deg <= {lon_max!r})"
+
+
+def cell_clause(token: str) -> str:
+    """Items inside the S2 cell ``token`` (any level): its descendants are one contiguous range of cell ids.
+
+    This is the exact form of an "S2 cell prefix": the parent's id bits are a prefix of every
+    descendant's id (hex token strings are prefixes of each other only at some levels).
+    """
+    text = str(token).strip().lower()
+    try:
+        cell = s2sphere.CellId.from_token(text) if 0 < len(text) <= 16 else None
+    except ValueError:
+        cell = None
+    if cell is None or not cell.is_valid():
+        raise InputError(f"cell_prefix {token!r} is not a valid S2 cell token (hex, e.g. '47a1' or '47a1cbd4')")
+    return f"cell_id >= {cell.range_min().id()} AND cell_id <= {cell.range_max().id()}"
+
+
+def year_clause(year: int | Sequence[int]) -> str:
+    years = [int(y) for y in _as_tuple(year)]  # type: ignore[call-overload]
+    return f"year = {years[0]}" if len(years) == 1 else in_list("year", years)
+
+
+def split_clause(split: str | Sequence[str]) -> str:
+    splits = [str(s) for s in _as_tuple(split)]
+    return f"split = {quote(splits[0])}" if len(splits) == 1 else in_list("split", splits)
+
+
+def build_filter(
+    *,
+    modality: Modality | str | Sequence[Modality | str] | None = None,
+    bbox: Sequence[float] | None = None,
+    cell_prefix: str | None = None,
+    year: int | Sequence[int] | None = None,
+    split: str | Sequence[str] | None = None,
+) -> str | None:
+    """The conjunction of the given filters (None = no filter)."""
+    clauses = []
+    if modality is not None:
+        clauses.append(modality_clause(modality))
+    if bbox is not None:
+        clauses.append(bbox_clause(bbox))
+    if cell_prefix is not None:
+        clauses.append(cell_clause(cell_prefix))
+    if year is not None:
+        clauses.append(year_clause(year))
+    if split is not None:
+        clauses.append(split_clause(split))
+    return " AND ".join(f"({c})" for c in clauses) or None

@@ -1,0 +1,184 @@
+"""The embedding store without Ray: version ids, filters, upserts, the serving alias, search, reads, metrics."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import s2sphere
+import torch
+from unigeoclip import Config, UniGeoCLIP
+from unigeoclip.errors import ConfigError, InputError
+from unigeoclip.models import unigeoclip as model_module
+from unigeoclip.obs.metrics import push_run_metrics
+from unigeoclip.store import EmbeddingDB, EmbeddingStore
+from unigeoclip.store import versions as versions_module
+from unigeoclip.store.filters import build_filter
+from unigeoclip.store.index import compact
+from unigeoclip.store.schema import embedding_schema
+from unigeoclip.store.versions import check_version_name, model_fingerprint, model_version_id
+from unigeoclip.store.writer import BufferedUpserter, upsert
+
+DIM = 16
+MODALITIES = ("aerial", "text")
+
+
+def test_version_file_names_match_what_save_pretrained_writes() -> None:
+    for name in ("CONFIG_FILE", "WEIGHTS_FILE", "TOWERS_FILE", "TOKENIZER_DIR"):
+        assert getattr(versions_module, name) == getattr(model_module, name)
+
+
+def test_model_version_is_stable_across_copies_and_changes_with_the_weights(tiny_cfg: Config, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = UniGeoCLIP.from_config(tiny_cfg)
+    a = model.save_pretrained(tmp_path / "a")
+    shutil.copytree(a, tmp_path / "copy")
+    assert model_version_id(a) == model_version_id(tmp_path / "copy")
+    assert model_version_id(a).startswith("tiny-") and len(model_version_id(a)) == len("tiny-") + 12
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    b = model.save_pretrained(tmp_path / "b")
+    assert model_fingerprint(a) != model_fingerprint(b)
+    with pytest.raises(Exception, match="not a UniGeoCLIP model directory"):
+        model_fingerprint(tmp_path)
+    with pytest.raises(InputError, match="not a valid name"):
+        check_version_name("v1; DROP TABLE")
+
+
+def test_filters_compose_and_bad_values_say_how_to_fix_them() -> None:
+    where = build_filter(modality=["aerial", "text"], bbox=(10, 170, 20, -170), year=2022, split="train")
+    assert "modality IN ('aerial', 'text')" in where
+    assert "(lon_deg >= 170.0 OR lon_deg <= -170.0)" in where  # crosses the antimeridian
+    assert build_filter() is None
+    for kwargs, message in [
+        ({"modality": "sonar"}, "unknown modality"),
+        ({"bbox": (20, 0, 10, 1)}, "lat_min <= lat_max"),
+        ({"bbox": (0, 0, 1)}, "lat_min, lon_min, lat_max, lon_max"),
+        ({"cell_prefix": "xyz"}, "not a valid S2 cell token"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            build_filter(**kwargs)
+
+
+def _rows(n: int, version: str, seed: int = 0) -> pa.Table:
+    """Random unit vectors at random places around two cities, two modalities per item."""
+    rng = np.random.default_rng(seed)
+    items = n // len(MODALITIES)
+    lat = np.where(rng.random(items) < 0.5, 48.85, -33.87) + rng.normal(0, 0.05, items)
+    lon = np.where(lat > 0, 2.35, 151.2) + rng.normal(0, 0.05, items)
+    cells = [
+        s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).parent(16)
+        for a, b in zip(lat, lon, strict=True)
+    ]
+    vec = rng.standard_normal((items * len(MODALITIES), DIM)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    rep = np.repeat(np.arange(items), len(MODALITIES))
+    data = {
+        "item_id": [f"item{i}" for i in rep],
+        "modality": [MODALITIES[j % len(MODALITIES)] for j in range(len(rep))],
+        "model_version": [version] * len(rep),
+        "content_hash": [f"h{i}" for i in rep],
+        "cell_token": [cells[i].to_token() for i in rep],
+        "cell_id": pa.array([cells[i].id() for i in rep], pa.uint64()),
+        "lat_deg": lat[rep],
+        "lon_deg": lon[rep],
+        "year": pa.array(2021 + rep % 3, pa.int16()),
+        "split": ["train"] * len(rep),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM),
+        "embed_run": ["test"] * len(rep),
+        "written_at": pa.array([datetime.now(UTC)] * len(rep), pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(data, schema=embedding_schema(DIM))
+
+
+def _db_with(tmp_path: Path, rows: pa.Table, version: str = "v1") -> tuple[EmbeddingDB, object]:
+    db = EmbeddingDB(tmp_path / "db")
+    table = db.register_version(
+        version, fingerprint="f" * 64, model_dir="/m", embed_dim=DIM, modalities=list(MODALITIES)
+    )
+    upsert(table, rows)
+    return db, table
+
+
+def test_upserts_are_idempotent_and_a_version_name_stays_bound_to_its_model(tmp_path: Path) -> None:
+    rows = _rows(400, "v1")
+    db, table = _db_with(tmp_path, rows)
+    assert upsert(table, rows) == (0, 400)  # the same keys again: updated in place, nothing added
+    writer = BufferedUpserter(table, embedding_schema(DIM), commit_rows=150, commit_seconds=1e9)
+    for start in range(0, 400, 50):
+        writer.add(rows.slice(start, 50))
+    writer.flush()
+    assert writer.commits == 3 and writer.updated == 400
+    assert table.count_rows() == 400
+    keys = table.to_lance().to_table(columns=["item_id", "modality"]).to_pylist()
+    assert len({(k["item_id"], k["modality"]) for k in keys}) == 400
+    with pytest.raises(ConfigError, match="another model"):
+        db.register_version("v1", fingerprint="0" * 64, model_dir="/other", embed_dim=DIM, modalities=["aerial"])
+
+
+def test_searches_read_only_the_published_snapshot(tmp_path: Path) -> None:
+    rows = _rows(400, "v1")
+    db, table = _db_with(tmp_path, rows.slice(0, 200))
+    with pytest.raises(FileNotFoundError, match="run `unigeoclip embed"):
+        EmbeddingStore.open(db)
+    db.publish("v1")
+    store = EmbeddingStore.open(tmp_path / "db")
+    upsert(table, rows.slice(200))  # written, not yet published
+    assert len(store) == 200 and len(EmbeddingStore.open(db)) == 200
+    assert len(EmbeddingStore.open(db, model_version="v1")) == 400  # a version by name: its latest rows
+    assert not store.refresh()
+    db.publish("v1")
+    assert store.refresh() and len(store) == 400
+    compact(table, keep_versions=timedelta(0))  # prunes every old version but the tagged, published one
+    assert len(EmbeddingStore.open(db)) == 400  # the published snapshot is tagged, so it survives
+
+
+def test_search_with_filters_matches_brute_force(tmp_path: Path) -> None:
+    rows = _rows(2000, "v1")
+    db, _ = _db_with(tmp_path, rows)
+    db.publish("v1")
+    store = EmbeddingStore.open(db)
+    vec = rows["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DIM)
+    queries = np.random.default_rng(1).standard_normal((3, DIM)).astype(np.float32)
+    paris = s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(48.85, 2.35)).parent(9)
+    cases = [
+        ({}, np.ones(len(vec), bool)),
+        ({"modality": "text"}, np.asarray(rows["modality"].to_pylist()) == "text"),
+        ({"bbox": (48.0, 2.0, 49.5, 3.0), "year": [2021, 2023]},
+         (rows["lat_deg"].to_numpy() > 48) & np.isin(rows["year"].to_numpy(), [2021, 2023])),
+        ({"cell_prefix": paris.to_token()},
+         np.asarray([paris.contains(s2sphere.CellId.from_token(t)) for t in rows["cell_token"].to_pylist()])),
+    ]  # fmt: skip
+    for filters, mask in cases:
+        hits = store.search(queries, k=5, **filters)
+        assert hits.num_rows == 15
+        for qi, q in enumerate(queries):
+            sims = np.where(mask, vec @ (q / np.linalg.norm(q)), -np.inf)
+            want = np.argsort(-sims)[:5]
+            got = hits.filter(pa.compute.equal(hits["query_index"], qi))
+            keys = list(zip(got["item_id"].to_pylist(), got["modality"].to_pylist(), strict=True))
+            assert keys == [(rows["item_id"][i].as_py(), rows["modality"][i].as_py()) for i in want], filters
+            np.testing.assert_allclose(got["score"].to_numpy(), sims[want], atol=1e-5)
+    one = store.search(vec[7], k=1, with_vectors=True)
+    assert one["item_id"][0].as_py() == rows["item_id"][7].as_py() and one.num_rows == 1
+    with pytest.raises(InputError, match="embeds to 16"):
+        store.search(np.ones(8), k=1)
+    with pytest.raises(InputError, match="no ANN index"):
+        store.search(vec[0], exact=False)
+    got = store.get(["item3", "item5"], modality="text")
+    assert sorted(got["item_id"].to_pylist()) == ["item3", "item5"] and set(got["modality"].to_pylist()) == {"text"}
+    assert store.count(modality="aerial") == 1000
+
+
+def test_run_figures_go_to_a_textfile_when_the_gateway_is_unreachable(tmp_path: Path) -> None:
+    figures = {"rows_embedded": 12, "rows_skipped": 3, "rows_failed": 0, "seconds": 1.5}
+    where = push_run_metrics("reembed", figures, labels={"model_version": "v1"}, pushgateway="http://127.0.0.1:9",
+                             textfile=tmp_path / "m" / "reembed.prom")  # fmt: skip
+    assert "failed" in where and "written to" in where
+    text = (tmp_path / "m" / "reembed.prom").read_text()
+    assert 'unigeoclip_reembed_rows_embedded{model_version="v1"} 12.0' in text
+    assert "unigeoclip_reembed_last_run_timestamp_seconds" in text

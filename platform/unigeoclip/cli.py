@@ -78,6 +78,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed_options(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    from .embed import EmbedOptions
+    from .modality import Modality
+    from .store import DEFAULT_POLICY
+
+    modalities = tuple(Modality.parse(m.strip()) for m in args.modalities.split(",")) if args.modalities else None
+    index = DEFAULT_POLICY if args.index_min_rows is None else replace(DEFAULT_POLICY, min_rows=args.index_min_rows)
+    return EmbedOptions(
+        modalities=modalities, gpu=args.gpu, actors=args.actors, batch_size=args.batch_size,
+        commit_rows=args.commit_rows, commit_seconds=args.commit_seconds, publish=not args.no_publish, index=index,
+        pushgateway=args.pushgateway, metrics_textfile=args.metrics_textfile,
+    )  # fmt: skip
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .embed import embed, reembed
+    from .runtime import ensure_ray
+
+    ensure_ray(args.address)
+    options = _embed_options(args)
+    if args.command == "embed":
+        summary = embed(args.model, args.store, args.db, model_version=args.model_version, options=options)
+    else:
+        summary = reembed(args.store, args.db, model_dir=args.model, model_version=args.model_version, options=options)
+    print(summary)
+    return 0 if not summary.failed else 1
+
+
+def _embed_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
+    model_help = "model directory (save_pretrained / `unigeoclip train` output)"
+    if not model_required:
+        model_help += (
+            "; default: the serving version's model. A new model is embedded beside it and serves once complete"
+        )
+    p.add_argument("--model", required=model_required, help=model_help)
+    p.add_argument("--store", required=True, help="sample store directory or URI")
+    p.add_argument("--db", required=True, help="LanceDB directory or object-store URI (s3://, gs://, az://)")
+    p.add_argument("--model-version", default=None, help="version name [derived: <config name>-<hash of the model>]")
+    p.add_argument("--modalities", default=None, help="comma-separated subset to embed [every tower of the model]")
+    p.add_argument("--gpu", action="store_true", help="GPU actors (one per GPU) fed by CPU decoding actors")
+    p.add_argument("--actors", type=int, default=None, help="model actors [one per CPU, or per GPU with --gpu]")
+    p.add_argument("--batch-size", type=int, default=64, help="samples per actor call [64]")
+    p.add_argument("--commit-rows", type=int, default=20_000, help="rows per upsert commit [20000]")
+    p.add_argument("--commit-seconds", type=float, default=60.0, help="commit at least this often [60]")
+    p.add_argument("--no-publish", action="store_true", help="embed a new version without making it serve")
+    p.add_argument("--index-min-rows", type=int, default=None, help="rows from which to build the ANN index")
+    p.add_argument("--pushgateway", default=None, help="Prometheus Pushgateway URL [$UNIGEOCLIP_PUSHGATEWAY]")
+    p.add_argument(
+        "--metrics-textfile", default=None, help="textfile for the figures when there is no gateway [DB/metrics/]"
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_embed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.sources import SOURCE_NAMES
 
@@ -98,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     _common(p, "small")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="embed a sample store into LanceDB with a trained model (idempotent)")
+    _embed_args(p, model_required=True)
+    p = sub.add_parser("reembed", help="embed new or changed samples for the serving model version (scheduled)")
+    _embed_args(p, model_required=False)
     return parser
 
 

@@ -267,6 +267,9 @@ class TrainConfig(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs a worker reserves (its torch threads)")
     decoders: int = Field(1, ge=1, description="reader actors decoding and augmenting samples")
     cpus_per_decoder: float = Field(0.5, gt=0)
+    decode_cache_mb: int = Field(
+        1024, ge=0, description="MiB of decoded images each decoder keeps across epochs (0 = decode every time)"
+    )
     log_every: int = Field(10, ge=1)
     val_every: int = Field(0, ge=0, description="validation every N steps (0 = only at the end)")
     val_split: str = "test_year"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from unigeoclip import load_config
 from unigeoclip.data.augment import perspective_view, resize
+from unigeoclip.data.decode_cache import DecodedImageCache
 from unigeoclip.data.imaging import decode_rgb, encode_png
 from unigeoclip.data.records import RawSample, StreetView
 from unigeoclip.data.splits import TEST_REGION, TEST_YEAR, TRAIN, assign_split
@@ -119,6 +120,42 @@ def test_perspective_view_of_a_photo_crops_inside_its_field_of_view() -> None:
     outside = perspective_view(photo, projection="perspective", source_heading_deg=100.0, source_fov_deg=90.0,
                                yaw_deg=280.0, pitch_deg=0.0, fov_deg=20.0, size=8)  # fmt: skip
     assert outside.max() == 0  # behind the camera: nothing was photographed
+
+
+def test_photo_view_fast_path_matches_the_general_sampler() -> None:
+    """uint8 photos take a PIL homography; float input takes the numpy sampler: same view within one grey level."""
+    rng = np.random.default_rng(3)
+    rows, cols = np.mgrid[0:48, 0:96]
+    photo = np.stack([cols * 2 % 256, rows * 5 % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
+    for _ in range(20):
+        heading = float(rng.uniform(0, 360))
+        kw = {"projection": "perspective", "source_heading_deg": heading, "source_fov_deg": 90.0, "size": 24,
+              "yaw_deg": heading + float(rng.uniform(-15, 15)), "pitch_deg": float(rng.uniform(-10, 10)),
+              "fov_deg": float(rng.uniform(50, 70))}  # fmt: skip
+        fast = perspective_view(photo, **kw).astype(np.float64)
+        general = perspective_view(photo.astype(np.float32), **kw).astype(np.float64)
+        inside = (fast.sum(-1) > 0) & (general.sum(-1) > 0)
+        assert inside.mean() > 0.5
+        assert np.percentile(np.abs(fast - general)[inside], 99) <= 1.0
+
+
+def test_decoded_image_cache_serves_repeats_and_stays_within_its_budget() -> None:
+    calls: list[bytes] = []
+
+    def decode(data: bytes) -> np.ndarray:
+        calls.append(data)
+        return np.full((10, 10), data[0], np.uint8)  # 100 bytes each
+
+    cache = DecodedImageCache(max_bytes=250)
+    assert cache.get(b"a", decode)[0, 0] == ord("a") and cache.get(b"a", decode)[0, 0] == ord("a")
+    assert calls == [b"a"] and cache.hits == 1
+    for key in (b"b", b"c", b"d"):
+        cache.get(key, decode)
+    assert cache.bytes <= 250 and len(calls) == 4
+    cache.get(b"a", decode)  # evicted (least recently used) -> decoded again
+    assert len(calls) == 5
+    with pytest.raises(ValueError):
+        cache.get(b"d", decode)[0, 0] = 0  # cached arrays are read-only: augmentations cannot corrupt them
 
 
 def test_resize_preserves_means_and_shapes() -> None:

@@ -35,6 +35,10 @@ def perspective_view(
     """
     h, w = image.shape[:2]
     f = 0.5 / math.tan(math.radians(fov_deg) / 2)
+    if projection != "equirectangular" and image.dtype == np.uint8:
+        fast = _photo_view_homography(image, source_heading_deg, source_fov_deg, yaw_deg, pitch_deg, f, size)
+        if fast is not None:
+            return fast
     grid = (np.arange(size) + 0.5) / size - 0.5  # (S,)
     u, v = np.meshgrid(grid, -grid)  # image plane, v up
     rays = np.stack([u, v, np.full_like(u, f)], axis=-1) @ _rotation(yaw_deg, pitch_deg).T  # (S, S, 3) world
@@ -50,6 +54,34 @@ def perspective_view(
         col = (cam[..., 0] / z * fs + 0.5) * w - 0.5
         row = (0.5 - cam[..., 1] / z * fs * w / h) * h - 0.5
     return bilinear(image, row, col, wrap_cols=projection == "equirectangular")
+
+
+def _photo_view_homography(
+    image: np.ndarray, source_heading_deg: float, source_fov_deg: float, yaw_deg: float, pitch_deg: float,
+    f: float, size: int,
+) -> np.ndarray | None:  # fmt: skip
+    """A photo re-viewed from the same point is a homography: one C call (PIL) instead of numpy sampling.
+
+    Same mapping as the general path (bilinear, black outside the photo); ``None`` when part
+    of the view looks behind the photo's camera, where a homography would mirror it.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    fs = 0.5 / math.tan(math.radians(source_fov_deg) / 2)
+    # output pixel coordinates (PIL: centres at +0.5) -> image plane (u, v, f) -> world ray -> source camera
+    plane = np.array([[1.0 / size, 0.0, -0.5], [0.0, -1.0 / size, 0.5], [0.0, 0.0, f]])
+    to_cam = _rotation(source_heading_deg, 0.0).T @ _rotation(yaw_deg, pitch_deg) @ plane
+    corners = to_cam @ np.array([[0.0, size, 0.0, size], [0.0, 0.0, size, size], [1.0, 1.0, 1.0, 1.0]])
+    if corners[2].min() <= 1e-6:  # cam z is linear in the view: positive at the corners = positive everywhere
+        return None
+    intrinsics = np.array([[fs * w, 0.0, 0.5 * w], [0.0, -fs * w, 0.5 * h], [0.0, 0.0, 1.0]])
+    hom = intrinsics @ to_cam
+    coeffs = (hom / hom[2, 2]).reshape(-1)[:8]
+    view = Image.fromarray(np.ascontiguousarray(image)).transform(
+        (size, size), Image.Transform.PERSPECTIVE, tuple(coeffs), Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
+    )
+    return np.asarray(view)
 
 
 def bilinear(image: np.ndarray, row: np.ndarray, col: np.ndarray, *, wrap_cols: bool) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -50,8 +51,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """
     import deepspeed
 
-    for noisy in ("DeepSpeed", "ray.train"):  # our progress lines say what matters; theirs repeat every metric
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_library_loggers()
     cfg = Config.model_validate(config["cfg"])
     tc = cfg.train
     run_dir, gpu = Path(config["run_dir"]), bool(config["gpu"])
@@ -59,7 +59,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _record_worker(run_dir, rank)
     torch.manual_seed(tc.seed)
-    torch.set_num_threads(max(1, int(tc.cpus_per_worker)))
+    torch.set_num_threads(max(1, round(tc.cpus_per_worker)))  # 1.6 reserved CPUs: 2 threads
     device = ray.train.torch.get_device() if gpu else torch.device("cpu")
 
     model = UniGeoCLIP.from_config(cfg)
@@ -123,6 +123,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     metrics = meter.summary(engine.global_steps, float(scheduler.get_last_lr()[0]), world) | final
     _log_progress(rank, run_dir, metrics, tc.steps, start_step, started)
     _report_with_checkpoint(engine, metrics, engine.global_steps, export=(cfg, val_data, device))
+
+
+def _quiet_library_loggers() -> None:
+    """Our progress lines say what matters; DeepSpeed's and Ray Train's INFO lines repeat every metric."""
+    names = ["DeepSpeed", "ray.train"]
+    try:  # Ray Train 2.x names this logger after its file path, so the "ray.train" level does not reach it
+        from ray.train.v2._internal.execution import context as train_context
+
+        names.append(train_context.__file__)
+    except ImportError:
+        pass
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -259,7 +272,13 @@ def _record_worker(run_dir: Path, rank: int) -> None:
 
 def _say(rank: int, text: str) -> None:
     if rank == 0:
-        print(text, flush=True)
+        _emit(text)
+
+
+def _emit(text: str) -> None:
+    """One console line per message: Ray Train patches ``print`` to tee stdout into its logger, which
+    echoes to the console too; writing to the process's own stdout file is forwarded once."""
+    print(text, file=sys.__stdout__, flush=True)
 
 
 def _log_progress(
@@ -271,10 +290,9 @@ def _log_progress(
     done = step - start_step
     eta = f"{(time.perf_counter() - started) / done * (total - step) / 60:.1f} min" if done > 0 else "-"
     val = f" | val r@1 {metrics['val_r1']:.3f}" if "val_r1" in metrics else ""
-    print(
+    _emit(
         f"step {step:>6}/{total} | loss {metrics.get('loss', float('nan')):.4f} | acc@1 {metrics['acc1']:.3f}"
-        f" | {metrics['samples_per_s']:.1f} samples/s | lr {metrics['lr']:.2e}{val} | eta {eta}",
-        flush=True,
+        f" | {metrics['samples_per_s']:.1f} samples/s | lr {metrics['lr']:.2e}{val} | eta {eta}"
     )
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"time": time.time(), **metrics}) + "\n")

@@ -78,9 +78,20 @@ def _check_cpu_budget(tc: Any, gpu: bool) -> None:
 
 
 def train(
-    cfg: Config, store: SampleStore | str, run_dir: str | Path, *, gpu: bool = False, resume: bool = False
+    cfg: Config,
+    store: SampleStore | str,
+    run_dir: str | Path,
+    *,
+    gpu: bool = False,
+    resume: bool = False,
+    train_dataset: Any = None,
 ) -> TrainResult:
-    """Train on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`); returns where the model is."""
+    """Train on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`); returns where the model is.
+
+    ``train_dataset`` replaces the streamed, augmented train split with any Ray dataset in
+    the batch contract (the benchmarks feed pre-decoded tensors to isolate the input
+    pipeline's cost); validation still reads ``store``.
+    """
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -104,10 +115,18 @@ def train(
     # The held-out split is small and fixed: decode it once, here, before training reserves the CPUs.
     val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples))
     epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
-    train_stream = build_dataset(
-        cfg, store, "train", decoders=tc.decoders, cpus_per_decoder=tc.cpus_per_decoder, seed=tc.seed, epochs=epochs
-    )  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
-    datasets: dict[str, Any] = {"train": train_stream}
+    if train_dataset is None:  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
+        train_dataset = build_dataset(
+            cfg,
+            store,
+            "train",
+            decoders=tc.decoders,
+            cpus_per_decoder=tc.cpus_per_decoder,
+            seed=tc.seed,
+            epochs=epochs,
+            cache_mb=tc.decode_cache_mb,
+        )
+    datasets: dict[str, Any] = {"train": train_dataset}
     resources: dict[str, float] = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if gpu else {})
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -188,6 +188,9 @@ class AugmentConfig(StrictModel):
     """Training-time augmentation in the reader (validation and test splits are not augmented)."""
 
     aerial_flip_rotate: bool = True
+    street_random_view: bool = Field(
+        True, description="train on a random one of a sample's street views (False: always its first view)"
+    )
     street_fov_deg: tuple[float, float] = (60.0, 100.0)
     street_max_pitch_deg: float = Field(10.0, ge=0.0, le=45.0)
 

@@ -102,7 +102,7 @@ class DecodeBatch:
 
     def _street_view(self, views: list[dict[str, Any]], size: int) -> np.ndarray:
         aug = self.cfg.data.augment
-        view = views[int(self.rng.integers(len(views)))] if self.augment else views[0]
+        view = views[int(self.rng.integers(len(views)))] if self.augment and aug.street_random_view else views[0]
         image = self.images.get(view["image"], decode_rgb)
         pano = view["projection"] == "equirectangular"
         lo, hi = aug.street_fov_deg

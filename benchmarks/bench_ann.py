@@ -29,8 +29,8 @@ from unigeoclip.store.schema import VECTOR
 from unigeoclip.store.tuning import CurvePoint, exact_neighbours, measure, synthetic_embeddings
 
 SWEEP = {
-    "IVF_PQ": [{"nprobes": p, "refine_factor": r} for p in (5, 10, 20, 40) for r in (1, 5, 10, 20)],
-    "IVF_HNSW_SQ": [{"nprobes": p, "ef": e} for p in (5, 10, 20, 40) for e in (50, 100, 200)],
+    "IVF_PQ": [{"nprobes": p, "refine_factor": r} for p in (10, 20, 40, 80, 120) for r in (5, 10)],
+    "IVF_HNSW_SQ": [{"nprobes": p, "ef": e} for p in (10, 20, 40, 80, 120) for e in (50, 100)],
 }
 
 
@@ -64,15 +64,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=30, help="exact LanceDB scans timed (they are slow)")
     parser.add_argument("--types", default="IVF_PQ,IVF_HNSW_SQ")
+    parser.add_argument("--clusters", type=int, default=1000, help="centres of the synthetic distribution")
+    parser.add_argument("--spread", type=float, default=1.0, help="cluster reach relative to the gap between centres")
     parser.add_argument("--work", default=None, help="directory for the table [a temporary one, removed after]")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_ann_"))
 
     start = time.perf_counter()
-    vectors = synthetic_embeddings(args.rows, args.dim, seed=0)
-    queries = synthetic_embeddings(args.queries, args.dim, seed=1)
+    shape = {"clusters": args.clusters, "spread": args.spread}
+    vectors = synthetic_embeddings(args.rows, args.dim, seed=0, **shape)
+    queries = synthetic_embeddings(args.queries, args.dim, seed=1, **shape)
     truth = exact_neighbours(vectors, queries, 10)
-    print(f"{args.rows} vectors x {args.dim} dims, {args.queries} queries; data and ground truth in "
+    print(f"{args.rows} vectors x {args.dim} dims ({args.clusters} clusters, spread {args.spread}), "
+          f"{args.queries} queries; data and ground truth in "
           f"{time.perf_counter() - start:.0f} s")  # fmt: skip
     db = lancedb.connect(work)
     table = table_of(db, vectors)

@@ -29,7 +29,14 @@ from ..store.schema import embedding_schema
 from ..store.versions import CONFIG_FILE, model_fingerprint
 
 META_COLUMNS = ["sample_id", "cell_token", "lat_deg", "lon_deg", "year", "split"]
-PAYLOAD_COLUMNS = ["aerial", "street", "dsm", "dsm_px", "text"]
+# What each modality reads from the store (coords: the metadata): a run over some modalities reads only theirs.
+PAYLOAD_COLUMNS = {
+    Modality.AERIAL: ["aerial"],
+    Modality.STREET: ["street"],
+    Modality.DSM: ["dsm", "dsm_px"],
+    Modality.TEXT: ["text"],
+    Modality.COORDS: [],
+}
 
 
 def output_schema(dim: int) -> pa.Schema:
@@ -55,7 +62,9 @@ class DecodeRows:
         self.decoder = DecodeBatch(decoder_cfg, augment=False)
         self.pixel_modalities = pixels
         self.columns = (
-            META_COLUMNS + PAYLOAD_COLUMNS + [f"{m.value}_{s}" for m in self.modalities for s in ("present", "hash")]
+            META_COLUMNS
+            + [c for m in self.modalities for c in PAYLOAD_COLUMNS[m]]
+            + [f"{m.value}_{s}" for m in self.modalities for s in ("present", "hash")]
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -103,7 +103,9 @@ class EmbedSummary:
     def __str__(self) -> str:
         n = sum(self.embedded.values())
         per = ", ".join(f"{m} {c}" for m, c in self.embedded.items() if c) or "nothing to do"
-        if self.published and self.serving_before not in (None, self.serving):
+        if self.published and self.serving_before is None:
+            serving = f"{self.serving} (now serving; nothing served before)"
+        elif self.published and self.serving_before != self.serving:
             serving = f"{self.serving} (switched from {self.serving_before})"
         elif self.published:
             serving = f"{self.serving} (published its new rows)"
@@ -150,7 +152,8 @@ def embed(
     )
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     before = db.alias()
-    summary = EmbedSummary(job, run_id, version, store.root, db.uri, serving_before=before and before["model_version"])
+    serving_before: str | None = before["model_version"] if before else None
+    summary = EmbedSummary(job, run_id, version, store.root, db.uri, serving_before=serving_before)
 
     plan = plan_embedding(store, table, modalities, batch_size=options.batch_size)
     summary.skipped, summary.expected_rows = plan.skipped, plan.expected_rows
@@ -173,7 +176,7 @@ def embed(
         pointer = db.publish(version)
         summary.published, summary.serving = True, pointer["model_version"]
     else:
-        summary.serving = before and before["model_version"]
+        summary.serving = serving_before
     summary.seconds = time.perf_counter() - start
     summary.metrics = push_run_metrics(
         job,
@@ -265,6 +268,7 @@ def _run_pipeline(
     schema = embedding_schema(dim)
     writer = BufferedUpserter(table, schema, commit_rows=options.commit_rows, commit_seconds=options.commit_seconds)
     start = first = time.perf_counter()
+    block: pa.Table
     for i, block in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
         if i == 0:
             first = time.perf_counter()

@@ -57,7 +57,7 @@ class DecodeRows:
         cfg = load_config(Path(model_dir) / CONFIG_FILE)
         # Text is tokenized by the model itself (its saved tokenizer); the decoder handles pixels, heights and
         # coordinates. model_copy skips validation on purpose: a decoder may cover a single modality.
-        pixels = tuple(m for m in self.modalities if m is not Modality.TEXT)
+        pixels: tuple[Modality, ...] = tuple(m for m in self.modalities if m is not Modality.TEXT)
         decoder_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modalities": pixels})})
         self.decoder = DecodeBatch(decoder_cfg, augment=False)
         self.pixel_modalities = pixels

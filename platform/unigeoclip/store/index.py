@@ -21,7 +21,7 @@ from lancedb.index import BTree, HnswSq, IvfPq
 from .schema import VECTOR
 
 IndexType = Literal["IVF_PQ", "IVF_HNSW_SQ"]
-DISTANCE = "cosine"  # vectors are unit norm; cosine also keeps un-normalised queries right
+DISTANCE: Literal["cosine"] = "cosine"  # vectors are unit norm; cosine also keeps un-normalised queries right
 
 
 @dataclass(frozen=True)

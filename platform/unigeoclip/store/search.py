@@ -58,9 +58,9 @@ class EmbeddingStore:
         db = db if isinstance(db, EmbeddingDB) else EmbeddingDB(db)
         if model_version is not None:
             table = db.embeddings(model_version)
-            pointer = {"model_version": model_version, "table_name": table_name(model_version),
-                       "table_version": int(table.version)}  # fmt: skip
-            return cls(db, pointer, alias=None, policy=policy)
+            named = {"model_version": model_version, "table_name": table_name(model_version),
+                     "table_version": int(table.version)}  # fmt: skip
+            return cls(db, named, alias=None, policy=policy)
         pointer = db.alias(alias)
         if pointer is None:
             raise FileNotFoundError(
@@ -139,7 +139,7 @@ class EmbeddingStore:
         use_index = self._indexed if exact is None else not exact
         if use_index and not self._indexed:
             raise InputError(f"exact=False, but {self.model_version!r} has no ANN index yet ({len(self)} rows)")
-        q = self.table.search(list(queries) if len(queries) > 1 else queries[0], vector_column_name=VECTOR)
+        q: Any = self.table.search(list(queries) if len(queries) > 1 else queries[0], vector_column_name=VECTOR)
         q = q.distance_type(DISTANCE).limit(k)
         if where:
             q = q.where(where, prefilter=True)

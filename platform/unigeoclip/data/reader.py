@@ -52,7 +52,7 @@ class DecodeBatch:
         n = table.num_rows
         mc = self.cfg.model
         out: dict[str, np.ndarray] = {}
-        presents = {m: _bools(table, f"{m.value}_present") for m in self.modalities}
+        presents = {m: bool_column(table, f"{m.value}_present") for m in self.modalities}
         geo = [self._geometry() for _ in range(n)]  # one dihedral transform per sample, shared from above
         if Modality.AERIAL in self.modalities:
             size = mc.aerial.image_size
@@ -137,8 +137,13 @@ class TakeAndDecode:
         self.decode = DecodeBatch(**decode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        positions = np.concatenate([np.asarray(p, dtype=np.int64) for p in batch["rows"]])
-        return self.decode(self.dataset.take(positions.tolist(), columns=self.columns))
+        return self.decode(take_chunk(self.dataset, batch, self.columns))
+
+
+def take_chunk(dataset: Any, batch: Mapping[str, Any], columns: list[str]) -> pa.Table:
+    """The rows at a work item's ``rows`` positions (one list per item in ``batch``) of a pinned Lance dataset."""
+    positions = np.concatenate([np.asarray(p, dtype=np.int64) for p in batch["rows"]])
+    return dataset.take(positions.tolist(), columns=columns)
 
 
 def split_positions(store: SampleStore, split: str) -> tuple[int, np.ndarray]:
@@ -161,7 +166,8 @@ def epoch_chunks(positions: np.ndarray, *, epochs: int, shuffle: bool, seed: int
     return items
 
 
-def _bools(table: pa.Table, column: str) -> np.ndarray:
+def bool_column(table: pa.Table, column: str) -> np.ndarray:
+    """A boolean column as numpy, nulls read as False."""
     return np.asarray(table.column(column).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
@@ -170,10 +176,11 @@ def _dsm_patches(table: pa.Table) -> list[np.ndarray | None]:
     col = table.column("dsm").combine_chunks()
     values = col.values.to_numpy(zero_copy_only=False).astype(np.float32)
     offsets = col.offsets.to_numpy()
-    sizes = table.column("dsm_px").to_numpy(zero_copy_only=False)
+    sizes = table.column("dsm_px").fill_null(0).to_numpy(zero_copy_only=False)
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
     out: list[np.ndarray | None] = []
     for i in range(len(col)):
-        if not col[i].is_valid or sizes[i] == 0:
+        if not valid[i] or sizes[i] == 0:
             out.append(None)
         else:
             out.append(values[offsets[i] : offsets[i + 1]].reshape(int(sizes[i]), int(sizes[i])))

@@ -23,6 +23,7 @@ import pyarrow as pa
 import s2sphere
 
 from ..config import load_config
+from ..data.reader import DecodeBatch, bool_column, take_chunk
 from ..errors import CheckpointError
 from ..modality import Modality
 from ..store.schema import embedding_schema
@@ -50,8 +51,6 @@ class DecodeRows:
     def __init__(self, *, samples_uri: str, samples_version: int, model_dir: str, modalities: Sequence[str]) -> None:
         import lance
 
-        from ..data.reader import DecodeBatch
-
         self.dataset = lance.dataset(samples_uri, version=samples_version)
         self.modalities = tuple(Modality(m) for m in modalities)
         cfg = load_config(Path(model_dir) / CONFIG_FILE)
@@ -68,12 +67,11 @@ class DecodeRows:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        positions = np.concatenate([np.asarray(p, dtype=np.int64) for p in batch["rows"]])
         bits = np.concatenate([np.asarray(w, dtype=np.int64) for w in batch["want"]])
-        table = self.dataset.take(positions.tolist(), columns=self.columns)
+        table = take_chunk(self.dataset, batch, self.columns)
         n = table.num_rows
         want = {
-            m: ((bits >> i) & 1).astype(bool) & _bools(table, f"{m.value}_present")
+            m: ((bits >> i) & 1).astype(bool) & bool_column(table, f"{m.value}_present")
             for i, m in enumerate(self.modalities)
         }
         errors = {m: np.full(n, "", dtype=object) for m in self.modalities}
@@ -234,10 +232,6 @@ class EmbedRows:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         return self.encode(self.decode(batch))
-
-
-def _bools(table: pa.Table, column: str) -> np.ndarray:
-    return np.asarray(table.column(column).fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _column(table: pa.Table, column: str) -> np.ndarray:

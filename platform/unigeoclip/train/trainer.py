@@ -114,8 +114,8 @@ def train(
     ray.data.DataContext.get_current().enable_progress_bars = False
     # The held-out split is small and fixed: decode it once, here, before training reserves the CPUs.
     val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples))
-    epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
     if train_dataset is None:  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
+        epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
         train_dataset = build_dataset(
             cfg,
             store,

@@ -31,15 +31,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from unigeoclip import Modality, UniGeoCLIP, load_config
-from unigeoclip.data.ingest import ingest
-from unigeoclip.data.sources.synthetic import SyntheticSource
+from unigeoclip import Modality, UniGeoCLIP
 from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.embed.plan import plan_embedding
 from unigeoclip.embed.rows import DecodeRows
 from unigeoclip.runtime import cluster_cpus, ensure_ray
 from unigeoclip.store import EmbeddingDB
+from worlds import ingest_world, one_city_config
 
 
 def replicate(store: SampleStore, copies: int) -> None:
@@ -71,14 +70,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    cfg = load_config(
-        args.config,
-        overrides={"data": {"sources": {"synthetic": {"n_cities": 1, "city_extent_m": 5000, "max_cells": args.cells}}}},
-    )
+    cfg = one_city_config(args.config, args.cells)
     ensure_ray()
     work = Path(tempfile.mkdtemp(prefix="bench_embed_"))
     store = SampleStore(work / "store")
-    ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
+    ingest_world(cfg, store)
     replicate(store, args.copies)
     torch.manual_seed(0)
     model_dir = UniGeoCLIP.from_config(cfg).save_pretrained(work / "model")

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import lance
 import pyarrow as pa
-from unigeoclip import load_config
 from unigeoclip.data.ingest import extract_locally, ingest
 from unigeoclip.data.schema import SAMPLE_SCHEMA
 from unigeoclip.data.sources.synthetic import SyntheticSource
 from unigeoclip.data.store import SampleStore
 from unigeoclip.runtime import cluster_cpus, ensure_ray
+from worlds import one_city_config
 
 
 def main() -> None:
@@ -32,10 +32,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--config", default="small")
     args = parser.parse_args()
-    cfg = load_config(
-        args.config,
-        overrides={"data": {"sources": {"synthetic": {"n_cities": 1, "city_extent_m": 5000, "max_cells": args.cells}}}},
-    )
+    cfg = one_city_config(args.config, args.cells)
     source = SyntheticSource(cfg.data.sources.synthetic, cfg.data)
     cells = len(source.plan())
     ensure_ray()

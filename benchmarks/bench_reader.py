@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import torch
-from unigeoclip import UniGeoCLIP, load_config
-from unigeoclip.data.ingest import ingest
+from unigeoclip import UniGeoCLIP
 from unigeoclip.data.reader import build_dataset
-from unigeoclip.data.sources.synthetic import SyntheticSource
 from unigeoclip.data.store import SampleStore
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.runtime import ensure_ray
+from worlds import ingest_world, one_city_config
 
 
 def main() -> None:
@@ -34,14 +33,11 @@ def main() -> None:
     parser.add_argument("--decoders", type=int, default=1)
     parser.add_argument("--store", default=None, help="an existing store (default: ingest a fresh synthetic one)")
     args = parser.parse_args()
-    cfg = load_config(
-        args.config,
-        overrides={"data": {"sources": {"synthetic": {"n_cities": 1, "city_extent_m": 5000, "max_cells": args.cells}}}},
-    )
+    cfg = one_city_config(args.config, args.cells)
     ensure_ray()
     store = SampleStore(args.store or Path(tempfile.mkdtemp(prefix="bench_reader_")) / "store")
     if not store.has_samples():
-        ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
+        ingest_world(cfg, store)
     n_train = store.count("train")
 
     # 1. the reader alone, as training reads it: every epoch in one stream (steady state: the first

@@ -111,6 +111,35 @@ def test_perspective_view_of_a_panorama_looks_where_it_is_told() -> None:
     assert (up[..., 2] == 255).all()  # pitched up: all sky
 
 
+def test_panorama_view_depends_only_on_yaw_relative_to_the_panorama() -> None:
+    """The cached sampling grid is keyed by relative yaw: turning camera and panorama together changes nothing,
+    and a cached view equals the plain per-pixel bilinear sample."""
+    rng = np.random.default_rng(5)
+    pano = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    kw = dict(projection="equirectangular", source_fov_deg=360.0, pitch_deg=7.0, fov_deg=75.0, size=6)
+    a = perspective_view(pano, source_heading_deg=10.0, yaw_deg=40.0, **kw)  # type: ignore[arg-type]
+    b = perspective_view(pano, source_heading_deg=250.0, yaw_deg=280.0, **kw)  # type: ignore[arg-type]
+    assert np.array_equal(a, b)
+    f = 0.5 / np.tan(np.radians(75.0) / 2)
+    y, p = np.radians(30.0), np.radians(7.0)
+    fwd = np.array([np.sin(y) * np.cos(p), np.cos(y) * np.cos(p), np.sin(p)])
+    right = np.array([np.cos(y), -np.sin(y), 0.0])
+    up = np.cross(right, fwd)
+    for i in range(6):
+        for j in range(6):
+            ray = ((j + 0.5) / 6 - 0.5) * right + (0.5 - (i + 0.5) / 6) * up + f * fwd
+            az = np.degrees(np.arctan2(ray[0], ray[1]))
+            el = np.degrees(np.arcsin(ray[2] / np.linalg.norm(ray)))
+            col, row = (az + 180.0) % 360.0 / 360.0 * 64 - 0.5, (90.0 - el) / 180.0 * 32 - 0.5
+            r0, c0 = int(np.floor(row)), int(np.floor(col))
+            fr, fc = row - r0, col - c0
+            px = [
+                pano[r % 32, c % 64].astype(float) for r, c in ((r0, c0), (r0, c0 + 1), (r0 + 1, c0), (r0 + 1, c0 + 1))
+            ]
+            ref = (px[0] * (1 - fc) + px[1] * fc) * (1 - fr) + (px[2] * (1 - fc) + px[3] * fc) * fr
+            assert np.abs(a[i, j].astype(float) - ref).max() <= 1.0
+
+
 def test_perspective_view_of_a_photo_crops_inside_its_field_of_view() -> None:
     photo = np.zeros((40, 80, 3), np.uint8)
     photo[:, 40:, 1] = 200  # right half green

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,26 +36,61 @@ def perspective_view(
     Pixels outside a photo's field of view are black. Bilinear sampling.
     """
     h, w = image.shape[:2]
+    if projection == "equirectangular":
+        # The sampling grid depends only on the view relative to the panorama: cached, so canonical views
+        # (embedding, evaluation, serving, un-augmented training) cost four gathers, not the trigonometry.
+        taps = _panorama_taps(round(yaw_deg - source_heading_deg, 6), pitch_deg, fov_deg, size, h, w)
+        return taps.sample(image)
     f = 0.5 / math.tan(math.radians(fov_deg) / 2)
-    if projection != "equirectangular" and image.dtype == np.uint8:
+    if image.dtype == np.uint8:
         fast = _photo_view_homography(image, source_heading_deg, source_fov_deg, yaw_deg, pitch_deg, f, size)
         if fast is not None:
             return fast
+    rays = _camera_rays(yaw_deg, pitch_deg, fov_deg, size)
+    cam = rays @ _rotation(source_heading_deg, 0.0)  # world -> source camera frame
+    fs = 0.5 / math.tan(math.radians(source_fov_deg) / 2)
+    z = np.where(cam[..., 2] > 1e-6, cam[..., 2], np.nan)
+    col = (cam[..., 0] / z * fs + 0.5) * w - 0.5
+    row = (0.5 - cam[..., 1] / z * fs * w / h) * h - 0.5
+    return bilinear(image, row, col, wrap_cols=False)
+
+
+def _camera_rays(yaw_deg: float, pitch_deg: float, fov_deg: float, size: int) -> np.ndarray:
+    """``(S, S, 3)`` world directions (east, north, up) of a pinhole camera's pixel centres."""
+    f = 0.5 / math.tan(math.radians(fov_deg) / 2)
     grid = (np.arange(size) + 0.5) / size - 0.5  # (S,)
     u, v = np.meshgrid(grid, -grid)  # image plane, v up
-    rays = np.stack([u, v, np.full_like(u, f)], axis=-1) @ _rotation(yaw_deg, pitch_deg).T  # (S, S, 3) world
-    azimuth = np.degrees(np.arctan2(rays[..., 0], rays[..., 1]))  # compass, -180..180
-    if projection == "equirectangular":
-        elevation = np.degrees(np.arcsin(rays[..., 2] / np.linalg.norm(rays, axis=-1)))
-        col = ((azimuth - source_heading_deg + 180.0) % 360.0) / 360.0 * w - 0.5
-        row = (90.0 - elevation) / 180.0 * h - 0.5
-    else:
-        cam = rays @ _rotation(source_heading_deg, 0.0)  # world -> source camera frame
-        fs = 0.5 / math.tan(math.radians(source_fov_deg) / 2)
-        z = np.where(cam[..., 2] > 1e-6, cam[..., 2], np.nan)
-        col = (cam[..., 0] / z * fs + 0.5) * w - 0.5
-        row = (0.5 - cam[..., 1] / z * fs * w / h) * h - 0.5
-    return bilinear(image, row, col, wrap_cols=projection == "equirectangular")
+    return np.stack([u, v, np.full_like(u, f)], axis=-1) @ _rotation(yaw_deg, pitch_deg).T
+
+
+@dataclass(frozen=True)
+class BilinearTaps:
+    """Precomputed bilinear sampling: the four neighbours' flat indices and weights of every output pixel."""
+
+    index: np.ndarray  # (4, S, S) int64 into the source's (H * W) pixels
+    weight: np.ndarray  # (4, S, S, 1) float32
+
+    def sample(self, image: np.ndarray) -> np.ndarray:
+        flat = image.reshape(-1, image.shape[2])
+        out = np.asarray(sum(flat[i].astype(np.float32) * w for i, w in zip(self.index, self.weight, strict=True)))
+        # float32 weights sum to 1 within an ulp: round, or a white pixel truncates to 254
+        return (np.rint(out) if np.issubdtype(image.dtype, np.integer) else out).astype(image.dtype)
+
+
+@lru_cache(maxsize=64)
+def _panorama_taps(rel_yaw_deg: float, pitch_deg: float, fov_deg: float, size: int, h: int, w: int) -> BilinearTaps:
+    """Taps of a pinhole view ``rel_yaw_deg`` clockwise of an equirectangular panorama's centre column."""
+    rays = _camera_rays(rel_yaw_deg, pitch_deg, fov_deg, size)
+    azimuth = np.degrees(np.arctan2(rays[..., 0], rays[..., 1]))  # -180..180 from the centre column
+    elevation = np.degrees(np.arcsin(rays[..., 2] / np.linalg.norm(rays, axis=-1)))
+    col = ((azimuth + 180.0) % 360.0) / 360.0 * w - 0.5
+    row = np.clip((90.0 - elevation) / 180.0 * h - 0.5, 0, h - 1)
+    r0, c0 = np.floor(row).astype(np.int64), np.floor(col).astype(np.int64)
+    fr, fc = (row - r0).astype(np.float32), (col - c0).astype(np.float32)
+    r1 = np.minimum(r0 + 1, h - 1)
+    index = np.stack([r0 * w + c0 % w, r0 * w + (c0 + 1) % w, r1 * w + c0 % w, r1 * w + (c0 + 1) % w])
+    weight = np.stack([(1 - fr) * (1 - fc), (1 - fr) * fc, fr * (1 - fc), fr * fc])[..., None]
+    return BilinearTaps(index, weight)
 
 
 def _photo_view_homography(

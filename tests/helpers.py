@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from unigeoclip import Modality, UniGeoCLIP
+from unigeoclip import Config, Modality, UniGeoCLIP
+from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
 
 
@@ -40,3 +43,18 @@ def make_batch(
             present[row] = False
         batch[present_key(m)] = present
     return batch
+
+
+def train_tiny(cfg: Config, out: Path, *, steps: int, seed: int) -> Path:
+    """A few optimizer steps of the real loss in this process (no Ray): weights a version can be told apart by."""
+    torch.manual_seed(seed)
+    model = UniGeoCLIP.from_config(cfg)
+    loss = ContrastiveLoss(cfg.loss, cfg.model.modalities)
+    opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=3e-3)
+    for step in range(steps):
+        batch = make_batch(model, 16, seed=seed * 1000 + step)
+        z = model(batch)
+        opt.zero_grad()
+        loss(z, {m: batch[present_key(m)] for m in z}).total.backward()
+        opt.step()
+    return model.eval().save_pretrained(out)

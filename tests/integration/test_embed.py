@@ -23,13 +23,12 @@ from unigeoclip.data.reader import DecodeBatch
 from unigeoclip.data.sources.synthetic import SyntheticSource
 from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed, reembed
-from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
 from unigeoclip.store.schema import table_name
 from unigeoclip.store.versions import model_version_id
 
-from ..helpers import make_batch
+from ..helpers import train_tiny
 from .conftest import store_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,21 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 MODALITIES = [m.value for m in Modality]
 SMALL_COMMITS = EmbedOptions(batch_size=8, commit_rows=40)
-
-
-def train_tiny(cfg: Config, out: Path, *, steps: int, seed: int) -> Path:
-    """A few optimizer steps of the real loss in this process (no Ray): weights a version can be told apart by."""
-    torch.manual_seed(seed)
-    model = UniGeoCLIP.from_config(cfg)
-    loss = ContrastiveLoss(cfg.loss, cfg.model.modalities)
-    opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=3e-3)
-    for step in range(steps):
-        batch = make_batch(model, 16, seed=seed * 1000 + step)
-        z = model(batch)
-        opt.zero_grad()
-        loss(z, {m: batch[present_key(m)] for m in z}).total.backward()
-        opt.step()
-    return model.eval().save_pretrained(out)
 
 
 @pytest.fixture(scope="module")

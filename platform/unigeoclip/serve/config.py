@@ -1,0 +1,85 @@
+"""The retrieval service's typed config: where the store is, the request limits, and each deployment's scaling.
+
+One object travels from the CLI, ``serve_config.yaml`` (``args:``) or a RayService manifest to
+``build_app``; every replica gets it as an init argument, so no replica reads a file to configure itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from ..data.validate import MAX_TEXT_CHARS
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Closed):
+    """What one request may ask for; anything beyond is a 4xx that names the limit."""
+
+    max_body_bytes: int = Field(8 * 2**20, gt=0, description="request body, bytes (base64 images included)")
+    max_image_pixels: int = Field(4096 * 4096, gt=0, description="width x height of one image, read from its header")
+    max_dsm_pixels: int = Field(1024 * 1024, gt=0, description="heights in one DSM (array or GeoTIFF)")
+    max_text_chars: int = Field(MAX_TEXT_CHARS, gt=0)
+    max_k: int = Field(100, ge=1, le=10_000, description="largest k of /v1/search and /v1/geolocate")
+
+
+class Scaling(_Closed):
+    """One deployment's replicas: a fixed ``num_replicas``, or autoscaling between min and max."""
+
+    num_replicas: int | None = Field(None, ge=1, description="fixed replica count (disables autoscaling)")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4.0, gt=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+    def deployment_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor["num_gpus"] = self.num_gpus
+        opts: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests}
+        if self.num_replicas is not None:
+            opts["num_replicas"] = self.num_replicas
+        else:
+            opts["autoscaling_config"] = {
+                "min_replicas": self.min_replicas,
+                "max_replicas": max(self.max_replicas, self.min_replicas),
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }
+        return opts
+
+
+class ServeConfig(_Closed):
+    """Everything ``build_app`` needs. ``db`` is the LanceDB URI; queries are encoded with its serving model."""
+
+    db: str = Field(description="LanceDB directory or object-store URI written by `unigeoclip embed`")
+    model: Path | None = Field(
+        None,
+        description="model directory of the serving version, when the path recorded at embedding time is not "
+        "readable here; it must be the model the store serves (checked at start-up)",
+    )
+    api_key: SecretStr | None = Field(None, description="required in the X-API-Key header of /v1/* when set")
+    api_key_env: str = Field("UNIGEOCLIP_API_KEY", description="environment variable read for the key when unset")
+    limits: Limits = Limits()
+    max_batch_size: int = Field(32, ge=1, description="queries one encoder call batches")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
+    refresh_s: float = Field(1.0, gt=0, description="how often replicas re-read the store's serving alias")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads of each encoder replica")
+    gateway: Scaling = Scaling(max_replicas=4, num_cpus=0.25, max_ongoing_requests=64)
+    encoder: Scaling = Scaling()
+    retriever: Scaling = Scaling(num_cpus=0.25)
+
+    def resolved_api_key(self) -> str | None:
+        """The configured key, else the one in ``$api_key_env`` (read inside the replica), else None."""
+        import os
+
+        if self.api_key is not None:
+            return self.api_key.get_secret_value() or None
+        return os.environ.get(self.api_key_env) or None

@@ -1,0 +1,164 @@
+"""Request inputs -> arrays, in two steps: ``prepare`` (the gateway) and ``model_input`` (the encoder).
+
+``prepare`` decodes and checks what a client sent (base64 images, DSM arrays or GeoTIFF bytes,
+text, coordinates) into plain arrays that do not depend on any model, so a bad input is refused
+before it reaches a batch. ``model_input`` shapes them for one model exactly as the embedding job
+shapes stored samples (the canonical, unaugmented view), so an item's own inputs reproduce its
+stored vector. Nothing here opens a path: GeoTIFFs are read from memory with only the GTiff driver.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..config import Config
+from ..data.augment import perspective_view, resize
+from ..data.imaging import open_rgb
+from ..data.validate import DSM_RANGE_M, MIN_DSM_VALID
+from ..errors import InputError
+from ..modality import Modality
+from .config import Limits
+from .schemas import DSMInput, ImageInput, Query, StreetInput
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+
+
+@dataclass(frozen=True)
+class StreetImage:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    projection: str
+    fov_deg: float
+
+
+Prepared = np.ndarray | str | StreetImage
+
+
+def b64_bytes(text: str, what: str) -> bytes:
+    """Strict base64 (line breaks tolerated, as ``base64`` tools wrap lines) -> bytes."""
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what} is not valid base64") from None
+
+
+def image_array(data: bytes, limits: Limits, what: str) -> np.ndarray:
+    """PNG/JPEG bytes -> ``(H, W, 3)`` uint8; the pixel limit is checked from the header, before decoding."""
+    try:
+        return np.asarray(open_rgb(data, max_pixels=limits.max_image_pixels))
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from None
+
+
+def dsm_from_heights(heights: list[list[float | None]], limits: Limits) -> np.ndarray:
+    rows = len(heights)
+    cols = len(heights[0]) if rows else 0
+    if rows == 0 or cols == 0 or any(len(r) != cols for r in heights):
+        raise InputError("dsm.heights must be a non-empty rectangular 2-D array (rows of equal length)")
+    if rows * cols > limits.max_dsm_pixels:
+        raise InputError(f"dsm.heights has {rows}x{cols} values, over the limit of {limits.max_dsm_pixels}")
+    return np.array(heights, dtype=np.float32)  # None -> NaN (no data)
+
+
+def dsm_from_geotiff(data: bytes, limits: Limits) -> np.ndarray:
+    """Band 1 of an in-memory GeoTIFF in metres; its nodata value and mask become NaN."""
+    if not data.startswith(TIFF_MAGIC):
+        raise InputError("dsm.geotiff_b64 is not a TIFF file (it must start with a TIFF header)")
+    from rasterio.errors import RasterioError
+    from rasterio.io import MemoryFile
+
+    try:
+        with MemoryFile(data) as mem, mem.open(driver="GTiff") as ds:
+            if ds.width * ds.height > limits.max_dsm_pixels:
+                raise InputError(
+                    f"dsm GeoTIFF is {ds.width}x{ds.height} pixels, over the limit of {limits.max_dsm_pixels}"
+                )
+            band = ds.read(1, masked=True)
+    except RasterioError as exc:
+        raise InputError(f"dsm.geotiff_b64 is not a readable GeoTIFF ({exc})") from None
+    return np.ma.filled(band.astype(np.float32), np.nan)
+
+
+def check_dsm(dsm: np.ndarray) -> np.ndarray:
+    if np.isinf(dsm).any():
+        raise InputError("dsm has infinite heights: use null (or NaN) for no data")
+    valid = np.isfinite(dsm)
+    if valid.mean() < MIN_DSM_VALID:
+        raise InputError(f"dsm holds heights in {valid.mean():.0%} of its pixels; at least {MIN_DSM_VALID:.0%} needed")
+    lo, hi = float(np.nanmin(dsm)), float(np.nanmax(dsm))
+    if lo < DSM_RANGE_M[0] or hi > DSM_RANGE_M[1]:
+        raise InputError(f"dsm heights span {lo:.0f}..{hi:.0f} m, outside {DSM_RANGE_M} m: wrong units or nodata?")
+    return dsm
+
+
+def prepare_one(modality: Modality, value: Any, limits: Limits) -> Prepared:
+    """One modality's request input -> a model-independent array (or the text), checked against ``limits``."""
+    if modality is Modality.TEXT:
+        text = str(value)
+        if len(text) > limits.max_text_chars:
+            raise InputError(f"text has {len(text)} characters, over the limit of {limits.max_text_chars}")
+        if not text.strip():
+            raise InputError("text is empty")
+        return text
+    if modality is Modality.COORDS:
+        return np.array([value.lat_deg, value.lon_deg], dtype=np.float32)
+    if modality is Modality.DSM:
+        assert isinstance(value, DSMInput)
+        if value.heights is not None:
+            return check_dsm(dsm_from_heights(value.heights, limits))
+        assert value.geotiff_b64 is not None
+        return check_dsm(dsm_from_geotiff(b64_bytes(value.geotiff_b64, "dsm.geotiff_b64"), limits))
+    assert isinstance(value, ImageInput)
+    rgb = image_array(b64_bytes(value.image_b64, f"{modality.value}.image_b64"), limits, modality.value)
+    if isinstance(value, StreetInput):
+        return StreetImage(rgb, value.projection, value.fov_deg)
+    return rgb
+
+
+def prepare(query: Query, limits: Limits) -> dict[Modality, Prepared]:
+    """Every modality of a query, prepared; the first bad one raises :class:`InputError` naming it."""
+    return {m: prepare_one(m, getattr(query, m.value), limits) for m in query.modalities()}
+
+
+# -- model side ------------------------------------------------------------------------------------
+
+
+def square_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop, area-resized to ``size`` (PIL BOX, as the reader shrinks tiles) -> (3, S, S) in [0, 1]."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    img = Image.fromarray(np.ascontiguousarray(rgb[top : top + side, left : left + side]))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+
+def model_input(modality: Modality, item: Prepared, cfg: Config) -> Any:
+    """A prepared input -> one row of the model's batch for ``modality`` (the text stays a string)."""
+    mc = cfg.model
+    if modality is Modality.AERIAL:
+        assert isinstance(item, np.ndarray)
+        return square_rgb(item, mc.aerial.image_size)
+    if modality is Modality.STREET:
+        assert isinstance(item, StreetImage)
+        size = mc.street.image_size
+        if item.projection == "equirectangular":
+            lo, hi = cfg.data.augment.street_fov_deg
+            fov = (lo + hi) / 2  # the reader's canonical view: along the heading, level, middle field of view
+        else:
+            fov = item.fov_deg
+        view = perspective_view(
+            item.rgb, projection=item.projection, source_heading_deg=0.0, source_fov_deg=item.fov_deg,
+            yaw_deg=0.0, pitch_deg=0.0, fov_deg=fov, size=size,
+        )  # fmt: skip
+        return np.asarray(view, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    if modality is Modality.DSM:
+        assert isinstance(item, np.ndarray)
+        return resize(item, mc.dsm.image_size)[None]  # (1, S, S)
+    return item

@@ -1,0 +1,246 @@
+"""The HTTP gateway: a FastAPI ingress that checks requests, asks the encoder and the retriever, and answers.
+
+Routes: ``POST /v1/embed``, ``POST /v1/search``, ``POST /v1/geolocate``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``. Bad requests get a 4xx JSON body ``{"error", "status"}``;
+a call that meets a dying replica is retried on another before the client sees a 503.
+"""
+
+# No `from __future__ import annotations` here: Serve's ingress re-wraps the route methods, and FastAPI must
+# see real classes (not strings it would resolve in Serve's module) to inject the Request.
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from ray import serve
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import InputError
+from ..modality import Modality
+from . import ensemble
+from .config import ServeConfig
+from .decode import prepare
+from .metrics import ServiceMetrics
+from .requests import ServiceError, check_api_key, error_response, json_response, parse
+from .schemas import (
+    EmbedRequest,
+    EmbedResponse,
+    ErrorResponse,
+    GeolocateRequest,
+    GeolocateResponse,
+    Query,
+    SearchRequest,
+    SearchResponse,
+)
+
+REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
+                DeploymentUnavailableError)  # fmt: skip
+RETRIES = 4
+RETRY_BACKOFF_S = 0.25
+REQUEST_BODIES: dict[str, type[BaseModel]] = {
+    "/v1/embed": EmbedRequest,
+    "/v1/search": SearchRequest,
+    "/v1/geolocate": GeolocateRequest,
+}
+
+api = FastAPI(
+    title="UniGeoCLIP retrieval",
+    version="1",
+    description="Any-to-any retrieval and geolocation over one embedding space of aerial, street-level, "
+    "DSM, text and coordinates. Send the API key in X-API-Key when the service has one.",
+)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorResponse} for s in statuses}
+
+
+@api.exception_handler(ServiceError)
+async def _service_error(request: Request, exc: ServiceError) -> Response:
+    return error_response(exc)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    return error_response(ServiceError(exc.status_code, str(exc.detail), "http"))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    return error_response(ServiceError(422, str(exc), "invalid"))
+
+
+def _openapi() -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies (parsed by hand to serve JSON and multipart on one route)."""
+    if api.openapi_schema:
+        return api.openapi_schema
+    schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for path, model in REQUEST_BODIES.items():
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+        upload = {"type": "object", "properties": {
+            "request": {"type": "string", "description": f"{model.__name__} as JSON (query inputs may be files)"},
+            **{f: {"type": "string", "format": "binary"} for f in ("aerial", "street", "dsm")},
+        }}  # fmt: skip
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
+                "multipart/form-data": {"schema": upload},
+            },
+        }
+    api.openapi_schema = schema
+    return schema
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
+
+
+class Gateway:
+    """The ingress deployment (``@serve.ingress(api)`` is applied in :mod:`unigeoclip.serve.app`)."""
+
+    def __init__(self, cfg: ServeConfig, encoder: Any, retriever: Any) -> None:
+        self.cfg, self.limits = cfg, cfg.limits
+        self.encoder, self.retriever = encoder, retriever
+        self.api_key = cfg.resolved_api_key()
+        try:
+            replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a replica (unit tests of the class)
+            replica = "local"
+        self.stats = ServiceMetrics(replica)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _answer(self, route: str, request: Request, work: Callable[[], Awaitable[Any]]) -> Response:
+        start = time.perf_counter()
+        try:
+            if route.startswith("/v1/"):
+                check_api_key(request, self.api_key)
+            payload = await work()
+            status, reason = 200, None
+            response = json_response(payload)
+        except ServiceError as exc:
+            status, reason, response = exc.status, exc.reason, error_response(exc)
+        except InputError as exc:
+            status, reason = 422, "invalid"
+            response = error_response(ServiceError(422, str(exc)))
+        self.stats.observe(route, status, time.perf_counter() - start, reason)
+        return response
+
+    async def _call(self, deployment: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``handle.method.remote(...)``, retried on another replica when the one it reached died."""
+        handle = getattr(self, deployment)
+        for attempt in range(RETRIES + 1):
+            try:
+                return await getattr(handle, method).remote(*args, **kwargs)
+            except REPLICA_GONE as exc:
+                if attempt == RETRIES:
+                    raise ServiceError(
+                        503, f"the {deployment} is restarting ({type(exc).__name__}); retry shortly", "unavailable"
+                    ) from None
+                self.stats.replica_restarts(deployment).inc()
+                await asyncio.sleep(RETRY_BACKOFF_S * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _encode(self, query: Query) -> dict[str, Any]:
+        if not query.modalities():
+            raise ServiceError(422, f"query has no input: give at least one of {', '.join(m.value for m in Modality)}")
+        prepared = {m.value: x for m, x in prepare(query, self.limits).items()}
+        out: dict[str, Any] = await self._call("encoder", "encode", prepared)
+        if "error" in out:
+            raise ServiceError(422, out["error"], "modality_unavailable")
+        for m in prepared:
+            self.stats.batch_size(m).observe(out["batch"])
+        self.stats.serving(out["model_version"])
+        return out
+
+    def _check_k(self, k: int) -> None:
+        if k > self.limits.max_k:
+            raise ServiceError(422, f"k={k} is over this service's limit of {self.limits.max_k}", "invalid")
+
+    async def _search(self, req: SearchRequest | GeolocateRequest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        self._check_k(req.k)
+        enc = await self._encode(req.query)
+        q, norm = ensemble.mean_query(enc["vectors"])
+        targets = [m.value for m in req.targets] if req.targets else None
+        filters = req.filters.model_dump(exclude_none=True)
+        found = await self._call("retriever", "search", q, enc["model_version"], k=req.k, targets=targets,
+                                 filters=filters)  # fmt: skip
+        if "error" in found:
+            raise ServiceError(422, found["error"], "invalid")
+        return enc, ensemble.rescale(found["hits"], norm)
+
+    # -- routes -----------------------------------------------------------------------------------
+
+    @api.post("/v1/embed", response_model=EmbedResponse, responses=_errors(400, 401, 413, 415, 422, 503))
+    async def embed(self, request: Request) -> Response:
+        """Each modality of the query -> its unit vector in the shared space."""
+
+        async def work() -> dict[str, Any]:
+            req = await parse(request, EmbedRequest, self.limits.max_body_bytes)
+            enc = await self._encode(req.query)
+            vectors: dict[str, np.ndarray] = enc["vectors"]
+            dim = len(next(iter(vectors.values())))
+            return {"model_version": enc["model_version"], "dim": dim, "embeddings": vectors}
+
+        return await self._answer("/v1/embed", request, work)
+
+    @api.post("/v1/search", response_model=SearchResponse, responses=_errors(400, 401, 413, 415, 422, 503))
+    async def search(self, request: Request) -> Response:
+        """The k gallery rows (of the target modalities) most similar to the query, best first."""
+
+        async def work() -> dict[str, Any]:
+            req = await parse(request, SearchRequest, self.limits.max_body_bytes)
+            enc, hits = await self._search(req)
+            return {"model_version": enc["model_version"], "query_modalities": list(enc["vectors"]), "hits": hits}
+
+        return await self._answer("/v1/search", request, work)
+
+    @api.post("/v1/geolocate", response_model=GeolocateResponse, responses=_errors(400, 401, 413, 415, 422, 503))
+    async def geolocate(self, request: Request) -> Response:
+        """Where the query was taken: the best gallery match's place, a confidence, and the candidates."""
+
+        async def work() -> dict[str, Any]:
+            req = await parse(request, GeolocateRequest, self.limits.max_body_bytes)
+            enc, hits = await self._search(req)
+            where = ensemble.geolocate(hits)
+            return {"model_version": enc["model_version"], "query_modalities": list(enc["vectors"]), **where,
+                    "candidates": hits}  # fmt: skip
+
+        return await self._answer("/v1/geolocate", request, work)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, str]:
+        """The gateway process answers."""
+        return {"status": "ok"}
+
+    @api.get("/readyz", responses=_errors(503))
+    async def readyz(self, request: Request) -> Response:
+        """Model and store loaded: the encoder and the retriever answer, on the same model version or mid-switch."""
+
+        async def work() -> dict[str, Any]:
+            try:
+                enc, ret = await asyncio.wait_for(
+                    asyncio.gather(self._call("encoder", "ready"), self._call("retriever", "ready")), timeout=10
+                )
+            except TimeoutError:
+                raise ServiceError(503, "the encoder or the retriever gave no answer in 10 s", "unavailable") from None
+            return {"status": "ready", "encoder": enc, "retriever": ret}
+
+        return await self._answer("/readyz", request, work)
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        """Prometheus text format: requests, errors, latency per route, encoder batch sizes."""
+        return Response(self.stats.render(), media_type=self.stats.content_type)

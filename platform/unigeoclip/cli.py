@@ -181,6 +181,43 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve on this machine's Ray (or --address) until Ctrl-C; ``serving/serve_config.yaml`` is the cluster way."""
+    import time
+    from pathlib import Path
+
+    import yaml
+    from ray import serve
+
+    from .runtime import ensure_ray
+    from .serve import ServeConfig, build_app
+
+    fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
+    fields |= {"db": args.db} | ({"model": args.model} if args.model else {})
+    cfg = ServeConfig.model_validate(fields)
+    ensure_ray(args.address)
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(build_app(cfg), name="unigeoclip", route_prefix="/")
+    key = "required in X-API-Key" if cfg.resolved_api_key() else f"none (set ${cfg.api_key_env} to require one)"
+    print(f"serving {cfg.db} at http://{args.host}:{args.port} (OpenAPI: /docs); API key: {key}; Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+    return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", required=True, help="LanceDB directory or URI (its serving model version is served)")
+    p.add_argument("--model", default=None, help="the serving version's model directory, if not where it was embedded")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port [8000]")
+    p.add_argument("--serve-config", default=None, help="YAML of ServeConfig fields (limits, scaling, batching)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.sources import SOURCE_NAMES
 
@@ -209,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="retrieval, ensembles, geocells, probes and pictures of a model -> a report")
     _evaluate_args(p)
+    p = sub.add_parser("serve", help="the retrieval service (Ray Serve) over an embedding store")
+    _serve_args(p)
     return parser
 
 

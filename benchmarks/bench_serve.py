@@ -1,0 +1,252 @@
+"""The retrieval service over loopback HTTP against the same search called in-process, same store, same run.
+
+A model (``--preset``, random init: only the cost of encoding matters here) and a LanceDB
+store of ``--items`` items x 5 modalities (unit vectors, written through the store's own
+write API and published as the serving version) are built in a temporary directory. Then,
+for each query kind (``coords``, ``text``, and the 3-modality ``ensemble`` aerial + text +
+coords), bounded loops of ``--requests`` queries measure p50 / p99 latency and requests/s:
+
+* in-process: ``model.encode`` of each modality + mean + ``EmbeddingStore.search`` + rows
+  to Python dicts (what the retriever hands back), at concurrency 1 and 8 (threads);
+* service: ``POST /v1/search`` with the same query through Ray Serve on 127.0.0.1 (proxy ->
+  gateway -> encoder -> retriever), at concurrency 1 and 8 (asyncio clients).
+
+Goals: service p50 <= 3x in-process p50; >= 100 requests/s at concurrency 8 on 2 cores.
+
+    flock /tmp/cpu.lock .venv/bin/python benchmarks/bench_serve.py [--preset small] [--items 4000] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import ray
+import torch
+from PIL import Image
+from ray import serve
+from unigeoclip import UniGeoCLIP, load_config
+from unigeoclip.geo.s2 import cell_id
+from unigeoclip.modality import Modality
+from unigeoclip.serve import Scaling, ServeConfig, build_app
+from unigeoclip.store import EmbeddingDB, EmbeddingStore
+from unigeoclip.store.schema import embedding_schema
+from unigeoclip.store.versions import model_fingerprint, model_version_id
+from unigeoclip.store.writer import upsert
+
+CENTRE = (52.37, 4.89)  # one city, as benchmarks/worlds.py builds
+
+
+def build_store(model: UniGeoCLIP, model_dir: Path, db_uri: Path, items: int, seed: int = 0) -> str:
+    """``items`` places x every modality of ``model``, random unit vectors, published as the serving version."""
+    rng = np.random.default_rng(seed)
+    version = model_version_id(model_dir)
+    db = EmbeddingDB(db_uri)
+    dim = model.embed_dim
+    mods = [m.value for m in model.modalities]
+    table = db.register_version(version, fingerprint=model_fingerprint(model_dir), model_dir=str(model_dir),
+                                embed_dim=dim, modalities=mods)  # fmt: skip
+    lat = CENTRE[0] + rng.uniform(-0.05, 0.05, items)
+    lon = CENTRE[1] + rng.uniform(-0.08, 0.08, items)
+    cells = [cell_id(float(a), float(o)) for a, o in zip(lat, lon, strict=True)]
+    n = items * len(mods)
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = {
+        "item_id": [f"{c.to_token()}-{2020 + i % 4}-{i:06d}" for i, c in enumerate(cells) for _ in mods],
+        "modality": mods * items,
+        "model_version": [version] * n,
+        "content_hash": [f"{i:032x}" for i in range(n)],
+        "cell_token": [c.to_token() for c in cells for _ in mods],
+        "cell_id": [c.id() for c in cells for _ in mods],
+        "lat_deg": np.repeat(lat, len(mods)),
+        "lon_deg": np.repeat(lon, len(mods)),
+        "year": [2020 + i % 4 for i in range(items) for _ in mods],
+        "split": ["train"] * n,
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        "embed_run": ["bench"] * n,
+        "written_at": [datetime.now(UTC)] * n,
+    }
+    upsert(table, pa.table(rows, schema=embedding_schema(dim)))
+    db.mark_complete(version, n)
+    db.publish(version)
+    return version
+
+
+def png_b64(size: int, seed: int) -> str:
+    rgb = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def queries(kind: str, n: int, aerial_px: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(1)
+    words = ["harbour", "market", "tower", "park", "canal", "station", "bakery", "mill"]
+    out = []
+    for i in range(n):
+        coords = {"lat_deg": CENTRE[0] + float(rng.uniform(-0.05, 0.05)),
+                  "lon_deg": CENTRE[1] + float(rng.uniform(-0.08, 0.08))}  # fmt: skip
+        text = f"{words[i % 8]} street {i}, near the {words[(i * 3) % 8]}"
+        if kind == "coords":
+            out.append({"coords": coords})
+        elif kind == "text":
+            out.append({"text": text})
+        else:
+            out.append({"aerial": {"image_b64": png_b64(aerial_px, i % 16)}, "text": text, "coords": coords})
+    return out
+
+
+class InProcess:
+    """The same search without Serve: decode, encode each modality, average, search, rows to dicts."""
+
+    def __init__(self, model: UniGeoCLIP, db: Path) -> None:
+        from unigeoclip.serve import Limits
+        from unigeoclip.serve.decode import model_input, prepare
+        from unigeoclip.serve.ensemble import mean_query, rescale
+        from unigeoclip.serve.retriever import HIT_COLUMNS
+        from unigeoclip.serve.schemas import Query
+
+        self.model, self.store = model, EmbeddingStore.open(db)
+        self._prepare, self._input, self._mean, self._rescale = prepare, model_input, mean_query, rescale
+        self._query, self._limits, self._columns = Query, Limits(), HIT_COLUMNS
+
+    def __call__(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        prepared = self._prepare(self._query.model_validate(query), self._limits)
+        vectors = {}
+        with torch.inference_mode():
+            for m, x in prepared.items():
+                item = self._input(m, x, self.model.config)
+                inputs = [item] if m is Modality.TEXT else torch.from_numpy(item[None])
+                vectors[m.value] = self.model.encode(m, inputs)[0].numpy()
+        q, norm = self._mean(vectors)
+        hits = self.store.search(q, k=10).select(self._columns).to_pylist()
+        return self._rescale(hits, norm)
+
+
+def stats(latencies: list[float], wall: float) -> dict[str, float]:
+    ms = sorted(x * 1000 for x in latencies)
+    return {"p50": statistics.median(ms), "p99": ms[min(len(ms) - 1, int(0.99 * len(ms)))], "rps": len(ms) / wall}
+
+
+def run_threads(fn: Callable[[dict[str, Any]], object], qs: list[dict[str, Any]], conc: int) -> dict[str, float]:
+    lat: list[float] = []
+    it = iter(range(len(qs)))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(it, None)
+            if i is None:
+                return
+            t = time.perf_counter()
+            fn(qs[i])
+            lat.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(conc)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return stats(lat, time.perf_counter() - start)
+
+
+async def run_http(url: str, qs: list[dict[str, Any]], conc: int) -> dict[str, float]:
+    lat: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for q in qs:
+        queue.put_nowait({"query": q, "k": 10})
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while not queue.empty():
+            body = queue.get_nowait()
+            t = time.perf_counter()
+            r = await client.post("/v1/search", json=body)
+            lat.append(time.perf_counter() - t)
+            errors += r.status_code != 200
+
+    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(conc)))
+        wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{errors} requests failed")
+    return stats(lat, wall)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--items", type=int, default=4000)
+    ap.add_argument("--requests", type=int, default=300, help="queries per loop")
+    ap.add_argument("--kinds", default="coords,text,ensemble")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    cfg = load_config(args.preset)
+    model = UniGeoCLIP.from_config(cfg).eval()
+    model_dir = model.save_pretrained(tmp / "model")
+    version = build_store(model, model_dir, tmp / "db", args.items)
+    local = InProcess(model, tmp / "db")
+    print(f"store: {len(local.store)} rows ({args.items} items x {len(model.modalities)} modalities, "
+          f"D={model.embed_dim}, exact search), model {version}")  # fmt: skip
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
+    one = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=64)
+    serve.run(build_app(ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one)), name="bench")
+    url = f"http://127.0.0.1:{port}"
+    print(f"{'query':<9} {'conc':>4} | {'in-process p50/p99 ms':>22} {'req/s':>7} | {'service p50/p99 ms':>19} "
+          f"{'req/s':>7} | p50 ratio")  # fmt: skip
+    for kind in args.kinds.split(","):
+        qs = queries(kind, args.requests, cfg.model.aerial.image_size)
+        run_threads(local, qs[:20], 1)  # warm-up, both sides
+        asyncio.run(run_http(url, qs[:20], 2))
+        for conc in (1, 8):
+            inproc = run_threads(local, qs, conc)
+            served = asyncio.run(run_http(url, qs, conc))
+            print(f"{kind:<9} {conc:>4} | {inproc['p50']:>10.2f} / {inproc['p99']:>8.2f}  {inproc['rps']:>7.1f} | "
+                  f"{served['p50']:>8.2f} / {served['p99']:>8.2f} {served['rps']:>7.1f} | "
+                  f"{served['p50'] / inproc['p50']:.2f}x")  # fmt: skip
+    metrics = httpx.get(f"{url}/metrics").text
+    sums = {ln.split()[0]: float(ln.split()[1]) for ln in metrics.splitlines() if "batch_size_sum" in ln or
+            "batch_size_count" in ln}  # fmt: skip
+    for m in ("coords", "text", "aerial"):
+        s, c = sums.get(f'unigeoclip_serve_encoder_batch_size_sum{{modality="{m}"}}'), sums.get(
+            f'unigeoclip_serve_encoder_batch_size_count{{modality="{m}"}}')  # fmt: skip
+        if s is not None and c:
+            print(f"mean encoder batch seen by a {m} query: {s / c:.2f}")
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -192,6 +192,9 @@ class AugmentConfig(StrictModel):
         True, description="train on a random one of a sample's street views (False: always its first view)"
     )
     street_fov_deg: tuple[float, float] = (60.0, 100.0)
+    street_max_yaw_deg: float = Field(
+        180.0, ge=0.0, le=180.0, description="panoramas: crop at the view's heading +- this (180: any direction)"
+    )
     street_max_pitch_deg: float = Field(10.0, ge=0.0, le=45.0)
 
 

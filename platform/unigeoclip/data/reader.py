@@ -108,7 +108,7 @@ class DecodeBatch:
         lo, hi = aug.street_fov_deg
         if self.augment:
             fov = float(self.rng.uniform(lo, hi)) if pano else float(self.rng.uniform(0.6, 1.0)) * view["fov_deg"]
-            spare = 180.0 if pano else max(0.0, (view["fov_deg"] - fov) / 2)
+            spare = aug.street_max_yaw_deg if pano else max(0.0, (view["fov_deg"] - fov) / 2)
             yaw = view["heading_deg"] + float(self.rng.uniform(-spare, spare))
             pitch = float(self.rng.uniform(-aug.street_max_pitch_deg, aug.street_max_pitch_deg))
         else:

@@ -16,7 +16,7 @@ from ray.serve import Application
 
 from .config import ServeConfig
 from .encoder import QueryEncoder
-from .gateway import Gateway, api
+from .gateway import Gateway
 from .retriever import Retriever
 
 GATEWAY, ENCODER, RETRIEVER = "Gateway", "QueryEncoder", "Retriever"
@@ -27,5 +27,5 @@ def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
     cfg = cfg if isinstance(cfg, ServeConfig) else ServeConfig.model_validate(dict(cfg))
     encoder = serve.deployment(name=ENCODER, **cfg.encoder.deployment_options())(QueryEncoder)
     retriever = serve.deployment(name=RETRIEVER, **cfg.retriever.deployment_options())(Retriever)
-    gateway = serve.deployment(name=GATEWAY, **cfg.gateway.deployment_options())(serve.ingress(api)(Gateway))
+    gateway = serve.deployment(name=GATEWAY, **cfg.gateway.deployment_options())(Gateway)
     return gateway.bind(cfg, encoder.bind(cfg), retriever.bind(cfg))

@@ -79,8 +79,10 @@ def dsm_from_geotiff(data: bytes, limits: Limits) -> np.ndarray:
                     f"dsm GeoTIFF is {ds.width}x{ds.height} pixels, over the limit of {limits.max_dsm_pixels}"
                 )
             band = ds.read(1, masked=True)
-    except RasterioError as exc:
-        raise InputError(f"dsm.geotiff_b64 is not a readable GeoTIFF ({exc})") from None
+    except InputError:
+        raise
+    except (RasterioError, OSError, ValueError, MemoryError) as exc:
+        raise InputError(f"dsm.geotiff_b64 is not a readable GeoTIFF ({type(exc).__name__}: {exc})") from None
     return np.ma.filled(band.astype(np.float32), np.nan)
 
 
@@ -104,6 +106,10 @@ def prepare_one(modality: Modality, value: Any, limits: Limits) -> Prepared:
             raise InputError(f"text has {len(text)} characters, over the limit of {limits.max_text_chars}")
         if not text.strip():
             raise InputError("text is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("text is not valid Unicode (it holds an unpaired surrogate)") from None
         return text
     if modality is Modality.COORDS:
         return np.array([value.lat_deg, value.lon_deg], dtype=np.float32)
@@ -116,6 +122,9 @@ def prepare_one(modality: Modality, value: Any, limits: Limits) -> Prepared:
     assert isinstance(value, ImageInput)
     rgb = image_array(b64_bytes(value.image_b64, f"{modality.value}.image_b64"), limits, modality.value)
     if isinstance(value, StreetInput):
+        if value.projection == "perspective" and value.fov_deg >= 179:
+            raise InputError(f"street.fov_deg {value.fov_deg} is too wide for a perspective photo: "
+                             "send a panorama as projection 'equirectangular'")  # fmt: skip
         return StreetImage(rgb, value.projection, value.fov_deg)
     return rgb
 

@@ -107,8 +107,9 @@ def _openapi() -> dict[str, Any]:
 api.openapi = _openapi  # type: ignore[method-assign]
 
 
+@serve.ingress(api)  # here, at import: replicas import this module and must see the same patched route signatures
 class Gateway:
-    """The ingress deployment (``@serve.ingress(api)`` is applied in :mod:`unigeoclip.serve.app`)."""
+    """The ingress deployment: routes below, handles to the encoder and the retriever."""
 
     def __init__(self, cfg: ServeConfig, encoder: Any, retriever: Any) -> None:
         self.cfg, self.limits = cfg, cfg.limits

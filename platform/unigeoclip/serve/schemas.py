@@ -35,7 +35,9 @@ class StreetInput(ImageInput):
     projection: Literal["perspective", "equirectangular"] = Field(
         "perspective", description="a photo, or a 360 x 180 panorama whose centre column faces the heading"
     )
-    fov_deg: float = Field(90.0, gt=1, le=180, allow_inf_nan=False, description="horizontal field of a photo")
+    fov_deg: float = Field(
+        90.0, gt=1, le=360, allow_inf_nan=False, description="horizontal field of view of a photo (< 180)"
+    )
 
 
 class DSMInput(_Closed):

@@ -147,10 +147,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if len(values) != 4:
             raise UniGeoCLIPError(f"--map-bbox expects lat_min,lon_min,lat_max,lon_max, got {args.map_bbox!r}")
         bbox = (values[0], values[1], values[2], values[3])
+    peers = tuple(p for p in PEERS if not (p == "geoclip" and args.no_geoclip))
     options = EvalOptions(
         split=args.split, ensembles=tuple(parse_ensemble(e) for e in args.ensemble), max_samples=args.max_samples,
         db=args.db, model_version=args.model_version, geocell_level=args.geocell_level,
-        probe_max_points=args.probe_points, peers=tuple(p for p in PEERS if not (p == "geoclip" and args.no_geoclip)),
+        probe_block_level=args.probe_block_level, probe_max_points=args.probe_points, peers=peers,
         ablation_models=tuple(Path(a) for a in args.ablation), map_bbox=bbox, pictures=not args.no_pictures,
     )  # fmt: skip
     start = time.perf_counter()
@@ -175,6 +176,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int, default=None, help="evaluate only the first N samples of the split")
     p.add_argument("--geocell-level", type=int, default=None, help="S2 level of the geocell gallery [auto]")
     p.add_argument("--probe-points", type=int, default=5000, help="at most this many store locations probed [5000]")
+    p.add_argument("--probe-block-level", type=int, default=None, help="S2 level of the probes' spatial blocks [auto]")
     p.add_argument("--map-bbox", default=None, help="lat_min,lon_min,lat_max,lon_max of the PCA map [the store's]")
     p.add_argument("--no-geoclip", action="store_true", help="leave GeoCLIP out of the probes and the map")
     p.add_argument("--no-pictures", action="store_true", help="numbers only")

@@ -69,7 +69,7 @@ def pca_map(
     for ax, (name, encode) in zip(axes[0], encoders, strict=True):
         ax.imshow(pca_rgb(encode(latlon)).reshape(h, w, 3), extent=extent, origin="upper", aspect="auto")
         if points is not None and len(points):
-            ax.scatter(points[:, 1], points[:, 0], s=1.5, c="white", alpha=0.5, linewidths=0)
+            ax.scatter(points[:, 1], points[:, 0], s=0.4, c="white", alpha=0.35, linewidths=0)
         ax.set_title(name)
         ax.set_xlabel("lon_deg")
         ax.set_ylabel("lat_deg")

@@ -52,7 +52,7 @@ def spatial_blocks(
     latlon: np.ndarray,
     *,
     test_fraction: float = 0.2,
-    min_blocks: int = 50,
+    min_blocks: int = 100,
     min_points_per_block: float = 5.0,
     level: int | None = None,
     salt: str = "probe",
@@ -60,7 +60,9 @@ def spatial_blocks(
     """Block each point by its S2 parent cell and hold out a fixed share of the blocks (ranked by a stable hash).
 
     Without ``level``, the coarsest level (from 2) with at least ``min(min_blocks,
-    N / min_points_per_block)`` blocks: blocks as large as the data allow.
+    N / min_points_per_block)`` blocks. For places spread over the world this is level 3
+    (cells ~1,000 km across, about the reach of climate's spatial autocorrelation);
+    level 2 (~2,000 km) leaves whole climate zones unseen and makes every probe extrapolate.
     """
     leaves = [cell_token(float(a), float(b), 30) for a, b in latlon]
     wanted = max(3, min(min_blocks, int(len(leaves) / min_points_per_block)))

@@ -1,0 +1,491 @@
+"""The retrieval service over real HTTP: Ray Serve on localhost, a tiny trained model, the tiny store in LanceDB.
+
+Serve starts once for the module (on the session's Ray cluster) with an API key configured,
+so every request here sends it except those that test its absence. The last test switches
+the store to a second model version under load; the one before kills an encoder replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ray import serve
+from ray.util.state import list_actors
+from unigeoclip import Config, Modality
+from unigeoclip.data.ingest import IngestSummary
+from unigeoclip.data.store import SampleStore
+from unigeoclip.embed import EmbedOptions, embed
+from unigeoclip.geo.s2 import parent_token
+from unigeoclip.serve import Limits, Scaling, ServeConfig, build_app
+from unigeoclip.store import EmbeddingStore
+from unigeoclip.store.versions import model_version_id
+
+from ..helpers import train_tiny
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+APP = "unigeoclip"
+API_KEY = "test-key-5b1f"
+LIMITS = Limits(max_body_bytes=1_000_000, max_image_pixels=256 * 256, max_dsm_pixels=96 * 96, max_k=50)
+FIXED = Scaling(num_replicas=1, num_cpus=0)  # no CPU reservations: the embed job in the switch test needs the CPUs
+EMBED = EmbedOptions(batch_size=32, actors=1)
+NO_DSM = ("aerial", "street", "text", "coords")  # the second model version lacks the DSM tower
+
+
+@dataclass
+class Service:
+    http: httpx.Client
+    url: str
+    db: Path
+    versions: tuple[str, str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def models(tiny_world_cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("serve-models")
+    second = tiny_world_cfg.updated({"model": {"modalities": list(NO_DSM)}})
+    return train_tiny(tiny_world_cfg, root / "v1", steps=4, seed=11), train_tiny(second, root / "v2", steps=4, seed=12)
+
+
+@pytest.fixture(scope="module")
+def service(
+    ray_cluster: dict, tiny_store: tuple[SampleStore, IngestSummary], models: tuple[Path, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Service]:  # fmt: skip
+    db = tmp_path_factory.mktemp("serve-db") / "db"
+    embed(models[0], tiny_store[0], db, options=EMBED)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = ServeConfig(db=str(db), api_key=API_KEY, limits=LIMITS, refresh_s=0.5, gateway=FIXED, encoder=FIXED,
+                      retriever=FIXED)  # fmt: skip
+    serve.run(build_app(cfg), name=APP, route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=60)
+    deadline = time.time() + 120
+    while http.get("/readyz").status_code != 200:
+        assert time.time() < deadline, "the service never became ready"
+        time.sleep(0.5)
+    try:
+        yield Service(http, url, db, (model_version_id(models[0]), model_version_id(models[1])))
+    finally:
+        http.close()
+        serve.shutdown()
+
+
+# -- request building --------------------------------------------------------------------------------
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def item_query(row: dict[str, Any]) -> dict[str, Any]:
+    """A query of every modality of a stored sample, built from the sample's own inputs."""
+    view = row["street"][0]
+    px = int(row["dsm_px"])
+    heights = np.asarray(row["dsm"], np.float32).reshape(px, px)
+    return {
+        "aerial": {"image_b64": b64(row["aerial"])},
+        "street": {"image_b64": b64(view["image"]), "projection": view["projection"], "fov_deg": view["fov_deg"]},
+        "dsm": {"heights": [[None if np.isnan(h) else float(h) for h in r] for r in heights]},
+        "text": row["text"],
+        "coords": {"lat_deg": row["lat_deg"], "lon_deg": row["lon_deg"]},
+    }
+
+
+@pytest.fixture(scope="module")
+def items(tiny_store: tuple[SampleStore, IngestSummary]) -> list[dict[str, Any]]:
+    """Three current samples with all five modalities present (the service's own-input queries)."""
+    present = " AND ".join(f"{m.value}_present" for m in Modality)
+    table = tiny_store[0].samples().to_table(filter=f"current = true AND {present}")
+    rows = table.to_pylist()
+    return [rows[i] for i in np.linspace(0, len(rows) - 1, 3).astype(int)]
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    from PIL import Image
+
+    rgb = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def geotiff(heights: np.ndarray) -> bytes:
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
+
+    h, w = heights.shape
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": 1, "dtype": "float32", "crs": "EPSG:3857",
+               "transform": from_origin(0, 0, 2, 2), "nodata": -9999.0}  # fmt: skip
+    with MemoryFile() as mem:
+        with mem.open(**profile) as ds:
+            ds.write(np.where(np.isnan(heights), -9999.0, heights).astype(np.float32), 1)
+        return bytes(mem.read())
+
+
+def search(svc: Service, query: dict[str, Any], **body: Any) -> dict[str, Any]:
+    r = svc.http.post("/v1/search", json={"query": query, **body})
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+# -- endpoints -----------------------------------------------------------------------------------------
+
+
+def test_embed_reproduces_the_stored_vectors_of_an_items_own_inputs(service: Service, items: list[dict]) -> None:
+    store = EmbeddingStore.open(service.db)
+    for row in items:
+        r = service.http.post("/v1/embed", json={"query": item_query(row)})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model_version"] == service.versions[0] and body["dim"] == store.embed_dim
+        stored = {r["modality"]: r["vector"] for r in store.get(row["sample_id"]).to_pylist()}
+        assert set(body["embeddings"]) == {m.value for m in Modality}
+        for m, vector in body["embeddings"].items():
+            np.testing.assert_allclose(vector, stored[m], atol=2e-4, err_msg=m)
+
+
+def test_each_modality_of_an_item_finds_that_item_first(service: Service, items: list[dict]) -> None:
+    """First, or tied first with the same place in another year whose input is identical (coords, an unchanged DSM)."""
+    for row in items:
+        query = item_query(row)
+        for m in Modality:
+            hits = search(service, {m.value: query[m.value]}, targets=[m.value], k=10)["hits"]
+            assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3) and hits[0]["modality"] == m.value
+            first = [h for h in hits if h["score"] >= hits[0]["score"] - 1e-5]
+            assert row["sample_id"] in {h["item_id"] for h in first}, m
+            assert {h["cell_token"] for h in first} == {row["cell_token"]}, m
+            assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_ensemble_score_is_the_average_of_the_cosine_similarities(service: Service, items: list[dict]) -> None:
+    row = items[0]
+    query = {m: item_query(row)[m] for m in ("aerial", "text", "coords")}
+    vectors = service.http.post("/v1/embed", json={"query": query}).json()["embeddings"]
+    out = search(service, query, targets=["street", "dsm"], k=8)
+    assert out["query_modalities"] == ["aerial", "text", "coords"] and len(out["hits"]) == 8
+    store = EmbeddingStore.open(service.db)
+    for hit in out["hits"]:
+        (v,) = store.get(hit["item_id"], modality=hit["modality"])["vector"].to_pylist()
+        want = np.mean([np.dot(vectors[m], v) for m in query])
+        assert hit["score"] == pytest.approx(want, abs=1e-4)
+
+
+def test_multipart_uploads_and_geotiff_dsm_match_the_json_forms(service: Service, items: list[dict]) -> None:
+    row = items[1]
+    query = item_query(row)
+    px = int(row["dsm_px"])
+    heights = np.asarray(row["dsm"], np.float32).reshape(px, px)
+    files = {"aerial": ("a.png", row["aerial"], "image/png"), "dsm": ("d.tif", geotiff(heights), "image/tiff")}
+    form = {"request": json.dumps({"query": {"text": row["text"]}})}
+    r = service.http.post("/v1/embed", data=form, files=files)
+    assert r.status_code == 200, r.text
+    got = r.json()["embeddings"]
+    want = service.http.post("/v1/embed", json={"query": {m: query[m] for m in ("aerial", "dsm", "text")}}).json()
+    for m in ("aerial", "dsm", "text"):
+        np.testing.assert_allclose(got[m], want["embeddings"][m], atol=1e-5, err_msg=m)
+    aerial = {"aerial": files["aerial"]}
+    r = service.http.post("/v1/search", data={"request": '{"targets": ["aerial"], "k": 3}'}, files=aerial)
+    assert r.status_code == 200, r.text
+    assert r.json()["hits"][0]["item_id"] == row["sample_id"]
+
+
+def test_filters_restrict_the_hits(service: Service, items: list[dict]) -> None:
+    row = items[2]
+    q = {"coords": item_query(row)["coords"]}
+    lat, lon = row["lat_deg"], row["lon_deg"]
+    bbox = [lat - 0.001, lon - 0.001, lat + 0.001, lon + 0.001]
+    for hit in search(service, q, k=50, filters={"bbox": bbox})["hits"]:
+        assert bbox[0] <= hit["lat_deg"] <= bbox[2] and bbox[1] <= hit["lon_deg"] <= bbox[3]
+    parent = parent_token(row["cell_token"], 10)
+    hits = search(service, q, k=50, filters={"cell_prefix": parent, "year": [row["year"]]})["hits"]
+    assert hits and all(h["year"] == row["year"] for h in hits)
+    assert row["sample_id"] in {h["item_id"] for h in hits}
+    assert search(service, q, k=5, filters={"year": 1999})["hits"] == []
+
+
+def test_geolocate_puts_an_items_street_view_at_its_place(service: Service, items: list[dict]) -> None:
+    for row in items:
+        r = service.http.post("/v1/geolocate", json={"query": {"street": item_query(row)["street"]}, "targets":
+                              ["street"], "k": 5})  # fmt: skip
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["lat_deg"], body["lon_deg"]) == pytest.approx((row["lat_deg"], row["lon_deg"]))
+        assert body["cell_token"] == row["cell_token"] and 0 < body["confidence"] <= 1 and body["radius_m"] == 100
+        assert len(body["candidates"]) == 5 and body["candidates"][0]["item_id"] == row["sample_id"]
+    r = service.http.post("/v1/geolocate", json={"query": {"text": items[0]["text"]}})  # default gallery: coords
+    assert r.status_code == 200 and r.json()["candidates"][0]["modality"] == "coords"
+
+
+def test_health_readiness_and_openapi(service: Service) -> None:
+    bare = httpx.Client(base_url=service.url, timeout=30)
+    assert bare.get("/healthz").json() == {"status": "ok"}
+    ready = bare.get("/readyz").json()
+    assert ready["encoder"]["model_version"] == ready["retriever"]["model_version"] == service.versions[0]
+    schema = bare.get("/openapi.json").json()
+    for path in ("/v1/embed", "/v1/search", "/v1/geolocate"):
+        content = schema["paths"][path]["post"]["requestBody"]["content"]
+        assert {"application/json", "multipart/form-data"} <= set(content)
+    assert {"Query", "SearchRequest", "Hit", "SearchResponse"} <= set(schema["components"]["schemas"])
+
+
+BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
+    # (name, path, json body or raw bytes, expected status, words the error must hold)
+    ("no query", "/v1/search", {}, 422, "query: Field required"),
+    ("empty query", "/v1/search", {"query": {}}, 422, "at least one of"),
+    ("unknown modality", "/v1/search", {"query": {"sonar": 1}}, 422, "unknown modality 'sonar'"),
+    ("unknown target", "/v1/search", {"query": {"text": "x"}, "targets": ["sonar"]}, 422, "targets.0"),
+    ("unknown field", "/v1/search", {"query": {"text": "x"}, "path": "/etc/passwd"}, 422, "unknown field 'path'"),
+    ("lat out of range", "/v1/search", {"query": {"coords": {"lat_deg": 91, "lon_deg": 0}}}, 422, "lat_deg"),
+    ("lon out of range", "/v1/geolocate", {"query": {"coords": {"lat_deg": 0, "lon_deg": -181}}}, 422, "lon_deg"),
+    ("k over the limit", "/v1/search", {"query": {"text": "x"}, "k": 51}, 422, "limit of 50"),
+    ("k zero", "/v1/search", {"query": {"text": "x"}, "k": 0}, 422, "k: Input should be greater"),
+    ("bad cell", "/v1/search", {"query": {"text": "x"}, "filters": {"cell_prefix": "zz"}}, 422, "not a valid S2"),
+    ("bad bbox", "/v1/search", {"query": {"text": "x"}, "filters": {"bbox": [10, 0, 5, 1]}}, 422, "bbox"),
+    ("text too long", "/v1/embed", {"query": {"text": "x" * 4001}}, 422, "over the limit of 4000"),
+    ("not base64", "/v1/embed", {"query": {"aerial": {"image_b64": "***"}}}, 422, "not valid base64"),
+    ("a path, not an image", "/v1/embed", {"query": {"aerial": {"image_b64": b64(b"/etc/passwd")}}}, 422,
+     "not a readable image"),
+    ("image too big", "/v1/embed", {"query": {"street": {"image_b64": b64(png(300, 300))}}}, 422,
+     "exceeds the limit of 65536 pixels"),
+    ("ragged dsm", "/v1/embed", {"query": {"dsm": {"heights": [[1, 2], [3]]}}}, 422, "rectangular"),
+    ("dsm too big", "/v1/embed", {"query": {"dsm": {"heights": [[1.0] * 100] * 100}}}, 422, "over the limit"),
+    ("dsm no data", "/v1/embed", {"query": {"dsm": {"heights": [[None, None], [None, 1]]}}}, 422, "at least 50%"),
+    ("dsm in mm", "/v1/embed", {"query": {"dsm": {"heights": [[20000.0, 1], [1, 1]]}}}, 422, "wrong units"),
+    ("dsm both forms", "/v1/embed", {"query": {"dsm": {"heights": [[1]], "geotiff_b64": "AA=="}}}, 422, "exactly one"),
+    ("a VRT, not a GeoTIFF", "/v1/embed",
+     {"query": {"dsm": {"geotiff_b64": b64(b'<VRTDataset><VRTRasterBand><SimpleSource><SourceFilename>/etc/passwd'
+                                           b'</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>')}}},
+     422, "not a TIFF"),
+    ("broken tiff", "/v1/embed", {"query": {"dsm": {"geotiff_b64": b64(b"II*\x00garbage")}}}, 422,
+     "not a readable GeoTIFF"),
+    ("not json", "/v1/search", b"{query:", 400, "not valid JSON"),
+    ("empty body", "/v1/search", b"", 400, "empty body"),
+    ("body too large", "/v1/embed", b"x" * 1_000_001, 413, "over the limit of 1000000 bytes"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "path", "body", "status", "words"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_that_says_what_was_wrong(
+    service: Service, name: str, path: str, body: Any, status: int, words: str
+) -> None:
+    r = service.http.post(path, content=body) if isinstance(body, bytes) else service.http.post(path, json=body)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"] and r.json()["status"] == status
+
+
+def test_other_refusals(service: Service) -> None:
+    r = service.http.post("/v1/search", content=b"text=x", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    r = service.http.post("/v1/search", data={"request": "{}"}, files={"passwd": ("p", b"x")})
+    assert r.status_code == 422 and "unknown multipart field 'passwd'" in r.json()["error"]
+    r = service.http.get("/v1/search")
+    assert r.status_code == 405 and r.json()["status"] == 405
+    assert service.http.get("/nowhere").status_code == 404
+
+
+def test_api_key_is_required_on_v1_and_nothing_else_changes(service: Service, items: list[dict]) -> None:
+    bare = httpx.Client(base_url=service.url, timeout=30)
+    body = {"query": {"text": items[0]["text"]}, "targets": ["text"], "k": 3}
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        for path in ("/v1/embed", "/v1/search", "/v1/geolocate"):
+            r = bare.post(path, json=body, headers=headers)
+            assert r.status_code == 401 and "X-API-Key" in r.json()["error"], (path, headers)
+    assert bare.get("/healthz").status_code == 200 and bare.get("/readyz").status_code == 200
+    assert bare.get("/metrics").status_code == 200
+    assert search(service, body["query"], targets=["text"], k=3)["hits"][0]["item_id"] == items[0]["sample_id"]
+
+
+def test_metrics_count_requests_latency_batches_and_errors(service: Service) -> None:
+    text = service.http.get("/metrics").text
+    assert 'unigeoclip_serve_requests_total{route="/v1/search",status="200"}' in text
+    assert 'unigeoclip_serve_requests_total{route="/v1/embed",status="422"}' in text
+    assert 'unigeoclip_serve_request_seconds_bucket{le="0.05",route="/v1/search"}' in text
+    assert 'unigeoclip_serve_encoder_batch_size_count{modality="text"}' in text
+    assert 'unigeoclip_serve_errors_total{reason="unauthorized",route="/v1/search"}' in text
+    assert 'unigeoclip_serve_errors_total{reason="too_large",route="/v1/embed"}' in text
+    assert f'model_version="{service.versions[0]}"' in text
+
+
+# -- fuzz ----------------------------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                       HealthCheck.data_too_large])  # fmt: skip
+json_leaf = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
+json_any = st.recursive(
+    json_leaf, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12
+)
+numbers = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**6), 10**6)
+small_png = st.builds(png, st.integers(1, 40), st.integers(1, 40), st.integers(0, 3)).map(b64)
+inputs = {
+    "aerial": st.fixed_dictionaries({"image_b64": small_png | st.text(max_size=20)}) | json_any,
+    "street": st.fixed_dictionaries({"image_b64": small_png}, optional={"projection": st.sampled_from(
+        ["perspective", "equirectangular", "fisheye"]), "fov_deg": numbers}) | json_any,
+    "dsm": st.fixed_dictionaries({}, optional={"heights": st.lists(st.lists(st.none() | numbers, min_size=1,
+        max_size=6), min_size=1, max_size=6), "geotiff_b64": st.text(max_size=12)}) | json_any,
+    "text": st.text(max_size=80) | json_any,
+    "coords": st.fixed_dictionaries({"lat_deg": numbers, "lon_deg": numbers}) | json_any,
+}  # fmt: skip
+query = st.fixed_dictionaries({}, optional={**inputs, "bogus": json_any})
+filters = st.fixed_dictionaries(
+    {},
+    optional={
+        "bbox": st.lists(numbers, max_size=5),
+        "cell_prefix": st.text("0123456789abcdefxz", max_size=18),
+        "year": st.integers(1700, 2300) | st.lists(st.integers(), max_size=3),
+    },
+)
+body = st.fixed_dictionaries({"query": query}, optional={"targets": st.lists(st.sampled_from(
+    [*(m.value for m in Modality), "sonar"]), max_size=6) | json_any, "k": st.integers(-5, 200) | numbers,
+    "filters": filters | json_any})  # fmt: skip
+routes = st.sampled_from(["/v1/embed", "/v1/search", "/v1/geolocate"])
+
+
+def check_no_5xx(r: httpx.Response) -> None:
+    assert r.status_code < 500, r.text
+    if r.status_code >= 400:
+        assert r.json()["error"]
+
+
+@FUZZ
+@given(path=routes, payload=body)
+def test_fuzz_structured_requests_never_5xx(service: Service, path: str, payload: dict) -> None:
+    check_no_5xx(service.http.post(path, content=json.dumps(payload).encode(),
+                                   headers={"Content-Type": "application/json"}))  # fmt: skip
+
+
+@FUZZ
+@given(path=routes, payload=json_any)
+def test_fuzz_arbitrary_json_never_5xx(service: Service, path: str, payload: Any) -> None:
+    check_no_5xx(service.http.post(path, content=json.dumps(payload).encode(),
+                                   headers={"Content-Type": "application/json"}))  # fmt: skip
+
+
+@FUZZ
+@given(path=routes, raw=st.binary(max_size=300), kind=st.sampled_from(
+    ["application/json", "multipart/form-data; boundary=xyz", "multipart/form-data", "image/png", ""]))  # fmt: skip
+def test_fuzz_raw_bodies_never_5xx(service: Service, path: str, raw: bytes, kind: str) -> None:
+    check_no_5xx(service.http.post(path, content=raw, headers={"Content-Type": kind} if kind else {}))
+
+
+# -- resilience ----------------------------------------------------------------------------------------
+
+
+def load(svc: Service, bodies: list[dict], *, until: threading.Event, max_requests: int, threads: int = 2
+         ) -> list[tuple[float, int, str | None]]:  # fmt: skip
+    """Bounded request loop: (time, status, model_version) per request, from ``threads`` clients."""
+    log: list[tuple[float, int, str | None]] = []
+
+    def worker(offset: int) -> None:
+        with httpx.Client(base_url=svc.url, headers={"X-API-Key": API_KEY}, timeout=30) as http:
+            i = offset
+            while not until.is_set() and len(log) < max_requests:
+                try:
+                    r = http.post("/v1/search", json=bodies[i % len(bodies)])
+                    version = r.json().get("model_version") if r.status_code == 200 else None
+                    log.append((time.time(), r.status_code, version))
+                except httpx.HTTPError:
+                    log.append((time.time(), -1, None))
+                i += 1
+
+    pool = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=120)
+    return log
+
+
+def encoder_pid() -> int | None:
+    actors = list_actors(filters=[("class_name", "=", f"ServeReplica:{APP}:QueryEncoder"), ("state", "=", "ALIVE")])
+    return int(actors[0].pid) if actors else None
+
+
+def test_killing_an_encoder_replica_under_load_recovers(service: Service, items: list[dict]) -> None:
+    bodies = [{"query": {"coords": item_query(r)["coords"], "text": r["text"]}, "k": 5} for r in items]
+    stop = threading.Event()
+    log: list[tuple[float, int, str | None]] = []
+    runner = threading.Thread(target=lambda: log.extend(load(service, bodies, until=stop, max_requests=4000)))
+    runner.start()
+    time.sleep(1.0)
+    pid = encoder_pid()
+    assert pid is not None
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)  # a real process death, not a Serve-level stop
+    deadline = killed_at + 90
+    while time.time() < deadline and encoder_pid() in (None, pid):
+        time.sleep(0.2)
+    new_pid = encoder_pid()
+    assert new_pid not in (None, pid), "Serve did not replace the killed replica"
+    while time.time() < deadline and service.http.get("/readyz").status_code != 200:
+        time.sleep(0.2)
+    recovered_at = time.time()
+    time.sleep(3.0)  # requests after recovery
+    stop.set()
+    runner.join(timeout=60)
+    during = Counter(s for t, s, _ in log if killed_at <= t < recovered_at)
+    after = Counter(s for t, s, _ in log if t >= recovered_at)
+    print(f"\nreplica kill: recovery {recovered_at - killed_at:.1f} s; during recovery {dict(during)}; "
+          f"after {dict(after)}; before {dict(Counter(s for t, s, _ in log if t < killed_at))}")  # fmt: skip
+    assert after and set(after) == {200}, after
+    assert all(s in (200, 503) for t, s, _ in log if killed_at <= t < recovered_at), during
+
+
+def test_switching_model_version_under_load_fails_no_request(
+    service: Service, items: list[dict], tiny_store: tuple[SampleStore, IngestSummary], models: tuple[Path, Path]
+) -> None:
+    """Embed and publish a second model version (without a DSM tower) while clients search."""
+    v1, v2 = service.versions
+    bodies = [{"query": {"coords": item_query(r)["coords"], "text": r["text"]}, "targets": ["text", "coords"], "k": 5}
+              for r in items]  # fmt: skip
+    stop = threading.Event()
+    log: list[tuple[float, int, str | None]] = []
+    runner = threading.Thread(target=lambda: log.extend(load(service, bodies, until=stop, max_requests=20000)))
+    runner.start()
+    summary = embed(models[1], tiny_store[0], service.db, options=EMBED)
+    assert summary.published and summary.serving == v2
+    deadline = time.time() + 30
+    while time.time() < deadline and not any(v == v2 for _, _, v in log[-5:]):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stop.set()
+    runner.join(timeout=60)
+    statuses = Counter(s for _, s, _ in log)
+    versions = [v for _, _, v in log]
+    print(f"\nversion switch under load: {len(log)} requests {dict(statuses)}; {versions.count(v1)} on v1, "
+          f"{versions.count(v2)} on v2")  # fmt: skip
+    assert set(statuses) == {200}, statuses
+    assert versions[0] == v1 and versions[-1] == v2
+    first_v2 = versions.index(v2)
+    assert all(v == v2 for v in versions[first_v2 + 20 :]), "answers went back to the old version"
+    row = items[0]
+    out = search(service, {"text": row["text"]}, targets=["text"], k=3)
+    assert out["model_version"] == v2 and out["hits"][0]["item_id"] == row["sample_id"]
+    r = service.http.post("/v1/search", json={"query": {"dsm": item_query(row)["dsm"]}})
+    assert r.status_code == 422 and "has no 'dsm' tower" in r.json()["error"]

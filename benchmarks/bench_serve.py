@@ -6,8 +6,10 @@ write API and published as the serving version) are built in a temporary directo
 for each query kind (``coords``, ``text``, and the 3-modality ``ensemble`` aerial + text +
 coords), bounded loops of ``--requests`` queries measure p50 / p99 latency and requests/s:
 
-* in-process: ``model.encode`` of each modality + mean + ``EmbeddingStore.search`` + rows
-  to Python dicts (what the retriever hands back), at concurrency 1 and 8 (threads);
+* in-process: the retriever's own path without Serve: decode, ``model.encode`` of each modality,
+  mean, exact search of the snapshot (in memory, as the retriever holds a snapshot of at most
+  ``memory_rows`` rows; ``--lancedb`` searches the LanceDB table instead, the path of bigger
+  stores), rows to Python dicts, at concurrency 1 and 8 (threads);
 * service: ``POST /v1/search`` with the same query through Ray Serve on 127.0.0.1 (proxy ->
   gateway -> encoder -> retriever), at concurrency 1 and 8 (asyncio clients).
 
@@ -114,14 +116,16 @@ def queries(kind: str, n: int, aerial_px: int) -> list[dict[str, Any]]:
 class InProcess:
     """The same search without Serve: decode, encode each modality, average, search, rows to dicts."""
 
-    def __init__(self, model: UniGeoCLIP, db: Path) -> None:
+    def __init__(self, model: UniGeoCLIP, db: Path, *, lancedb: bool) -> None:
         from unigeoclip.serve import Limits
         from unigeoclip.serve.decode import model_input, prepare
         from unigeoclip.serve.ensemble import mean_query, rescale
+        from unigeoclip.serve.memory import MemorySnapshot
         from unigeoclip.serve.retriever import HIT_COLUMNS
         from unigeoclip.serve.schemas import Query
 
         self.model, self.store = model, EmbeddingStore.open(db)
+        self.memory = None if lancedb else MemorySnapshot(self.store)
         self._prepare, self._input, self._mean, self._rescale = prepare, model_input, mean_query, rescale
         self._query, self._limits, self._columns = Query, Limits(), HIT_COLUMNS
 
@@ -134,6 +138,8 @@ class InProcess:
                 inputs = [item] if m is Modality.TEXT else torch.from_numpy(item[None])
                 vectors[m.value] = self.model.encode(m, inputs)[0].numpy()
         q, norm = self._mean(vectors)
+        if self.memory is not None:
+            return self._rescale(self.memory.search(q, k=10), norm)
         hits = self.store.search(q, k=10).select(self._columns).to_pylist()
         return self._rescale(hits, norm)
 
@@ -205,6 +211,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=4000)
     ap.add_argument("--requests", type=int, default=300, help="queries per loop")
     ap.add_argument("--kinds", default="coords,text,ensemble")
+    ap.add_argument("--lancedb", action="store_true", help="search LanceDB, not the in-memory snapshot, both sides")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -214,15 +221,18 @@ def main() -> None:
     model = UniGeoCLIP.from_config(cfg).eval()
     model_dir = model.save_pretrained(tmp / "model")
     version = build_store(model, model_dir, tmp / "db", args.items)
-    local = InProcess(model, tmp / "db")
+    local = InProcess(model, tmp / "db", lancedb=args.lancedb)
+    where = "in LanceDB" if args.lancedb else "in memory"
     print(f"store: {len(local.store)} rows ({args.items} items x {len(model.modalities)} modalities, "
-          f"D={model.embed_dim}, exact search), model {version}")  # fmt: skip
+          f"D={model.embed_dim}, exact search {where}), model {version}")  # fmt: skip
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
     one = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=64)
-    serve.run(build_app(ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one)), name="bench")
+    served = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,
+                         memory_rows=0 if args.lancedb else 200_000)  # fmt: skip
+    serve.run(build_app(served), name="bench")
     url = f"http://127.0.0.1:{port}"
     print(f"{'query':<9} {'conc':>4} | {'in-process p50/p99 ms':>22} {'req/s':>7} | {'service p50/p99 ms':>19} "
           f"{'req/s':>7} | p50 ratio")  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +13,15 @@ from PIL import Image
 from starlette.requests import Request
 from unigeoclip import load_config
 from unigeoclip.errors import InputError
+from unigeoclip.geo.s2 import parent_token
 from unigeoclip.modality import Modality
 from unigeoclip.serve import Limits, Scaling, ServeConfig
 from unigeoclip.serve.decode import model_input, prepare
 from unigeoclip.serve.ensemble import geolocate, mean_query, rescale
+from unigeoclip.serve.memory import MemorySnapshot
 from unigeoclip.serve.requests import ServiceError, check_api_key, parse
 from unigeoclip.serve.schemas import Query, SearchRequest
+from unigeoclip.store import EmbeddingStore
 
 LIMITS = Limits(max_image_pixels=64 * 64, max_dsm_pixels=16 * 16, max_text_chars=20, max_body_bytes=10_000)
 
@@ -176,3 +180,29 @@ def test_scaling_options() -> None:
     fixed = Scaling(num_replicas=2, num_gpus=1).deployment_options()
     assert fixed["num_replicas"] == 2 and fixed["ray_actor_options"]["num_gpus"] == 1
     assert "autoscaling_config" not in fixed
+
+
+def test_the_in_memory_snapshot_searches_exactly_like_the_store(tmp_path: Path) -> None:
+    from .test_embed_store import DIM, _db_with, _rows
+
+    db, _ = _db_with(tmp_path, _rows(1200, "v1"))
+    db.publish("v1")
+    store = EmbeddingStore.open(db)
+    memory = MemorySnapshot(store)
+    queries = np.random.default_rng(3).standard_normal((4, DIM)).astype(np.float32)
+    paris = store.scan(columns=["cell_token"], modality="text")["cell_token"][0].as_py()
+    for filters in [
+        {},
+        {"modality": ["text"]},
+        {"bbox": (48.0, 2.0, 49.5, 3.0), "year": [2021, 2023]},
+        {"bbox": (-40.0, 150.0, -30.0, -170.0)},  # crosses the antimeridian
+        {"cell_prefix": parent_token(paris, 8), "split": "train"},
+        {"year": 1999},
+    ]:
+        for q in queries:
+            want = store.search(q * 3, k=7, **filters).to_pylist()  # any norm: cosine
+            got = memory.search(q * 3, k=7, **filters)
+            assert [(h["item_id"], h["modality"]) for h in got] == [(h["item_id"], h["modality"]) for h in want]
+            np.testing.assert_allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-5)
+    with pytest.raises(InputError, match="not a valid S2 cell token"):
+        memory.search(queries[0], k=3, cell_prefix="47e66")

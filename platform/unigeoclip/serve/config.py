@@ -71,6 +71,9 @@ class ServeConfig(_Closed):
     max_batch_size: int = Field(32, ge=1, description="queries one encoder call batches")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="how long a batch waits to fill")
     refresh_s: float = Field(1.0, gt=0, description="how often replicas re-read the store's serving alias")
+    memory_rows: int = Field(
+        200_000, ge=0, description="snapshots up to this many rows are searched exactly in memory (0: never)"
+    )
     torch_threads: int = Field(1, ge=1, description="intra-op threads of each encoder replica")
     gateway: Scaling = Scaling(max_replicas=4, num_cpus=0.25, max_ongoing_requests=64)
     encoder: Scaling = Scaling()

@@ -3,8 +3,10 @@
 A search names the model version its vector came from. The serving snapshot answers when it is
 that version; a snapshot the alias just left stays open (``KEEP_STORES``) for queries encoded
 before the switch; a version this replica has not seen yet (the encoder noticed the switch
-first) is opened on the spot. Methods are plain ``def``: Serve runs them in a thread pool, and
-LanceDB releases the GIL while it searches.
+first) is opened on the spot. A snapshot of at most ``memory_rows`` rows is also loaded into
+memory and searched there exactly (:mod:`.memory`); larger ones are searched in LanceDB (with its
+ANN index). Methods are plain ``def``: Serve runs them in a thread pool; LanceDB and numpy release
+the GIL while they search.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..store import EmbeddingDB, EmbeddingStore
 from .config import ServeConfig
+from .memory import MemorySnapshot
 from .versions import AliasWatcher, serving_pointer
 
 KEEP_STORES = 3
@@ -30,16 +33,23 @@ class Retriever:
         self.db = EmbeddingDB(cfg.db)
         self._lock = threading.Lock()
         self.stores: OrderedDict[str, EmbeddingStore] = OrderedDict()
+        self.memory: dict[str, MemorySnapshot] = {}
         pointer = serving_pointer(self.db)
         self._adopt(EmbeddingStore.open(self.db))
         self.watcher = AliasWatcher(self.db, cfg.refresh_s, self._on_alias, pointer)
 
     def _adopt(self, store: EmbeddingStore) -> EmbeddingStore:
+        snapshot = MemorySnapshot(store) if len(store) <= self.cfg.memory_rows else None
         with self._lock:
+            if snapshot is not None:
+                self.memory[store.model_version] = snapshot
+            else:
+                self.memory.pop(store.model_version, None)
             self.stores[store.model_version] = store
             self.stores.move_to_end(store.model_version)
             while len(self.stores) > KEEP_STORES:
-                self.stores.popitem(last=False)
+                gone, _ = self.stores.popitem(last=False)
+                self.memory.pop(gone, None)
             self.current = store.model_version
         return store
 
@@ -63,7 +73,8 @@ class Retriever:
 
     def ready(self) -> dict[str, Any]:
         store = self.stores[self.current]
-        return {"model_version": store.model_version, "table_version": store.table_version, "rows": len(store)}
+        return {"model_version": store.model_version, "table_version": store.table_version, "rows": len(store),
+                "in_memory": store.model_version in self.memory}  # fmt: skip
 
     def search(
         self, vector: np.ndarray, model_version: str, *, k: int, targets: list[str] | None, filters: dict[str, Any]
@@ -71,7 +82,11 @@ class Retriever:
         """``{"hits": [...]}`` best first (score = cosine with ``vector``), or ``{"error": ...}`` for a bad filter."""
         try:
             store = self._store(model_version)
-            table = store.search(vector, k=k, modality=targets, **filters)
+            snapshot = self.memory.get(store.model_version)
+            if snapshot is not None:
+                hits = snapshot.search(vector, k=k, modality=targets, **filters)
+            else:
+                hits = store.search(vector, k=k, modality=targets, **filters).select(HIT_COLUMNS).to_pylist()
         except (InputError, FileNotFoundError) as exc:
             return {"error": str(exc)}
-        return {"hits": table.select(HIT_COLUMNS).to_pylist(), "model_version": store.model_version}
+        return {"hits": hits, "model_version": store.model_version}

@@ -32,6 +32,9 @@ from .store import SampleStore
 from .validate import check_sample, reject_row
 
 NEW, STORED, DUPLICATE, NEW_VERSION = "new", "stored", "duplicate", "new_version"
+# Rows per fragment write. lance-ray's default (2^20) buffers every block of a small or mid-size ingest until
+# extraction ends and then writes it all in one task; a few hundred rows (~100 MB) lets writes overlap it.
+WRITE_ROWS = 256
 
 
 @ray.remote(num_cpus=0)
@@ -183,7 +186,12 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, items_per_ba
         # Writing is light: with a whole CPU per write task, writes would wait for the extraction actors
         # (which hold every CPU) and back-pressure would stall them.
         lance_ray.write_lance(
-            ds, store.samples_uri, schema=SAMPLE_SCHEMA, mode="append", ray_remote_args={"num_cpus": 0.1}
+            ds,
+            store.samples_uri,
+            schema=SAMPLE_SCHEMA,
+            mode="append",
+            min_rows_per_file=WRITE_ROWS,
+            ray_remote_args={"num_cpus": 0.1},
         )
         written = store.count_run(run_id)
     report = ray.get(ledger.report.remote())

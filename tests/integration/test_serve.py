@@ -12,7 +12,6 @@ import io
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -33,15 +32,16 @@ from unigeoclip.data.ingest import IngestSummary
 from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.geo.s2 import parent_token
-from unigeoclip.serve import Limits, Scaling, ServeConfig, build_app
+from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
+from unigeoclip.serve.app import APP_NAME
 from unigeoclip.store import EmbeddingStore
 from unigeoclip.store.versions import model_version_id
 
-from ..helpers import train_tiny
+from ..helpers import free_port, train_tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-APP = "unigeoclip"
+APP = APP_NAME
 API_KEY = "test-key-5b1f"
 LIMITS = Limits(max_body_bytes=1_000_000, max_image_pixels=256 * 256, max_dsm_pixels=96 * 96, max_k=50)
 FIXED = Scaling(num_replicas=1, num_cpus=0)  # no CPU reservations: the embed job in the switch test needs the CPUs
@@ -55,12 +55,6 @@ class Service:
     url: str
     db: Path
     versions: tuple[str, str]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +71,9 @@ def service(
 ) -> Iterator[Service]:  # fmt: skip
     db = tmp_path_factory.mktemp("serve-db") / "db"
     embed(models[0], tiny_store[0], db, options=EMBED)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     cfg = ServeConfig(db=str(db), api_key=API_KEY, limits=LIMITS, refresh_s=0.5, gateway=FIXED, encoder=FIXED,
                       retriever=FIXED)  # fmt: skip
-    serve.run(build_app(cfg), name=APP, route_prefix="/")
-    url = f"http://127.0.0.1:{port}"
+    url = start_service(cfg, port=free_port(), log_level="WARNING")  # no access log: thousands of fuzz requests
     http = httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=60)
     deadline = time.time() + 120
     while http.get("/readyz").status_code != 200:

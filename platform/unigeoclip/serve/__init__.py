@@ -16,7 +16,7 @@ from .config import Limits, Scaling, ServeConfig
 if TYPE_CHECKING:
     from ray.serve import Application
 
-__all__ = ["Limits", "Scaling", "ServeConfig", "build_app"]
+__all__ = ["Limits", "Scaling", "ServeConfig", "build_app", "start_service"]
 
 
 def build_app(cfg: ServeConfig | dict[str, Any]) -> Application:
@@ -24,3 +24,10 @@ def build_app(cfg: ServeConfig | dict[str, Any]) -> Application:
     from .app import build_app as build
 
     return build(cfg)
+
+
+def start_service(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "INFO") -> str:
+    """Deploy the service on this Ray cluster at ``host:port``; returns its URL (imports Ray Serve on first use)."""
+    from .app import start_service as start
+
+    return start(cfg, host=host, port=port, log_level=log_level)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.schema import LoggingConfig
 
 from .config import ServeConfig
 from .encoder import QueryEncoder
@@ -20,6 +21,7 @@ from .gateway import Gateway
 from .retriever import Retriever
 
 GATEWAY, ENCODER, RETRIEVER = "Gateway", "QueryEncoder", "Retriever"
+APP_NAME = "unigeoclip"
 
 
 def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
@@ -29,3 +31,16 @@ def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
     retriever = serve.deployment(name=RETRIEVER, **cfg.retriever.deployment_options())(Retriever)
     gateway = serve.deployment(name=GATEWAY, **cfg.gateway.deployment_options())(Gateway)
     return gateway.bind(cfg, encoder.bind(cfg), retriever.bind(cfg))
+
+
+def start_service(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "INFO") -> str:
+    """Start Serve's HTTP proxy on ``host:port`` and deploy the service there; returns its base URL.
+
+    Returns once every deployment is running (``serve.run`` waits); ``/readyz`` says when the model
+    and the store are loaded. ``log_level="WARNING"`` also drops the per-request access log (demos,
+    tests: Prometheus keeps the counts). Stop it with ``serve.shutdown()``.
+    """
+    logging = LoggingConfig(log_level=log_level, enable_access_log=log_level.upper() in ("DEBUG", "INFO"))
+    serve.start(http_options={"host": host, "port": port}, logging_config=logging)
+    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", logging_config=logging)
+    return f"http://{host}:{port}"

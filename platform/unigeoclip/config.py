@@ -315,7 +315,7 @@ class Config(StrictModel):
         return _validate(_deep_merge(self.to_dict(), overrides), source="overrides")
 
 
-PRESETS = ("tiny", "small", "paper")
+PRESETS = ("tiny", "small", "paper", "earth")
 
 
 def preset_names() -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
@@ -136,6 +137,8 @@ def _quiet_library_loggers() -> None:
         pass
     for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # DeepSpeed's gathers call a torch API deprecated in 2.13; the warning repeats at every log period.
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor` is deprecated", category=FutureWarning)
 
 
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 NODEPS_PKGS := geoclip==1.3.0
 NODEPS_NEEDS := geopy pandas tqdm huggingface-hub
 
-.PHONY: install test test-fast lint typecheck bench clean
+.PHONY: install demo test test-fast lint typecheck bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch {v} was installed instead of $(TORCH_VERSION)')"
 	@! $(PIP) show -q torchvision 2>/dev/null || { echo 'torchvision crept in (CUDA build): removing it'; $(PIP) uninstall -y -q torchvision; }
 	@touch $(STAMP)
+
+# The whole pipeline on the real-Earth sample: `make demo QUICK=1` for a smoke run, PORT=N for another port.
+demo: install
+	$(VENV)/bin/unigeoclip demo $(if $(QUICK),--quick) $(if $(PORT),--port $(PORT)) $(if $(OUT),--out $(OUT))
 
 test: install
 	$(PY) -m pytest -q --durations=15

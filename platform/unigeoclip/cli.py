@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .config import Config, load_config
+from .config import Config, load_config, preset_names
 from .errors import UniGeoCLIPError
 
 
@@ -39,7 +39,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _common(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument(
-        "--config", default=default_config, help=f"preset (tiny, small, paper) or YAML file [{default_config}]"
+        "--config", default=default_config, help=f"preset ({', '.join(preset_names())}) or YAML file [{default_config}]"
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
@@ -192,16 +192,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from .runtime import ensure_ray
-    from .serve import ServeConfig, build_app
+    from .serve import ServeConfig, start_service
 
     fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
     fields |= {"db": args.db} | ({"model": args.model} if args.model else {})
     cfg = ServeConfig.model_validate(fields)
     ensure_ray(args.address)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(build_app(cfg), name="unigeoclip", route_prefix="/")
+    url = start_service(cfg, host=args.host, port=args.port)
     key = "required in X-API-Key" if cfg.resolved_api_key() else f"none (set ${cfg.api_key_env} to require one)"
-    print(f"serving {cfg.db} at http://{args.host}:{args.port} (OpenAPI: /docs); API key: {key}; Ctrl-C stops")
+    print(f"serving {cfg.db} at {url} (OpenAPI: /docs); API key: {key}; Ctrl-C stops")
     try:
         while True:
             time.sleep(3600)
@@ -218,6 +217,30 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--serve-config", default=None, help="YAML of ServeConfig fields (limits, scaling, batching)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_serve)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import DemoOptions, run_demo
+
+    out = Path(args.out or ("data/demo-quick" if args.quick else "data/demo"))
+    options = (
+        DemoOptions.quick(out, host=args.host, port=args.port)
+        if args.quick
+        else DemoOptions(out, host=args.host, port=args.port)
+    )
+    run_demo(options)
+    return 0
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    where = "the demo's directory: its store is kept, the rest made afresh [data/demo; data/demo-quick with --quick]"
+    p.add_argument("--out", default=None, help=where)
+    p.add_argument("--quick", action="store_true", help="smoke run: 400 places, 30 training steps (a few minutes)")
+    p.add_argument("--host", default="127.0.0.1", help="address the service listens on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port of the service [8000]")
+    p.set_defaults(func=cmd_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_args(p)
     p = sub.add_parser("serve", help="the retrieval service (Ray Serve) over an embedding store")
     _serve_args(p)
+    p = sub.add_parser("demo", help="the whole pipeline on the real-Earth sample, on this machine (make demo)")
+    _demo_args(p)
     return parser
 
 

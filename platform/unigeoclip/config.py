@@ -90,6 +90,12 @@ class DSMTowerConfig(StrictModel):
     mlp_ratio: float = Field(2.0, gt=0)
     num_registers: int = Field(4, ge=0)
     height_scale_m: float = Field(10.0, gt=0, description="relative heights h - mean(h) pass through asinh(dh / scale)")
+    altitude_scale_m: float | None = Field(
+        None,
+        gt=0,
+        description="also embed the patch's mean altitude, asinh(mean / scale), into the class token; for patches "
+        "of kilometres, where altitude tells places apart (None: shape only, the paper's DSM)",
+    )
 
     @model_validator(mode="after")
     def _shapes(self) -> Self:

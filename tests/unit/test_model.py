@@ -66,6 +66,22 @@ def test_dsm_heights_are_relative_per_patch_and_tolerate_nodata() -> None:
     assert torch.isfinite(rel).all() and rel[..., 1, 1] > 0 and rel[..., 0, 0] == 0
 
 
+def test_dsm_altitude_is_seen_only_when_asked() -> None:
+    from unigeoclip.config import DSMTowerConfig
+    from unigeoclip.models.dsm import DSMTower
+
+    low = torch.rand(2, 1, 16, 16) * 30.0
+    high = low + 2000.0  # the same relief, 2 km higher
+    for scale, differs in ((None, False), (500.0, True)):
+        torch.manual_seed(0)
+        tower = DSMTower(DSMTowerConfig(image_size=16, patch_size=8, hidden_size=16, altitude_scale_m=scale), 8).eval()
+        with torch.no_grad():
+            gap = (tower(low) - tower(high)).abs().max().item()
+        assert (gap > 1e-3) is differs, (scale, gap)
+    nodata = torch.full((1, 1, 16, 16), float("nan"))
+    assert torch.isfinite(tower(nodata)).all()
+
+
 def assert_same_embeddings(a: UniGeoCLIP, b: UniGeoCLIP, n: int = 4) -> None:
     batch = make_batch(a, n, seed=7)
     a.eval(), b.eval()

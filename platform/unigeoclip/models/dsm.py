@@ -10,17 +10,22 @@ from ..errors import InputError
 from .blocks import ProjectionHead, TransformerBlock
 
 
+def mean_height(dsm: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, 1, 1)`` mean of the valid (finite) heights of each patch; 0 for a patch of no data."""
+    valid = torch.isfinite(dsm)
+    count = valid.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
+    return torch.where(valid, dsm, 0.0).sum(dim=(-2, -1), keepdim=True) / count
+
+
 def relative_heights(dsm: torch.Tensor, scale_m: float) -> torch.Tensor:
     """Per-patch relative surface: ``asinh((h - mean(h)) / scale)``, no-data (NaN) at the mean.
 
     Subtracting the patch mean keeps the shape of the surface (roofs above streets,
     valleys below ridges) and drops the absolute altitude, which says little about a
-    place's look; asinh keeps a 5 m house and a 2,000 m ridge in one numeric range.
+    place's look at street scale; asinh keeps a 5 m house and a 2,000 m ridge in one
+    numeric range. ``altitude_scale_m`` gives the tower the altitude back when it matters.
     """
-    valid = torch.isfinite(dsm)
-    count = valid.sum(dim=(-2, -1), keepdim=True).clamp_min(1)  # (B, 1, 1, 1)
-    mean = torch.where(valid, dsm, 0.0).sum(dim=(-2, -1), keepdim=True) / count
-    rel = torch.where(valid, dsm - mean, 0.0)
+    rel = torch.where(torch.isfinite(dsm), dsm - mean_height(dsm), 0.0)
     return torch.asinh(rel / scale_m)
 
 
@@ -46,6 +51,8 @@ class DSMTower(nn.Module):
         )
         self.norm = nn.LayerNorm(width)
         self.head = ProjectionHead(width, embed_dim)
+        self.altitude_scale_m = cfg.altitude_scale_m
+        self.altitude = nn.Linear(1, width) if cfg.altitude_scale_m else None
 
     def forward(self, dsm: torch.Tensor) -> torch.Tensor:
         if dsm.ndim != 4 or dsm.shape[1] != 1 or dsm.shape[-1] != self.image_size or dsm.shape[-2] != self.image_size:
@@ -55,7 +62,11 @@ class DSMTower(nn.Module):
         x = relative_heights(dsm.float(), self.scale_m).to(self.patch_embed.weight.dtype)
         patches = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, W)
         b = patches.shape[0]
-        x = torch.cat((self.cls_token.expand(b, -1, -1), patches), dim=1) + self.pos_embed  # (B, 1 + N, W)
+        cls = self.cls_token.expand(b, -1, -1)
+        if self.altitude is not None and self.altitude_scale_m:
+            altitude = torch.asinh(mean_height(dsm.float()).view(b, 1, 1) / self.altitude_scale_m)
+            cls = cls + self.altitude(altitude.to(cls.dtype))  # (B, 1, W)
+        x = torch.cat((cls, patches), dim=1) + self.pos_embed  # (B, 1 + N, W)
         x = torch.cat((x, self.registers.expand(b, -1, -1)), dim=1)  # (B, 1 + N + R, W)
         for block in self.blocks:
             x = block(x)

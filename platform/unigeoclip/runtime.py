@@ -33,6 +33,9 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         ctx.enable_progress_bars = True
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # ...except its progress: without a terminal (CI, `make demo | tee`, a Ray job's log) Ray Data
+        # logs it at INFO every 10 s instead of drawing bars, and a long ingest would print nothing.
+        logging.getLogger("ray.data._internal.progress.logging_progress").setLevel(logging.INFO)
     return dict(ray.cluster_resources())
 
 

@@ -32,6 +32,9 @@ def test_demo_runs_every_stage_and_answers_every_example(ray_cluster: dict, tmp_
     # every example was asked and answered with labelled hits / a geolocation error
     assert said.count("POST /v1/search") == 2 and said.count("POST /v1/geolocate") == 3
     assert said.count(" km away ") == 5 and said.count(" km off (confidence ") == 3
+    answers = json.loads((options.out / "examples.json").read_text())
+    assert [a["path"] for a in answers] == ["/v1/search"] * 2 + ["/v1/geolocate"] * 3
+    assert all(a["response"]["model_version"].startswith("earth-") for a in answers)
     report = options.out / "report"
     metrics = json.loads((report / "metrics.json").read_text())
     assert len(metrics["retrieval"]) == 12  # four modalities: every directed pair

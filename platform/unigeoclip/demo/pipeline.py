@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
             url = start_service(ServeConfig(db=str(db)), host=options.host, port=options.port, log_level="WARNING")
             try:
                 say(f"ready: {wait_until_ready(url)}")
-                run_examples(url, SampleStore(store), say)
+                answers = run_examples(url, SampleStore(store), say)
+                (out / "examples.json").write_text(json.dumps([asdict(a) for a in answers], indent=1))
             finally:
                 serve.shutdown()
         with clock.stage("evaluate (report with tables and pictures)"):
@@ -150,5 +151,5 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
             ray.shutdown()
     say("\n" + clock.summary())
     (out / "timings.json").write_text(json.dumps(clock.seconds, indent=2))
-    say(f"report: {report / 'report.md'}; model: {run / 'model'}; embeddings: {db}; store: {store}")
+    say(f"report: {report / 'report.md'}; answers: {out / 'examples.json'}; model: {run / 'model'}; embeddings: {db}")
     return clock.seconds

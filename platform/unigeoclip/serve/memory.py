@@ -4,9 +4,9 @@ Below the store's ANN threshold a LanceDB search is a flat scan costing ~15-20 m
 this 2-core machine (mostly per-query overhead); the same exact search over a float32 matrix
 in memory costs well under a millisecond for 20k rows. The retriever loads a snapshot here when
 it has at most ``ServeConfig.memory_rows`` rows, and searches LanceDB otherwise. Filters are
-validated by the store's own ``build_filter`` (same messages) and applied as masks with the same
-meaning as its SQL: inclusive bbox (crossing the antimeridian when lon_min > lon_max), S2 cell id
-range, years, splits, modalities.
+normalised and validated by the store's own filter functions (same messages) and applied as
+masks with the same meaning as its SQL: inclusive bbox (crossing the antimeridian when
+lon_min > lon_max), S2 cell id range, years, splits, modalities.
 """
 
 from __future__ import annotations
@@ -15,17 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import s2sphere
 
 from ..store import EmbeddingStore
-from ..store.filters import build_filter
+from ..store.filters import bbox_bounds, cell_id_range, modality_names, split_values, year_values
 from ..store.schema import VECTOR
 
 COLUMNS = ["item_id", "modality", "cell_token", "cell_id", "lat_deg", "lon_deg", "year", "split"]
-
-
-def _as_list(value: Any) -> list[Any]:
-    return [value] if isinstance(value, str | int) else list(value)
 
 
 class MemorySnapshot:
@@ -55,27 +50,24 @@ class MemorySnapshot:
         year: int | Sequence[int] | None = None,
         split: str | Sequence[str] | None = None,
     ) -> np.ndarray:
-        """Rows passing the filters, after the store's own validation of them."""
-        build_filter(modality=modality, bbox=bbox, cell_prefix=cell_prefix, year=year, split=split)
+        """Rows passing the filters, normalised and checked by the store's own filter functions (same errors)."""
         keep = np.ones(len(self), bool)
         if modality is not None:
-            keep &= np.isin(self.modality, [str(m) for m in _as_list(modality)])
+            keep &= np.isin(self.modality, modality_names(modality))
         if bbox is not None:
-            lat_min, lon_min, lat_max, lon_max = (float(v) for v in bbox)
+            lat_min, lon_min, lat_max, lon_max = bbox_bounds(bbox)
             keep &= (self.lat >= lat_min) & (self.lat <= lat_max)
             if lon_min <= lon_max:
                 keep &= (self.lon >= lon_min) & (self.lon <= lon_max)
             else:
                 keep &= (self.lon >= lon_min) | (self.lon <= lon_max)
         if cell_prefix is not None:
-            cell = s2sphere.CellId.from_token(str(cell_prefix).strip().lower())
-            keep &= (self.cell_id >= np.uint64(cell.range_min().id())) & (
-                self.cell_id <= np.uint64(cell.range_max().id())
-            )
+            low, high = cell_id_range(cell_prefix)
+            keep &= (self.cell_id >= np.uint64(low)) & (self.cell_id <= np.uint64(high))
         if year is not None:
-            keep &= np.isin(self.year, [int(y) for y in _as_list(year)])
+            keep &= np.isin(self.year, year_values(year))
         if split is not None:
-            keep &= np.isin(self.split, [str(s) for s in _as_list(split)])
+            keep &= np.isin(self.split, split_values(split))
         return keep
 
     def search(self, query: np.ndarray, *, k: int, **filters: Any) -> list[dict[str, Any]]:

@@ -22,13 +22,18 @@ def _as_tuple(value: object) -> tuple[object, ...]:
     return (value,)
 
 
+def modality_names(modality: Modality | str | Sequence[Modality | str]) -> list[str]:
+    """The modality filter as the table's stored names (parsed: a misspelt one is an error)."""
+    return [Modality.parse(m).value for m in _as_tuple(modality)]  # type: ignore[arg-type]
+
+
 def modality_clause(modality: Modality | str | Sequence[Modality | str]) -> str:
-    names = [Modality.parse(m).value for m in _as_tuple(modality)]  # type: ignore[arg-type]
+    names = modality_names(modality)
     return f"modality = {quote(names[0])}" if len(names) == 1 else in_list("modality", names)
 
 
-def bbox_clause(bbox: Sequence[float]) -> str:
-    """Inclusive box; ``lon_min > lon_max`` means the box crosses the antimeridian."""
+def bbox_bounds(bbox: Sequence[float]) -> BBox:
+    """The checked box as floats; ``lon_min > lon_max`` means it crosses the antimeridian."""
     if len(bbox) != 4:
         raise InputError(f"bbox must be (lat_min, lon_min, lat_max, lon_max), got {len(bbox)} numbers")
     lat_min, lon_min, lat_max, lon_max = (float(v) for v in bbox)
@@ -38,14 +43,20 @@ def bbox_clause(bbox: Sequence[float]) -> str:
         raise InputError(f"bbox latitudes must satisfy -90 <= lat_min <= lat_max <= 90, got {lat_min}, {lat_max}")
     if not (-180 <= lon_min <= 180 and -180 <= lon_max <= 180):
         raise InputError(f"bbox longitudes must lie in [-180, 180], got {lon_min}, {lon_max}")
+    return lat_min, lon_min, lat_max, lon_max
+
+
+def bbox_clause(bbox: Sequence[float]) -> str:
+    """Inclusive box; ``lon_min > lon_max`` means the box crosses the antimeridian."""
+    lat_min, lon_min, lat_max, lon_max = bbox_bounds(bbox)
     lat = f"lat_deg >= {lat_min!r} AND lat_deg <= {lat_max!r}"
     if lon_min <= lon_max:
         return f"{lat} AND lon_deg >= {lon_min!r} AND lon_deg <= {lon_max!r}"
     return f"{lat} AND (lon_deg >= {lon_min!r} OR lon_deg <= {lon_max!r})"
 
 
-def cell_clause(token: str) -> str:
-    """Items inside the S2 cell ``token`` (any level): its descendants are one contiguous range of cell ids.
+def cell_id_range(token: str) -> tuple[int, int]:
+    """The inclusive range of cell ids inside the S2 cell ``token`` (any level).
 
     This is the exact form of an "S2 cell prefix": the parent's id bits are a prefix of every
     descendant's id (hex token strings are prefixes of each other only at some levels).
@@ -57,16 +68,30 @@ def cell_clause(token: str) -> str:
         cell = None
     if cell is None or not cell.is_valid():
         raise InputError(f"cell_prefix {token!r} is not a valid S2 cell token (hex, e.g. '47a1' or '47a1cbd4')")
-    return f"cell_id >= {cell.range_min().id()} AND cell_id <= {cell.range_max().id()}"
+    return cell.range_min().id(), cell.range_max().id()
+
+
+def cell_clause(token: str) -> str:
+    """Items inside the S2 cell ``token``: its descendants are one contiguous range of cell ids."""
+    low, high = cell_id_range(token)
+    return f"cell_id >= {low} AND cell_id <= {high}"
+
+
+def year_values(year: int | Sequence[int]) -> list[int]:
+    return [int(y) for y in _as_tuple(year)]  # type: ignore[call-overload]
 
 
 def year_clause(year: int | Sequence[int]) -> str:
-    years = [int(y) for y in _as_tuple(year)]  # type: ignore[call-overload]
+    years = year_values(year)
     return f"year = {years[0]}" if len(years) == 1 else in_list("year", years)
 
 
+def split_values(split: str | Sequence[str]) -> list[str]:
+    return [str(s) for s in _as_tuple(split)]
+
+
 def split_clause(split: str | Sequence[str]) -> str:
-    splits = [str(s) for s in _as_tuple(split)]
+    splits = split_values(split)
     return f"split = {quote(splits[0])}" if len(splits) == 1 else in_list("split", splits)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from torch import nn
 from unigeoclip import Modality
 from unigeoclip.config import LossConfig
 from unigeoclip.losses import ContrastiveLoss
+
+from ..helpers import free_port
 
 MODS = tuple(Modality)
 WORLD, LOCAL_B, FEAT, D = 2, 6, 10, 8
@@ -71,12 +72,6 @@ def worker(rank: int, port: int, out_dir: str) -> None:
             results[f"{step}/grad/{name}"] = p.grad.detach().clone()
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_two_gloo_ranks_match_one_process_on_the_concatenated_batch(tmp_path: Path) -> None:

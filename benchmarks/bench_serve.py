@@ -44,7 +44,7 @@ from ray import serve
 from unigeoclip import UniGeoCLIP, load_config
 from unigeoclip.geo.s2 import cell_id
 from unigeoclip.modality import Modality
-from unigeoclip.serve import Scaling, ServeConfig, build_app
+from unigeoclip.serve import Scaling, ServeConfig, start_service
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
 from unigeoclip.store.schema import embedding_schema
 from unigeoclip.store.versions import model_fingerprint, model_version_id
@@ -227,13 +227,10 @@ def main() -> None:
           f"D={model.embed_dim}, exact search {where}), model {version}")  # fmt: skip
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config={"log_level": "WARNING"})
     one = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=64)
-    served = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,
-                         memory_rows=0 if args.lancedb else 200_000)  # fmt: skip
-    serve.run(build_app(served), name="bench")
-    url = f"http://127.0.0.1:{port}"
+    service = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,
+                          memory_rows=0 if args.lancedb else 200_000)  # fmt: skip
+    url = start_service(service, port=free_port(), log_level="WARNING")
     print(f"{'query':<9} {'conc':>4} | {'in-process p50/p99 ms':>22} {'req/s':>7} | {'service p50/p99 ms':>19} "
           f"{'req/s':>7} | p50 ratio")  # fmt: skip
     for kind in args.kinds.split(","):

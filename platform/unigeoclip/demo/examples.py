@@ -86,9 +86,9 @@ def _first_clause(text: str, limit: int = 60) -> str:
 
 
 def held_out_images(store: SampleStore, count: int, split: str = "test_year") -> list[dict[str, Any]]:
-    """``count`` held-out samples with an aerial tile, spread over the split (the same ones every run)."""
+    """``count`` held-out samples with an aerial tile (and their texts, for names), spread over the split."""
     wanted = f"current AND aerial_present AND split = '{split}'"
-    table = store.samples().to_table(columns=["sample_id", "lat_deg", "lon_deg", "aerial"], filter=wanted)
+    table = store.samples().to_table(columns=["sample_id", "lat_deg", "lon_deg", "aerial", "text"], filter=wanted)
     if table.num_rows == 0:
         raise UniGeoCLIPError(f"the store has no {split} samples with an aerial tile to geolocate")
     order = np.argsort(np.asarray(table.column("sample_id").to_pylist()))
@@ -124,7 +124,7 @@ def run_examples(url: str, store: SampleStore, say: Callable[[str], None] = prin
     for row in held_out_images(store, GEOLOCATED_IMAGES):
         image = {"image_b64": base64.b64encode(row["aerial"]).decode()}
         shown = {"query": {"aerial": {"image_b64": f"<{len(row['aerial'])} bytes of PNG>"}}, "k": 5}
-        name = place_names(store, [row["sample_id"]]).get(row["sample_id"], row["sample_id"])
+        name = _first_clause(row["text"] or "") or row["sample_id"]
         title = f"Where was this held-out aerial tile taken? ({name})"
         found = ask(title, "/v1/geolocate", {**shown, "query": {"aerial": image}}, shown)
         km = _km(row["lat_deg"], row["lon_deg"], found["lat_deg"], found["lon_deg"])

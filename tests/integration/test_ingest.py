@@ -7,10 +7,11 @@ from typing import Any
 
 import cloudpickle
 import numpy as np
+import pyarrow as pa
 import pytest
 from unigeoclip import Config, Modality
 from unigeoclip.data.ingest import IngestSummary, ingest
-from unigeoclip.data.reader import build_dataset
+from unigeoclip.data.reader import ROW_COLUMNS, DecodeBatch, TakeAndDecode, build_dataset, split_positions
 from unigeoclip.data.records import RawSample, Reject
 from unigeoclip.data.sources.files import FilesSource
 from unigeoclip.data.sources.synthetic import SyntheticSource
@@ -134,6 +135,73 @@ def test_reader_yields_model_ready_tensors_with_masks(
         assert float(batch["aerial"].min()) >= 0.0 and float(batch["aerial"].max()) <= 1.0
         assert float(batch["street"].std()) > 0.02  # a real view, not a blank
     assert seen == store.count("train")
+
+
+# Augmentation that draws nothing: north-up tiles, the first street view at its heading, one field of view.
+FIXED_VIEWS = {"aerial_flip_rotate": False, "street_random_view": False, "street_max_yaw_deg": 0,
+               "street_fov_deg": [80, 80], "street_max_pitch_deg": 0}  # fmt: skip
+
+
+class CountingTakes:
+    """A pinned Lance dataset that records every ``take``: which rows the reader really read."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset, self.taken = dataset, []
+
+    def take(self, positions: list[int], columns: list[str]) -> Any:
+        self.taken.append(list(positions))
+        return self.dataset.take(positions, columns=columns)
+
+
+def reader_actor(cfg: Config, store: SampleStore, *, cache_mb: int) -> tuple[TakeAndDecode, list[int]]:
+    version, positions = split_positions(store, "train")
+    columns = ROW_COLUMNS + [f"{m.value}_present" for m in cfg.model.modalities]
+    decode = {"cfg": cfg, "augment": True, "cache_mb": cache_mb}
+    actor = TakeAndDecode(store.samples_uri, version, columns, decode)
+    actor.dataset = CountingTakes(actor.dataset)
+    return actor, positions.tolist()
+
+
+def test_reader_reuses_rows_that_decode_the_same_every_epoch(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
+) -> None:
+    store, _ = tiny_store
+    cfg = tiny_world_cfg.updated({"data": {"augment": FIXED_VIEWS}})
+    cached, positions = reader_actor(cfg, store, cache_mb=64)
+    plain, _ = reader_actor(cfg, store, cache_mb=0)
+    first = cached({"rows": [positions]})
+    again = positions[::-1]
+    second = cached({"rows": [again]})
+    assert cached.dataset.taken == [positions]  # the second epoch read nothing from the table
+    reference = plain({"rows": [again]})
+    assert set(second) == set(reference) and set(first) == set(reference)
+    for key, value in reference.items():
+        np.testing.assert_array_equal(second[key], value, err_msg=key)  # same arrays, in the new order
+    with pytest.raises(ValueError):
+        cached.rows.get(positions[0])["aerial"][0, 0, 0, 0] = 1.0  # cached rows are read-only
+
+
+def test_reader_caches_no_row_under_random_augmentation(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
+) -> None:
+    store, _ = tiny_store
+    assert tiny_world_cfg.data.augment.aerial_flip_rotate
+    actor, positions = reader_actor(tiny_world_cfg, store, cache_mb=64)
+    actor({"rows": [positions]})
+    actor({"rows": [positions]})
+    assert actor.rows.bytes == 0 and actor.dataset.taken == [positions, positions]
+
+
+def test_street_photos_are_never_fixed_when_augmenting(tiny_world_cfg: Config) -> None:
+    cfg = tiny_world_cfg.updated({"data": {"augment": FIXED_VIEWS}})
+    views = [
+        [{"projection": "equirectangular"}],
+        [{"projection": "perspective"}],  # a photo: its crop's field of view is drawn at random
+        None,
+    ]
+    table = pa.table({"street": views, "street_present": [True, True, False]})
+    np.testing.assert_array_equal(DecodeBatch(cfg, augment=True).fixed_rows(table), [True, False, True])
+    np.testing.assert_array_equal(DecodeBatch(cfg, augment=False).fixed_rows(table), [True, True, True])
 
 
 def test_splits_are_by_year_and_by_region(

@@ -177,10 +177,10 @@ def test_decoded_image_cache_serves_repeats_and_stays_within_its_budget() -> Non
 
     cache = DecodedImageCache(max_bytes=250)
     assert cache.get(b"a", decode)[0, 0] == ord("a") and cache.get(b"a", decode)[0, 0] == ord("a")
-    assert calls == [b"a"] and cache.hits == 1
+    assert calls == [b"a"] and cache.lru.hits == 1
     for key in (b"b", b"c", b"d"):
         cache.get(key, decode)
-    assert cache.bytes <= 250 and len(calls) == 4
+    assert cache.lru.bytes <= 250 and len(calls) == 4
     cache.get(b"a", decode)  # evicted (least recently used) -> decoded again
     assert len(calls) == 5
     with pytest.raises(ValueError):

@@ -26,7 +26,7 @@ from PIL import Image
 from ..config import Config
 from ..modality import Modality, present_key
 from .augment import flip_rotate, perspective_view, resize
-from .decode_cache import DecodedImageCache
+from .decode_cache import BoundedLRU, DecodedImageCache, Row, join_rows, row_nbytes, split_rows
 from .imaging import decode_rgb
 from .splits import SPLITS, TRAIN
 from .store import SampleStore
@@ -95,6 +95,27 @@ class DecodeBatch:
             out["sample_id"] = np.array(table.column("sample_id").to_pylist(), dtype=object)
         return out
 
+    def fixed_rows(self, table: pa.Table) -> np.ndarray:
+        """``(N,)`` bool: which rows decode without a random draw (the same arrays every epoch: cacheable)."""
+        n = table.num_rows
+        if not self.augment:
+            return np.ones(n, bool)
+        aug = self.cfg.data.augment
+        if aug.aerial_flip_rotate and {Modality.AERIAL, Modality.DSM} & set(self.modalities):
+            return np.zeros(n, bool)
+        if Modality.STREET not in self.modalities:
+            return np.ones(n, bool)
+        lo, hi = aug.street_fov_deg
+        fixed_pano_crop = lo == hi and aug.street_max_yaw_deg == 0 and aug.street_max_pitch_deg == 0
+        present = bool_column(table, "street_present")
+        out = np.zeros(n, bool)
+        for i, views in enumerate(table.column("street").to_pylist()):
+            if not (present[i] and views):
+                out[i] = True
+            elif len(views) == 1 or not aug.street_random_view:  # photos always get a random field of view
+                out[i] = fixed_pano_crop and views[0]["projection"] == "equirectangular"
+        return out
+
     def _geometry(self) -> tuple[int, bool]:
         if not (self.augment and self.cfg.data.augment.aerial_flip_rotate):
             return 0, False
@@ -135,15 +156,33 @@ class TakeAndDecode:
         self.dataset = lance.dataset(uri, version=version)
         self.columns = columns
         self.decode = DecodeBatch(**decode)
+        # Positions in a pinned version never change content: a decoded row can be reused by position.
+        self.rows: BoundedLRU[int, Row] = BoundedLRU(int(decode.get("cache_mb", 0)) * 2**20, row_nbytes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.decode(take_chunk(self.dataset, batch, self.columns))
+        positions = chunk_positions(batch)
+        if self.rows.max_bytes <= 0:
+            return self.decode(take_chunk(self.dataset, batch, self.columns))
+        found = {p: row for p in positions if (row := self.rows.get(p)) is not None}
+        missing = [p for p in dict.fromkeys(positions) if p not in found]
+        if missing:
+            table = self.dataset.take(missing, columns=self.columns)
+            fixed = self.decode.fixed_rows(table)
+            for p, row, keep in zip(missing, split_rows(self.decode(table)), fixed, strict=True):
+                found[p] = row
+                if keep:
+                    self.rows.put(p, row)
+        return join_rows([found[p] for p in positions])
+
+
+def chunk_positions(batch: Mapping[str, Any]) -> list[int]:
+    """The row positions of a batch of work items (each item's ``rows`` list), in order."""
+    return np.concatenate([np.asarray(p, dtype=np.int64) for p in batch["rows"]]).tolist()
 
 
 def take_chunk(dataset: Any, batch: Mapping[str, Any], columns: list[str]) -> pa.Table:
     """The rows at a work item's ``rows`` positions (one list per item in ``batch``) of a pinned Lance dataset."""
-    positions = np.concatenate([np.asarray(p, dtype=np.int64) for p in batch["rows"]])
-    return dataset.take(positions.tolist(), columns=columns)
+    return dataset.take(chunk_positions(batch), columns=columns)
 
 
 def split_positions(store: SampleStore, split: str) -> tuple[int, np.ndarray]:
@@ -240,8 +279,9 @@ def build_dataset(
     ``cpus_per_decoder`` CPUs, decode in parallel with whatever consumes the stream.
     ``epochs`` > 1 repeats the split in one stream, in a new random order each epoch when
     augmenting (training), in store order otherwise. ``batch_size`` is the chunk one
-    decoder call handles. ``cache_mb`` > 0 keeps up to that many MiB of decoded images
-    per decoder (worth it when ``epochs`` > 1: later epochs skip the PNG inflate).
+    decoder call handles. ``cache_mb`` > 0 keeps up to that many MiB of decoded images,
+    and as many of decoded rows whose decode draws nothing at random, per decoder (worth
+    it when ``epochs`` > 1: later epochs skip the PNG inflate, or the whole take and decode).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")

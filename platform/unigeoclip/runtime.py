@@ -9,6 +9,8 @@ from typing import Any
 
 import ray
 
+from . import ray_data_idle
+
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict[str, Any]:
     """Attach to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; returns the cluster's resources.
@@ -27,7 +29,10 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
             kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
         if quiet:
             kwargs["logging_level"] = logging.WARNING
+        # Every worker (the SplitCoordinator feeding Ray Train above all) gets the idle-sleeping executor.
+        kwargs["runtime_env"] = {"worker_process_setup_hook": ray_data_idle.HOOK}
         ray.init(**kwargs)
+    ray_data_idle.install()
     if quiet:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = True

@@ -107,13 +107,16 @@ class DecodeBatch:
             return np.ones(n, bool)
         lo, hi = aug.street_fov_deg
         fixed_pano_crop = lo == hi and aug.street_max_yaw_deg == 0 and aug.street_max_pitch_deg == 0
-        present = bool_column(table, "street_present")
+        views = table.column("street").combine_chunks()  # projections read from Arrow: no image bytes copied
+        counts = views.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+        projections = views.values.field("projection").to_numpy(zero_copy_only=False)
+        first = views.offsets.to_numpy()[:-1]
         out = np.zeros(n, bool)
-        for i, views in enumerate(table.column("street").to_pylist()):
-            if not (present[i] and views):
+        for i, present in enumerate(bool_column(table, "street_present")):
+            if not (present and counts[i]):
                 out[i] = True
-            elif len(views) == 1 or not aug.street_random_view:  # photos always get a random field of view
-                out[i] = fixed_pano_crop and views[0]["projection"] == "equirectangular"
+            elif counts[i] == 1 or not aug.street_random_view:  # photos always get a random field of view
+                out[i] = fixed_pano_crop and projections[first[i]] == "equirectangular"
         return out
 
     def _geometry(self) -> tuple[int, bool]:
@@ -160,15 +163,18 @@ class TakeAndDecode:
         self.rows: BoundedLRU[int, Row] = BoundedLRU(int(decode.get("cache_mb", 0)) * 2**20, row_nbytes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        positions = chunk_positions(batch)
         if self.rows.max_bytes <= 0:
             return self.decode(take_chunk(self.dataset, batch, self.columns))
+        positions = chunk_positions(batch)
         found = {p: row for p in positions if (row := self.rows.get(p)) is not None}
         missing = [p for p in dict.fromkeys(positions) if p not in found]
         if missing:
             table = self.dataset.take(missing, columns=self.columns)
             fixed = self.decode.fixed_rows(table)
-            for p, row, keep in zip(missing, split_rows(self.decode(table)), fixed, strict=True):
+            decoded = self.decode(table)
+            if missing == positions and not fixed.any():  # random augmentation: nothing to keep or reassemble
+                return decoded
+            for p, row, keep in zip(missing, split_rows(decoded), fixed, strict=True):
                 found[p] = row
                 if keep:
                     self.rows.put(p, row)

@@ -64,6 +64,19 @@ class TextTowerConfig(StrictModel):
         "tokenizer: needs no files, 384 ids), 'wordpiece' (the offline MiniLM WordPiece vocabulary, 30,522 ids) "
         "or a local tokenizer directory",
     )
+    pooling: Literal["last", "mean"] | None = Field(
+        None,
+        description="how token states become one vector: 'last' (SigLIP-2's convention: the last, padded "
+        "position) or 'mean' (over real tokens; a small tower trained from scratch learns names into it "
+        "faster). None: 'last' for siglip2, 'mean' for hf",
+    )
+    token_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of real tokens hidden from attention in training (never at inference): a tower that "
+        "memorises whole training descriptions fails on a new year's rewording; 0 = off",
+    )
     max_length: int = Field(64, gt=1)
     hidden_size: int = Field(32, gt=0)
     num_layers: int = Field(2, ge=1)
@@ -71,10 +84,19 @@ class TextTowerConfig(StrictModel):
     mlp_dim: int = Field(64, gt=0)
     pretrained_dir: Path | None = None
 
+    @property
+    def pooling_or_default(self) -> Literal["last", "mean"]:
+        """The pooling in effect: the configured one, else the tower kind's own convention."""
+        if self.pooling is not None:
+            return self.pooling
+        return "last" if self.kind == "siglip2" else "mean"
+
     @model_validator(mode="after")
     def _shapes(self) -> Self:
         if self.kind == "hf" and self.pretrained_dir is None:
             raise ValueError("text.kind 'hf' needs text.pretrained_dir (a local HF model directory)")
+        if self.kind == "hf" and self.pooling == "last":
+            raise ValueError("text.pooling 'last' is SigLIP-2's convention; an hf encoder is mean pooled")
         _check_heads(self.hidden_size, self.num_heads, "text tower")
         return self
 

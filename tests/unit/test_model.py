@@ -9,6 +9,8 @@ from unigeoclip import CheckpointError, Modality, ModalityError, UniGeoCLIP, loa
 from unigeoclip.modality import present_key
 from unigeoclip.models.dsm import relative_heights
 from unigeoclip.models.image import patchify
+from unigeoclip.models.text import drop_tokens
+from unigeoclip.models.tokenizer import tokenize
 
 from ..helpers import make_batch
 
@@ -29,6 +31,51 @@ def test_text_can_be_encoded_from_strings(tiny_model: UniGeoCLIP) -> None:
         from_ids = tiny_model.encode(Modality.TEXT, tiny_model.tokenize(texts))
     torch.testing.assert_close(from_strings, from_ids)
     assert not torch.allclose(from_strings[0], from_strings[1])
+
+
+def test_mean_pooled_siglip2_text_ignores_padding_and_averages_real_tokens() -> None:
+    model = UniGeoCLIP.from_config(load_config("tiny", overrides={"model": {"text": {"pooling": "mean"}}})).eval()
+    tower = model.tower("text")
+    texts = ["Bakery on Canal Street, Harbour district", "Tower Lane"]
+    long = model.tokenize(texts)  # padded to max_length
+    short = tokenize(model.tokenizer, texts, int(long["text_attention_mask"].sum(1).max()) + 1)
+    assert short["text_input_ids"].shape[1] < long["text_input_ids"].shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            tower(short["text_input_ids"], short["text_attention_mask"]),
+            tower(long["text_input_ids"], long["text_attention_mask"]),
+        )
+        states = tower.backbone(input_ids=short["text_input_ids"], attention_mask=short["text_attention_mask"])
+        mask = short["text_attention_mask"][..., None].float()
+        by_hand = tower.head(tower.backbone.head((states.last_hidden_state * mask).sum(1) / mask.sum(1)))
+        torch.testing.assert_close(tower(short["text_input_ids"], short["text_attention_mask"]), by_hand)
+
+
+def test_token_dropout_hides_only_real_tokens_and_only_in_training() -> None:
+    torch.manual_seed(0)
+    mask = torch.zeros(400, 50, dtype=torch.long)
+    mask[:, :30] = 1
+    mask[0, 1:] = 0  # a one-token row must keep its token
+    dropped = drop_tokens(mask, 0.25)
+    assert not bool(dropped[mask == 0].any()), "a padding position was switched on"
+    assert bool((dropped.sum(1) >= 1).all()) and dropped[0, 0] == 1
+    share = 1 - dropped[1:].sum() / mask[1:].sum()
+    assert 0.23 < float(share) < 0.27
+    cfg = load_config("tiny", overrides={"model": {"text": {"token_dropout": 0.5}}})
+    model = UniGeoCLIP.from_config(cfg)
+    ids = model.tokenize(["Bakery on Canal Street, Harbour district"] * 4)
+    tower = model.tower("text")
+    with torch.no_grad():
+        tower.train()
+        assert not torch.allclose(*tower(ids["text_input_ids"], ids["text_attention_mask"])[:2])
+        tower.eval()
+        torch.testing.assert_close(*tower(ids["text_input_ids"], ids["text_attention_mask"])[:2])
+
+
+def test_text_pooling_defaults_follow_the_tower_kind() -> None:
+    assert load_config("tiny").model.text.pooling_or_default == "last"
+    with pytest.raises(ValueError, match="an hf encoder is mean pooled"):
+        load_config("tiny", overrides={"model": {"text": {"kind": "hf", "pretrained_dir": "/x", "pooling": "last"}}})
 
 
 def test_forward_returns_a_dict_and_zeroes_absent_rows(tiny_model: UniGeoCLIP) -> None:

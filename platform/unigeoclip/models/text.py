@@ -53,9 +53,11 @@ def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
 class TextTower(nn.Module):
     """Token ids -> text encoder -> pooled state -> ``(B, D)`` unit vectors.
 
-    SigLIP-2 towers pool the last position (their training convention, inputs padded to
-    ``max_length``); other HF encoders are mean pooled over real tokens, as
-    sentence-transformers models are trained.
+    SigLIP-2 towers pool the last position by default (their training convention, inputs
+    padded to ``max_length``); other HF encoders are mean pooled over real tokens, as
+    sentence-transformers models are trained. ``text.pooling: mean`` mean-pools a SigLIP-2
+    tower too: a small one trained from scratch must otherwise route every name through
+    one padded position.
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class TextTower(nn.Module):
         else:
             self.backbone = Siglip2TextModel(text_config_from(cfg, tokenizer))
         self.kind = cfg.kind
+        self.pooling = cfg.pooling_or_default
+        self.token_dropout = cfg.token_dropout
         vocab = int(self.backbone.config.vocab_size)
         if len(tokenizer) > vocab:
             raise ConfigError(f"tokenizer has {len(tokenizer)} ids but the text tower's vocabulary is {vocab}")
@@ -96,10 +100,23 @@ class TextTower(nn.Module):
                 f"text_input_ids and text_attention_mask must both be (B, L), got "
                 f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}"
             )
+        if self.training and self.token_dropout > 0:
+            attention_mask = drop_tokens(attention_mask, self.token_dropout)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        if self.kind == "siglip2":
-            pooled = out.pooler_output  # (B, H)
+        if self.pooling == "last":
+            pooled = out.pooler_output  # (B, H): SigLIP-2's head over the last position
         else:
             weights = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)  # (B, L, 1)
             pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (B, H)
+            if self.kind == "siglip2":  # keep SigLIP-2's own head, so a pretrained tower's width still fits
+                siglip_head = self.backbone.get_submodule("head")
+                pooled = siglip_head(pooled)
         return self.head(pooled)  # (B, D)
+
+
+def drop_tokens(attention_mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """Hide each real token with probability ``rate``; a row that would lose every token keeps them all."""
+    real = attention_mask.bool()  # (B, L)
+    kept = real & (torch.rand(real.shape, device=real.device) >= rate)
+    kept = torch.where(kept.any(dim=1, keepdim=True), kept, real)
+    return kept.to(attention_mask.dtype)

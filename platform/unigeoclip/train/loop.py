@@ -66,7 +66,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, cfg.model.modalities, rank=rank, world_size=world))
     optimizer = torch.optim.AdamW(
-        _param_groups(module, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
+        param_groups(module, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
     )
     schedule = partial(warmup_cosine, total=tc.steps, warmup=tc.warmup_steps, floor=tc.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -141,7 +141,7 @@ def _quiet_library_loggers() -> None:
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor` is deprecated", category=FutureWarning)
 
 
-def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases, norms, embeddings of position/registers and the temperature."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []

@@ -60,7 +60,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _record_worker(run_dir, rank)
     torch.manual_seed(tc.seed)
-    torch.set_num_threads(max(1, round(tc.cpus_per_worker)))  # 1.6 reserved CPUs: 2 threads
+    torch.set_num_threads(max(1, round(tc.cpus_per_worker)))  # 1.5 reserved CPUs: 2 threads
     device = ray.train.torch.get_device() if gpu else torch.device("cpu")
 
     model = UniGeoCLIP.from_config(cfg)

@@ -15,44 +15,28 @@ from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
 
 import numpy as np
 import torch
 from unigeoclip import UniGeoCLIP, load_config
 from unigeoclip.cli import parse_overrides
 from unigeoclip.config import Config
-from unigeoclip.data.reader import load_batches
-from unigeoclip.eval.retrieval import PairRecall, format_matrix, recall_matrix
+from unigeoclip.data.reader import batch_rows, load_batches
+from unigeoclip.eval.retrieval import format_matrix
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import INPUT_KEYS, Modality, present_key
 from unigeoclip.runtime import ensure_ray
-from unigeoclip.train.loop import param_groups
+from unigeoclip.train.loop import held_out_recall, optimizer_and_schedule
 from unigeoclip.train.module import TrainModule
-from unigeoclip.train.schedule import warmup_cosine
 
 Tensors = dict[str, torch.Tensor]
 
 
 def decoded_split(cfg: Config, store: str, split: str, modalities: list[Modality]) -> Tensors:
-    """A whole split, un-augmented, as one tensor per batch key of ``modalities``."""
+    """A whole split, un-augmented, as one tensor per batch key of ``modalities`` (to draw batches from)."""
     keys = [k for m in modalities for k in (*INPUT_KEYS[m], present_key(m))]
     batches = load_batches(cfg, store, split)
     return {k: torch.from_numpy(np.concatenate([b[k] for b in batches])) for k in keys}
-
-
-@torch.no_grad()
-def held_out_recall(model: UniGeoCLIP, val: Tensors, modalities: list[Modality]) -> list[PairRecall]:
-    """Recall@1 of every directed pair, gallery = the whole split (as the training loop validates)."""
-    model.eval()
-    rows = len(next(iter(val.values())))
-    embs: dict[Modality, list[np.ndarray]] = {m: [] for m in modalities}
-    for i in range(0, rows, 256):
-        for m, z in model({k: v[i : i + 256] for k, v in val.items()}).items():
-            embs[m].append(z.numpy())
-    model.train()
-    present = {m: val[present_key(m)].numpy().astype(bool) for m in modalities}
-    return recall_matrix({m: np.concatenate(v) for m, v in embs.items()}, present)
 
 
 def main() -> None:
@@ -77,18 +61,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ensure_ray(num_cpus=args.threads)
     started = time.perf_counter()
-    train, val = (decoded_split(cfg, args.store, s, modalities) for s in ("train", tc.val_split))
+    train = decoded_split(cfg, args.store, "train", modalities)
+    val = load_batches(cfg, args.store, tc.val_split)  # what the training loop validates on
     rows = len(next(iter(train.values())))
-    print(f"decoded {rows} train and {len(next(iter(val.values())))} held-out samples in "
+    print(f"decoded {rows} train and {sum(batch_rows(b) for b in val)} held-out samples in "
           f"{time.perf_counter() - started:.0f} s; global batch {batch}", flush=True)  # fmt: skip
 
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, modalities))
-    optimizer = torch.optim.AdamW(
-        param_groups(module, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
-    )
-    schedule = partial(warmup_cosine, total=tc.steps, warmup=tc.warmup_steps, floor=tc.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = optimizer_and_schedule(module, tc)
     order, generator, cursor = torch.empty(0, dtype=torch.long), torch.Generator().manual_seed(tc.seed), rows
     started = time.perf_counter()
     for step in range(1, tc.steps + 1):
@@ -104,7 +85,7 @@ def main() -> None:
         optimizer.step()
         scheduler.step()
         if step % args.report_every == 0 or step == tc.steps:
-            results = held_out_recall(model, val, modalities)
+            results = held_out_recall(model, val, torch.device("cpu"))
             mean = float(np.mean([r.recall[1] for r in results]))
             print(f"step {step} | loss {float(out.total.detach()):.3f} | {time.perf_counter() - started:.0f} s of "
                   f"training | held-out mean recall@1 {mean:.3f}", flush=True)  # fmt: skip

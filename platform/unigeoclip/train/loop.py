@@ -29,10 +29,10 @@ import ray.train.torch
 import torch
 from safetensors.torch import save_file
 
-from ..config import Config
+from ..config import Config, TrainConfig
 from ..data.reader import batch_rows
 from ..distributed import all_reduce_mean
-from ..eval.retrieval import format_matrix, recall_matrix
+from ..eval.retrieval import PairRecall, format_matrix, recall_matrix
 from ..losses import ContrastiveLoss
 from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
@@ -65,11 +65,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, cfg.model.modalities, rank=rank, world_size=world))
-    optimizer = torch.optim.AdamW(
-        param_groups(module, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
-    )
-    schedule = partial(warmup_cosine, total=tc.steps, warmup=tc.warmup_steps, floor=tc.min_lr_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    optimizer, scheduler = optimizer_and_schedule(module, tc)
     engine, _, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(tc, gpu=gpu)
     )
@@ -141,7 +137,18 @@ def _quiet_library_loggers() -> None:
     warnings.filterwarnings("ignore", message=".*all_gather_into_tensor` is deprecated", category=FutureWarning)
 
 
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def optimizer_and_schedule(
+    module: torch.nn.Module, tc: TrainConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``module`` (no decay on flat parameters) and its per-step warmup-cosine schedule."""
+    optimizer = torch.optim.AdamW(
+        _param_groups(module, tc.weight_decay), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay
+    )
+    schedule = partial(warmup_cosine, total=tc.steps, warmup=tc.warmup_steps, floor=tc.min_lr_ratio)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """No weight decay on biases, norms, embeddings of position/registers and the temperature."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
@@ -188,15 +195,28 @@ class _Meter:
         return metrics
 
 
-@torch.no_grad()
 def _validate(
     model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]], cfg: Config, device: torch.device, rank: int
 ) -> dict[str, float]:
-    """Recall@1 of every directed pair on the held-out split (gallery = all its samples).
+    """Recall@1 of every directed pair on the held-out split (gallery = all its samples), as metrics.
 
     Every rank runs the same forward passes (under ZeRO-3 a forward is collective), so
     every rank reports the same figures.
     """
+    results = held_out_recall(model, val_data, device)
+    if not results:
+        return {}
+    seen = sum(batch_rows(b) for b in val_data)
+    _say(rank, f"validation on {cfg.train.val_split} ({seen} samples):\n{format_matrix(results)}")
+    metrics = {f"val_r1/{r.key}": r.recall[1] for r in results}
+    metrics["val_r1"] = float(np.mean(list(metrics.values())))
+    metrics["val_gallery"] = float(seen)
+    return metrics
+
+
+@torch.no_grad()
+def held_out_recall(model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]], device: torch.device) -> list[PairRecall]:
+    """Recall of every directed pair over ``val_data`` (decoded batches; gallery = all of them), in eval mode."""
     was_training = model.training
     model.eval()
     embs: dict[Modality, list[np.ndarray]] = defaultdict(list)
@@ -207,16 +227,10 @@ def _validate(
             present[m].append(batch[present_key(m)].astype(bool))
     model.train(was_training)
     if not embs:
-        return {}
-    seen = sum(batch_rows(b) for b in val_data)
-    results = recall_matrix(
+        return []
+    return recall_matrix(
         {m: np.concatenate(v) for m, v in embs.items()}, {m: np.concatenate(v) for m, v in present.items()}
     )
-    _say(rank, f"validation on {cfg.train.val_split} ({seen} samples):\n{format_matrix(results)}")
-    metrics = {f"val_r1/{r.key}": r.recall[1] for r in results}
-    metrics["val_r1"] = float(np.mean(list(metrics.values())))
-    metrics["val_gallery"] = float(seen)
-    return metrics
 
 
 def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

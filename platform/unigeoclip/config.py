@@ -224,6 +224,16 @@ class AugmentConfig(StrictModel):
         180.0, ge=0.0, le=180.0, description="panoramas: crop at the view's heading +- this (180: any direction)"
     )
     street_max_pitch_deg: float = Field(10.0, ge=0.0, le=45.0)
+    photometric_gain: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="aerial and street images: each colour channel scaled by 1 +- up to this, drawn per sample "
+        "(another year's camera, sun and season; 0 = off)",
+    )
+    photometric_shift: float = Field(
+        0.0, ge=0.0, le=0.5, description="aerial and street images (in [0, 1]): brightness shifted by up to +- this"
+    )
 
 
 class SyntheticSourceConfig(StrictModel):

@@ -181,6 +181,31 @@ def test_reader_reuses_rows_that_decode_the_same_every_epoch(
         cached.rows.get(positions[0])["aerial"][0, 0, 0, 0] = 1.0  # cached rows are read-only
 
 
+def test_reader_jitters_colours_after_its_row_cache(
+    tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
+) -> None:
+    store, _ = tiny_store
+    jitter = {"photometric_gain": 0.2, "photometric_shift": 0.05}
+    cfg = tiny_world_cfg.updated({"data": {"augment": FIXED_VIEWS | jitter}})
+    cached, positions = reader_actor(cfg, store, cache_mb=64)
+    plain, _ = reader_actor(tiny_world_cfg.updated({"data": {"augment": FIXED_VIEWS}}), store, cache_mb=0)
+    reference = plain({"rows": [positions]})
+    first, second = cached({"rows": [positions]}), cached({"rows": [positions]})
+    assert cached.dataset.taken == [positions]  # the jitter did not make rows uncacheable
+    for key, value in reference.items():
+        if key in ("aerial", "street"):
+            present = reference[f"{key}_present"]
+            assert present.any()
+            assert not np.allclose(first[key][present], value[present])  # new colours...
+            assert not np.allclose(first[key][present], second[key][present])  # ...every epoch
+            ratio = first[key][present].mean(axis=(2, 3)) / np.maximum(value[present].mean(axis=(2, 3)), 1e-3)
+            assert np.median(np.abs(ratio - 1.0)) < 0.25  # the same images, recoloured
+        else:
+            np.testing.assert_array_equal(first[key], value, err_msg=key)  # DSM, text, coords untouched
+    validation = DecodeBatch(cfg, augment=False)
+    assert validation.photometric(reference) is reference  # evaluation never sees jitter
+
+
 def test_reader_caches_no_row_under_random_augmentation(
     tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
 ) -> None:

@@ -1,11 +1,11 @@
-"""S2 keys, splits, record validation and view geometry: the rules every source's samples obey."""
+"""S2 keys, splits, record validation and view geometry and colour jitter: the rules every source's samples obey."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from unigeoclip import load_config
-from unigeoclip.data.augment import perspective_view, resize
+from unigeoclip.data.augment import perspective_view, photometric_jitter, resize
 from unigeoclip.data.decode_cache import DecodedImageCache
 from unigeoclip.data.imaging import decode_rgb, encode_png
 from unigeoclip.data.records import RawSample, StreetView
@@ -192,3 +192,21 @@ def test_resize_preserves_means_and_shapes() -> None:
     small = resize(img, 16)
     assert small.shape == (16, 16, 3) and abs(small.mean() - img.mean()) < 1e-5
     assert resize(img[..., 0], 48).shape == (48, 48)
+
+
+def test_photometric_jitter_scales_channels_per_sample_within_its_bounds() -> None:
+    images = np.full((64, 3, 4, 4), 0.5, np.float32)
+    present = np.ones(64, bool)
+    present[:8] = False
+    out = photometric_jitter(images, present, np.random.default_rng(0), max_gain=0.2, max_shift=0.05)
+    assert out.dtype == np.float32 and out.shape == images.shape
+    np.testing.assert_array_equal(out[:8], 0.0)  # absent rows stay empty
+    shown = out[8:]
+    assert np.ptp(shown, axis=(2, 3)).max() == 0.0  # one gain per channel and sample: the image is not noised
+    low, high = 0.5 * 0.8 - 0.05, 0.5 * 1.2 + 0.05
+    assert shown.min() >= low and shown.max() <= high
+    assert np.ptp(shown[:, 0, 0, 0]) > 0.2  # samples differ, across most of the range
+    assert np.abs(shown[:, 0] - shown[:, 1]).max() > 0.05  # channels differ within a sample
+    bright = photometric_jitter(np.ones((4, 3, 2, 2), np.float32), np.ones(4, bool), np.random.default_rng(1),
+                                max_gain=0.5, max_shift=0.5)  # fmt: skip
+    assert bright.max() <= 1.0 and bright.min() >= 0.0  # stays a valid image

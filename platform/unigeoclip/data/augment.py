@@ -166,3 +166,20 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     if arr.ndim == 2:
         return bilinear(arr[..., None], rr, cc, wrap_cols=False)[..., 0]
     return bilinear(arr, rr, cc, wrap_cols=False)
+
+
+def photometric_jitter(
+    images: np.ndarray, present: np.ndarray, rng: np.random.Generator, *, max_gain: float, max_shift: float
+) -> np.ndarray:
+    """``(n, C, H, W)`` images in [0, 1] with each channel scaled by ``1 +- max_gain`` and shifted by ``+- max_shift``.
+
+    One draw per sample: the whole image changes as another year's flight or camera would
+    change it (white balance, exposure), which the two or three training years of a place
+    cannot show a model. Absent rows (``present`` false) stay zero.
+    """
+    n, channels = images.shape[:2]
+    gain = 1.0 + rng.uniform(-max_gain, max_gain, (n, channels, 1, 1))
+    shift = rng.uniform(-max_shift, max_shift, (n, 1, 1, 1))
+    out = np.clip(images * gain + shift, 0.0, 1.0).astype(np.float32)
+    out[~present] = 0.0
+    return out

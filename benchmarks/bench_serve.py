@@ -11,7 +11,9 @@ coords), bounded loops of ``--requests`` queries measure p50 / p99 latency and r
   ``memory_rows`` rows; ``--lancedb`` searches the LanceDB table instead, the path of bigger
   stores), rows to Python dicts, at concurrency 1 and 8 (threads);
 * service: ``POST /v1/search`` with the same query through Ray Serve on 127.0.0.1 (proxy ->
-  gateway -> encoder -> retriever), at concurrency 1 and 8 (asyncio clients).
+  gateway -> encoder -> retriever), at concurrency 1 and 8 (asyncio clients);
+* the same service deployed ``colocate``d beside it (proxy -> gateway, which holds the encoder
+  and the retriever in its own process), same loops.
 
 Goals: service p50 <= 3x in-process p50; >= 100 requests/s at concurrency 8 on 2 cores.
 
@@ -45,6 +47,7 @@ from unigeoclip import UniGeoCLIP, load_config
 from unigeoclip.geo.s2 import cell_id
 from unigeoclip.modality import Modality
 from unigeoclip.serve import Scaling, ServeConfig, start_service
+from unigeoclip.serve.app import build_app
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
 from unigeoclip.store.schema import embedding_schema
 from unigeoclip.store.versions import model_fingerprint, model_version_id
@@ -231,18 +234,24 @@ def main() -> None:
     service = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,
                           memory_rows=0 if args.lancedb else 200_000)  # fmt: skip
     url = start_service(service, port=free_port(), log_level="WARNING")
-    print(f"{'query':<9} {'conc':>4} | {'in-process p50/p99 ms':>22} {'req/s':>7} | {'service p50/p99 ms':>19} "
-          f"{'req/s':>7} | p50 ratio")  # fmt: skip
+    colocated = f"{url}/colocated"  # the same service as one deployment (`colocate`), beside it
+    serve.run(build_app(service.model_copy(update={"colocate": True})), name="colocated", route_prefix="/colocated")
+    print(f"{'':<14} | {'in-process':^30} | {'service: 3 deployments':^30} | {'service: colocated':^30}")
+    print(f"{'query':<9} {'conc':>4} | {'p50/p99 ms':>20} {'req/s':>8} | {'p50/p99 ms':>17} {'req/s':>6} {'ratio':>5} "
+          f"| {'p50/p99 ms':>17} {'req/s':>6} {'ratio':>5}")  # fmt: skip
     for kind in args.kinds.split(","):
         qs = queries(kind, args.requests, cfg.model.aerial.image_size)
-        run_threads(local, qs[:20], 1)  # warm-up, both sides
+        run_threads(local, qs[:20], 1)  # warm-up, every side
         asyncio.run(run_http(url, qs[:20], 2))
+        asyncio.run(run_http(colocated, qs[:20], 2))
         for conc in (1, 8):
             inproc = run_threads(local, qs, conc)
-            served = asyncio.run(run_http(url, qs, conc))
-            print(f"{kind:<9} {conc:>4} | {inproc['p50']:>10.2f} / {inproc['p99']:>8.2f}  {inproc['rps']:>7.1f} | "
-                  f"{served['p50']:>8.2f} / {served['p99']:>8.2f} {served['rps']:>7.1f} | "
-                  f"{served['p50'] / inproc['p50']:.2f}x")  # fmt: skip
+            row = f"{kind:<9} {conc:>4} | {inproc['p50']:>9.2f} / {inproc['p99']:>8.2f} {inproc['rps']:>8.1f}"
+            for base in (url, colocated):
+                served = asyncio.run(run_http(base, qs, conc))
+                row += (f" | {served['p50']:>7.2f} / {served['p99']:>7.2f} {served['rps']:>6.1f} "
+                        f"{served['p50'] / inproc['p50']:>4.1f}x")  # fmt: skip
+            print(row, flush=True)
     metrics = httpx.get(f"{url}/metrics").text
     sums = {ln.split()[0]: float(ln.split()[1]) for ln in metrics.splitlines() if "batch_size_sum" in ln or
             "batch_size_count" in ln}  # fmt: skip

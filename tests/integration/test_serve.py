@@ -33,7 +33,7 @@ from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.geo.s2 import parent_token
 from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
-from unigeoclip.serve.app import APP_NAME
+from unigeoclip.serve.app import APP_NAME, GATEWAY, build_app
 from unigeoclip.store import EmbeddingStore
 from unigeoclip.store.versions import model_version_id
 
@@ -231,6 +231,33 @@ def test_geolocate_puts_an_items_street_view_at_its_place(service: Service, item
         assert len(body["candidates"]) == 5 and body["candidates"][0]["item_id"] == row["sample_id"]
     r = service.http.post("/v1/geolocate", json={"query": {"text": items[0]["text"]}})  # default gallery: coords
     assert r.status_code == 200 and r.json()["candidates"][0]["modality"] == "coords"
+
+
+def test_colocated_gateway_answers_as_the_three_deployments_do(service: Service, items: list[dict]) -> None:
+    """``colocate``: one deployment, the encoder and retriever in its process, the same answers over HTTP."""
+    cfg = ServeConfig(db=str(service.db), api_key=API_KEY, limits=LIMITS, refresh_s=0.5, gateway=FIXED,
+                      colocate=True)  # fmt: skip
+    serve.run(build_app(cfg), name="colocated", route_prefix="/colocated")
+    try:
+        assert set(serve.status().applications["colocated"].deployments) == {GATEWAY}
+        ready = service.http.get("/colocated/readyz")
+        assert ready.status_code == 200 and ready.json()["retriever"]["in_memory"], ready.text
+        for row in items:
+            query = item_query(row)
+            for m in ("coords", "text", "aerial"):
+                body = {"query": {m: query[m]}, "targets": ["street", "dsm"], "k": 5}
+                split = service.http.post("/v1/search", json=body)
+                here = service.http.post("/colocated/v1/search", json=body)
+                assert here.status_code == split.status_code == 200, here.text
+                got, want = here.json()["hits"], split.json()["hits"]
+                assert [h["item_id"] for h in got] == [h["item_id"] for h in want], m
+                assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-5)
+        bad = service.http.post("/colocated/v1/search", json={"query": {"coords": {"lat_deg": 91, "lon_deg": 0}}})
+        assert bad.status_code == 422 and "lat" in bad.text
+        metrics = service.http.get("/colocated/metrics").text
+        assert "unigeoclip_serve_encoder_batch_size_count" in metrics  # in-process encoder, batches still counted
+    finally:
+        serve.delete("colocated")
 
 
 def test_health_readiness_and_openapi(service: Service) -> None:

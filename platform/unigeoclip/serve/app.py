@@ -2,6 +2,8 @@
 
     gateway (FastAPI ingress) --encode--> QueryEncoder (@serve.batch) --vector--> Retriever (LanceDB)
 
+or, with ``cfg.colocate``, the gateway alone, holding an encoder and a retriever in its own process.
+
 Scaling comes from ``cfg.gateway`` / ``cfg.encoder`` / ``cfg.retriever``; a Serve config file's
 ``deployments:`` section can override any of it by deployment name.
 """
@@ -27,9 +29,11 @@ APP_NAME = "unigeoclip"
 def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
     """The retrieval service for ``cfg`` (a :class:`ServeConfig`, or its fields as a dict: ``serve run`` args)."""
     cfg = cfg if isinstance(cfg, ServeConfig) else ServeConfig.model_validate(dict(cfg))
+    gateway = serve.deployment(name=GATEWAY, **cfg.gateway.deployment_options())(Gateway)
+    if cfg.colocate:  # the gateway builds both in its own process
+        return gateway.bind(cfg, None, None)
     encoder = serve.deployment(name=ENCODER, **cfg.encoder.deployment_options())(QueryEncoder)
     retriever = serve.deployment(name=RETRIEVER, **cfg.retriever.deployment_options())(Retriever)
-    gateway = serve.deployment(name=GATEWAY, **cfg.gateway.deployment_options())(Gateway)
     return gateway.bind(cfg, encoder.bind(cfg), retriever.bind(cfg))
 
 

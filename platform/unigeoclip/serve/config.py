@@ -75,6 +75,12 @@ class ServeConfig(_Closed):
         200_000, ge=0, description="snapshots up to this many rows are searched exactly in memory (0: never)"
     )
     torch_threads: int = Field(1, ge=1, description="intra-op threads of each encoder replica")
+    colocate: bool = Field(
+        False,
+        description="run the encoder and the retriever inside each gateway replica: two Ray hops fewer per "
+        "request (the lowest latency on one machine), but they scale with the gateway and `encoder` / "
+        "`retriever` below are unused",
+    )
     gateway: Scaling = Scaling(max_replicas=4, num_cpus=0.25, max_ongoing_requests=64)
     encoder: Scaling = Scaling()
     retriever: Scaling = Scaling(num_cpus=0.25)

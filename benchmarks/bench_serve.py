@@ -215,6 +215,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="queries per loop")
     ap.add_argument("--kinds", default="coords,text,ensemble")
     ap.add_argument("--lancedb", action="store_true", help="search LanceDB, not the in-memory snapshot, both sides")
+    ap.add_argument("--batch-wait-s", type=float, default=None, help="the encoders' batch_wait_timeout_s [default]")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -231,8 +232,9 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     one = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=64)
+    wait = {} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}
     service = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,
-                          memory_rows=0 if args.lancedb else 200_000)  # fmt: skip
+                          memory_rows=0 if args.lancedb else 200_000, **wait)  # fmt: skip
     url = start_service(service, port=free_port(), log_level="WARNING")
     colocated = f"{url}/colocated"  # the same service as one deployment (`colocate`), beside it
     serve.run(build_app(service.model_copy(update={"colocate": True})), name="colocated", route_prefix="/colocated")

@@ -196,6 +196,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
     fields |= {"db": args.db} | ({"model": args.model} if args.model else {})
+    if args.colocate:
+        fields["colocate"] = True
     cfg = ServeConfig.model_validate(fields)
     ensure_ray(args.address)
     url = start_service(cfg, host=args.host, port=args.port)
@@ -215,6 +217,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="HTTP port [8000]")
     p.add_argument("--serve-config", default=None, help="YAML of ServeConfig fields (limits, scaling, batching)")
+    p.add_argument("--colocate", action="store_true",
+                   help="one deployment: the gateway encodes and searches in its own process (lowest latency on "
+                   "one machine; the encoder and retriever no longer scale on their own)")  # fmt: skip
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_serve)
 

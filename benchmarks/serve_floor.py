@@ -1,0 +1,82 @@
+"""Ray Serve's own per-request floor on this machine: HTTP to an ingress that calls 0, 1 or 2 deployments.
+
+No model, no store: each route echoes a 128-float JSON body, directly (``h0``), through one
+downstream deployment (``h1``) or through two in sequence (``h2``, the three-deployment
+service's shape). What ``bench_serve.py`` measures above these is the service's own work.
+
+    flock /tmp/cpu.lock .venv/bin/python benchmarks/serve_floor.py [--requests 200]
+"""
+
+# No `from __future__ import annotations`: FastAPI under Serve's ingress must see real body types (as in gateway.py).
+import argparse
+import statistics
+import time
+from typing import Any
+
+import httpx
+import ray
+from bench_serve import free_port  # this script's directory is on sys.path
+from fastapi import FastAPI
+from ray import serve
+from unigeoclip.serve import Scaling
+
+api = FastAPI()
+LIGHT = Scaling(num_replicas=1, num_cpus=0).deployment_options()  # 2 cores: no replica may wait for a CPU
+
+
+@serve.deployment(**LIGHT)
+class Echo:
+    async def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+
+@serve.deployment(**LIGHT)
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first, self.second = first, second
+
+    @api.post("/h0")
+    async def h0(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    @api.post("/h1")
+    async def h1(self, body: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = await self.first.remote(body)
+        return out
+
+    @api.post("/h2")
+    async def h2(self, body: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = await self.second.remote(await self.first.remote(body))
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=200, help="timed requests per route (after 30 warm-up)")
+    args = ap.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(Ingress.bind(Echo.bind(), Echo.options(name="Echo2").bind()), name="floor", route_prefix="/")
+    url = f"http://127.0.0.1:{port}"
+    body = {"vector": [0.1] * 128}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for route, hops in (("h0", 0), ("h1", 1), ("h2", 2)):
+            latencies = []
+            for i in range(30 + args.requests):
+                start = time.perf_counter()
+                r = client.post(f"/{route}", json=body)
+                if i >= 30:
+                    latencies.append((time.perf_counter() - start) * 1000)
+                r.raise_for_status()
+            latencies.sort()
+            p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+            print(f"HTTP -> ingress + {hops} downstream call(s): p50 {statistics.median(latencies):.2f} ms, "
+                  f"p99 {p99:.2f} ms")  # fmt: skip
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

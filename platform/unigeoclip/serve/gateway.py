@@ -30,10 +30,8 @@ from . import ensemble
 from .colocated import InProcess
 from .config import ServeConfig
 from .decode import prepare
-from .encoder import QueryEncoder
 from .metrics import ServiceMetrics
 from .requests import ServiceError, check_api_key, error_response, json_response, parse
-from .retriever import Retriever
 from .schemas import (
     EmbedRequest,
     EmbedResponse,
@@ -117,7 +115,10 @@ class Gateway:
     def __init__(self, cfg: ServeConfig, encoder: Any, retriever: Any) -> None:
         """``encoder`` / ``retriever``: deployment handles, or None to hold both in this process (``cfg.colocate``)."""
         self.cfg, self.limits = cfg, cfg.limits
-        if encoder is None or retriever is None:
+        if encoder is None or retriever is None:  # imported only here: a split gateway never loads a model or LanceDB
+            from .encoder import QueryEncoder
+            from .retriever import Retriever
+
             encoder, retriever = InProcess(QueryEncoder(cfg)), InProcess(Retriever(cfg))
         self.encoder, self.retriever = encoder, retriever
         self.api_key = cfg.resolved_api_key()

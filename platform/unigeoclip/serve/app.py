@@ -30,7 +30,7 @@ def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
     """The retrieval service for ``cfg`` (a :class:`ServeConfig`, or its fields as a dict: ``serve run`` args)."""
     cfg = cfg if isinstance(cfg, ServeConfig) else ServeConfig.model_validate(dict(cfg))
     gateway = serve.deployment(name=GATEWAY, **cfg.gateway.deployment_options())(Gateway)
-    if cfg.colocate:  # the gateway builds both in its own process
+    if cfg.colocate:  # the gateway builds the encoder and the retriever in its own process
         return gateway.bind(cfg, None, None)
     encoder = serve.deployment(name=ENCODER, **cfg.encoder.deployment_options())(QueryEncoder)
     retriever = serve.deployment(name=RETRIEVER, **cfg.retriever.deployment_options())(Retriever)

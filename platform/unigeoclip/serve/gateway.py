@@ -113,9 +113,9 @@ class Gateway:
     """The ingress deployment: routes below, handles to the encoder and the retriever."""
 
     def __init__(self, cfg: ServeConfig, encoder: Any, retriever: Any) -> None:
-        """``encoder`` / ``retriever``: deployment handles, or None to hold both in this process (``cfg.colocate``)."""
+        """``encoder`` / ``retriever``: deployment handles, or None with ``cfg.colocate`` (both live here)."""
         self.cfg, self.limits = cfg, cfg.limits
-        if encoder is None or retriever is None:  # imported only here: a split gateway never loads a model or LanceDB
+        if cfg.colocate:  # imported only here: a split gateway never loads a model or LanceDB
             from .encoder import QueryEncoder
             from .retriever import Retriever
 

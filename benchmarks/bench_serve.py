@@ -15,9 +15,14 @@ coords), bounded loops of ``--requests`` queries measure p50 / p99 latency and r
 * the same service deployed ``colocate``d beside it (proxy -> gateway, which holds the encoder
   and the retriever in its own process), same loops.
 
+"proxy" is Serve's ingress in front of the gateway: HAProxy by default (``--ingress haproxy``,
+the setting a local Ray gets from ``runtime.ensure_ray``), or Serve's Python proxy actor
+(``--ingress proxy``). Serve reads this when the cluster starts, so one run measures one.
+
 Goals: service p50 <= 3x in-process p50; >= 100 requests/s at concurrency 8 on 2 cores.
 
     flock /tmp/cpu.lock .venv/bin/python benchmarks/bench_serve.py [--preset small] [--items 4000] [--requests 300]
+        [--ingress haproxy|proxy]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import io
+import os
 import socket
 import statistics
 import tempfile
@@ -46,6 +52,7 @@ from ray import serve
 from unigeoclip import UniGeoCLIP, load_config
 from unigeoclip.geo.s2 import cell_id
 from unigeoclip.modality import Modality
+from unigeoclip.runtime import FAST_SERVE_INGRESS
 from unigeoclip.serve import Scaling, ServeConfig, start_service
 from unigeoclip.serve.app import build_app
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
@@ -208,6 +215,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_ray(ingress: str) -> None:
+    """A 2-CPU local Ray whose Serve uses ``ingress`` ("haproxy" or "proxy"): read when Serve starts."""
+    for name in FAST_SERVE_INGRESS:
+        os.environ[name] = "1" if ingress == "haproxy" else "0"
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
@@ -216,6 +230,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="coords,text,ensemble")
     ap.add_argument("--lancedb", action="store_true", help="search LanceDB, not the in-memory snapshot, both sides")
     ap.add_argument("--batch-wait-s", type=float, default=None, help="the encoders' batch_wait_timeout_s [default]")
+    ap.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy", help="Serve's ingress [haproxy]")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -230,7 +245,8 @@ def main() -> None:
     print(f"store: {len(local.store)} rows ({args.items} items x {len(model.modalities)} modalities, "
           f"D={model.embed_dim}, exact search {where}), model {version}")  # fmt: skip
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    start_ray(args.ingress)
+    print(f"Serve ingress: {args.ingress}")
     one = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=64)
     wait = {} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}
     service = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,

@@ -4,7 +4,7 @@ No model, no store: each route echoes a 128-float JSON body, directly (``h0``), 
 downstream deployment (``h1``) or through two in sequence (``h2``, the three-deployment
 service's shape). What ``bench_serve.py`` measures above these is the service's own work.
 
-    flock /tmp/cpu.lock .venv/bin/python benchmarks/serve_floor.py [--requests 200]
+    flock /tmp/cpu.lock .venv/bin/python benchmarks/serve_floor.py [--requests 200] [--ingress haproxy|proxy]
 """
 
 # No `from __future__ import annotations`: FastAPI under Serve's ingress must see real body types (as in gateway.py).
@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import ray
-from bench_serve import free_port  # this script's directory is on sys.path
+from bench_serve import free_port, start_ray  # this script's directory is on sys.path
 from fastapi import FastAPI
 from ray import serve
 from unigeoclip.serve import Scaling
@@ -54,8 +54,9 @@ class Ingress:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200, help="timed requests per route (after 30 warm-up)")
+    ap.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy", help="Serve's ingress [haproxy]")
     args = ap.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    start_ray(args.ingress)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Ingress.bind(Echo.bind(), Echo.options(name="Echo2").bind()), name="floor", route_prefix="/")
@@ -72,8 +73,8 @@ def main() -> None:
                 r.raise_for_status()
             latencies.sort()
             p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-            print(f"HTTP -> ingress + {hops} downstream call(s): p50 {statistics.median(latencies):.2f} ms, "
-                  f"p99 {p99:.2f} ms")  # fmt: skip
+            print(f"HTTP ({args.ingress}) -> ingress + {hops} downstream call(s): "
+                  f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
     serve.shutdown()
     ray.shutdown()
 

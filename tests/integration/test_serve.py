@@ -260,6 +260,21 @@ def test_colocated_gateway_answers_as_the_three_deployments_do(service: Service,
         serve.delete("colocated")
 
 
+def test_requests_enter_through_serves_haproxy_ingress(service: Service) -> None:
+    """The local default (``runtime.FAST_SERVE_INGRESS``): HAProxy holds the service's port and counts its requests."""
+    metrics_url = f"http://127.0.0.1:{os.environ.get('RAY_SERVE_HAPROXY_METRICS_PORT', '9101')}/metrics"
+
+    def served() -> float:
+        series = 'haproxy_frontend_http_requests_total{proxy="http_frontend"}'
+        return sum(float(ln.split()[-1]) for ln in httpx.get(metrics_url, timeout=10).text.splitlines()
+                   if ln.startswith(series))  # fmt: skip
+
+    before = served()
+    for _ in range(5):
+        assert service.http.get("/healthz").status_code == 200
+    assert served() >= before + 5
+
+
 def test_health_readiness_and_openapi(service: Service) -> None:
     bare = httpx.Client(base_url=service.url, timeout=30)
     assert bare.get("/healthz").json() == {"status": "ok"}

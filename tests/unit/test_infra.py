@@ -1,4 +1,4 @@
-"""The deployment files stay in step with the code: their job commands parse, the dashboard stays private."""
+"""The deployment files stay in step with the code: job commands parse, the dashboard stays private, Serve is fast."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from unigeoclip.cli import build_parser
+from unigeoclip.runtime import FAST_SERVE_INGRESS
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = {p.stem for p in (ROOT / "jobs").glob("*.py")}
@@ -46,3 +47,12 @@ def test_dashboard_is_not_exposed_beyond_the_head() -> None:
         head = spec.get("headGroupSpec") or spec.get("rayClusterSpec", {}).get("headGroupSpec")
         if head:
             assert head.get("serviceType", "ClusterIP") == "ClusterIP", path
+
+
+def test_the_image_gives_every_node_the_fast_serve_ingress() -> None:
+    """Every cluster (ray_cluster.yaml, infra/kuberay) runs this image: Serve there uses the local default's ingress."""
+    env = {}
+    for line in (ROOT / "infra" / "Dockerfile").read_text().splitlines():
+        if line.startswith("ENV "):
+            env |= dict(word.split("=", 1) for word in shlex.split(line[4:]))
+    assert {k: env.get(k) for k in FAST_SERVE_INGRESS} == FAST_SERVE_INGRESS

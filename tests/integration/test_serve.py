@@ -365,6 +365,29 @@ def test_metrics_count_requests_latency_batches_and_errors(service: Service) -> 
     assert f'model_version="{service.versions[0]}"' in text
 
 
+def test_concurrent_queries_share_encoder_batches(service: Service) -> None:
+    """With no batch wait (the default), the queries that queue while a batch runs are encoded together next."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def text_batches() -> tuple[float, float]:  # (sum, count) of the batch sizes text queries saw
+        lines = service.http.get("/metrics").text.splitlines()
+
+        def total(part: str) -> float:
+            name = f"unigeoclip_serve_encoder_batch_size_{part}"
+            return sum(float(ln.split()[-1]) for ln in lines if ln.startswith(name) and 'modality="text"' in ln)
+
+        return total("sum"), total("count")
+
+    sum0, count0 = text_batches()
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: service.http.post("/v1/embed", json={"query": {"text": f"street {i}"}}),
+                                range(64)))  # fmt: skip
+    assert [r.status_code for r in answers] == [200] * 64
+    sum1, count1 = text_batches()
+    assert count1 - count0 == 64
+    assert (sum1 - sum0) / 64 > 1.0, "no two concurrent queries were ever encoded in one batch"
+
+
 # -- fuzz ----------------------------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,

@@ -69,7 +69,7 @@ class QueryEncoder:
         result: dict[str, Any] = await self._encode_batch(query)
         return result
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)  # both reset from the config
     async def _encode_batch(self, queries: list[dict[str, Prepared]]) -> list[dict[str, Any]]:
         import torch
 

@@ -38,7 +38,10 @@ def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
 
 
 def start_service(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "INFO") -> str:
-    """Start Serve's HTTP proxy on ``host:port`` and deploy the service there; returns its base URL.
+    """Start Serve's HTTP ingress on ``host:port`` and deploy the service there; returns its base URL.
+
+    The ingress is HAProxy where the cluster runs Serve's high-throughput mode (a local Ray from
+    ``runtime.ensure_ray``, the project's image), else Serve's Python proxy.
 
     Returns once every deployment is running (``serve.run`` waits); ``/readyz`` says when the model
     and the store are loaded. ``log_level="WARNING"`` also drops the per-request access log (demos,

@@ -4,8 +4,8 @@
 gateway's code is the same in both topologies. A coroutine method is awaited on the gateway's
 event loop (the encoder's ``@serve.batch`` still batches concurrent requests); a plain method
 runs in a worker thread (LanceDB and numpy release the GIL), so it never blocks the loop.
-On one machine this saves the two Ray hops of a request (Serve's own floor on 2 cores: ~7 ms
-p50 for an empty FastAPI route, ~15 ms with two downstream calls; ``benchmarks/serve_floor.py``).
+On one machine this saves the two Ray hops of a request (on 2 cores behind HAProxy: ~1.3 ms
+p50 for an empty FastAPI route, ~12 ms with two downstream calls; ``benchmarks/serve_floor.py``).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ from ray import serve
 from unigeoclip import UniGeoCLIP, load_config
 from unigeoclip.geo.s2 import cell_id
 from unigeoclip.modality import Modality
-from unigeoclip.runtime import FAST_SERVE_INGRESS
+from unigeoclip.runtime import FAST_SERVE_INGRESS, use_fast_serve_ingress
 from unigeoclip.serve import Scaling, ServeConfig, start_service
 from unigeoclip.serve.app import build_app
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
@@ -219,6 +219,7 @@ def start_ray(ingress: str) -> None:
     """A 2-CPU local Ray whose Serve uses ``ingress`` ("haproxy" or "proxy"): read when Serve starts."""
     for name in FAST_SERVE_INGRESS:
         os.environ[name] = "1" if ingress == "haproxy" else "0"
+    use_fast_serve_ingress()  # HAProxy's side ports: free ones if another Serve holds the defaults
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 
 

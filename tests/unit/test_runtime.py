@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from unigeoclip.runtime import FAST_SERVE_INGRESS, SERVE_NODE_PORTS, free_or_other_port, use_fast_serve_ingress
+from unigeoclip.runtime import FAST_SERVE_INGRESS, SERVE_NODE_PORTS, free_port, use_fast_serve_ingress
 
 
 def test_a_taken_port_is_replaced_by_a_free_one() -> None:
@@ -12,11 +12,11 @@ def test_a_taken_port_is_replaced_by_a_free_one() -> None:
         holder.bind(("0.0.0.0", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        other = free_or_other_port(taken)
+        other = free_port(taken)
         assert other != taken
         with socket.socket() as probe:
             probe.bind(("0.0.0.0", other))  # really free
-    assert free_or_other_port(taken) == taken  # released: kept
+    assert free_port(taken) == taken  # released: kept
 
 
 def test_fast_ingress_fills_flags_and_ports_but_keeps_what_is_set() -> None:

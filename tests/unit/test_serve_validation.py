@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -206,3 +208,46 @@ def test_the_in_memory_snapshot_searches_exactly_like_the_store(tmp_path: Path) 
             np.testing.assert_allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-5)
     with pytest.raises(InputError, match="not a valid S2 cell token"):
         memory.search(queries[0], k=3, cell_prefix="47e66")
+
+
+def test_the_retriever_searches_small_snapshots_on_the_loop_and_the_rest_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same hits from the loop (small in-memory snapshot), a worker thread (big one) and LanceDB (memory off)."""
+    from unigeoclip.serve import retriever as retriever_module
+
+    from .test_embed_store import DIM, _db_with, _rows
+
+    db, _ = _db_with(tmp_path, _rows(600, "v1"))
+    db.publish("v1")
+    q = np.random.default_rng(5).standard_normal(DIM).astype(np.float32)
+    filters = {"bbox": [40.0, -10.0, 60.0, 20.0]}
+
+    async def search(retriever: retriever_module.Retriever) -> tuple[list[tuple[str, str]], bool]:
+        threads: list[int] = []
+        inner = retriever._search
+
+        def recorded(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            threads.append(threading.get_ident())
+            return inner(*args, **kwargs)
+
+        monkeypatch.setattr(retriever, "_search", recorded)
+        found = await retriever.search(q, "v1", k=5, targets=["text"], filters=filters)
+        bad = await retriever.search(q, "v1", k=5, targets=None, filters={"cell_prefix": "47e66"})
+        assert "not a valid S2 cell token" in bad["error"]
+        assert found["model_version"] == "v1" and len(found["hits"]) == 5
+        return [(h["item_id"], h["modality"]) for h in found["hits"]], set(threads) == {threading.get_ident()}
+
+    def run(memory_rows: int) -> tuple[list[tuple[str, str]], bool]:
+        retriever = retriever_module.Retriever(ServeConfig(db=str(db.uri), memory_rows=memory_rows, refresh_s=60))
+        try:
+            return asyncio.run(search(retriever))
+        finally:
+            retriever.watcher.stop()
+
+    on_loop, on_loop_ran_there = run(memory_rows=10_000)
+    monkeypatch.setattr(retriever_module, "INLINE_SEARCH_VALUES", 0)  # every snapshot is now "big"
+    in_thread, in_thread_ran_on_loop = run(memory_rows=10_000)
+    lancedb, lancedb_ran_on_loop = run(memory_rows=0)
+    assert on_loop_ran_there and not in_thread_ran_on_loop and not lancedb_ran_on_loop
+    assert on_loop == in_thread == lancedb

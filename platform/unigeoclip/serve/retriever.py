@@ -5,12 +5,14 @@ that version; a snapshot the alias just left stays open (``KEEP_STORES``) for qu
 before the switch; a version this replica has not seen yet (the encoder noticed the switch
 first) is opened on the spot. A snapshot of at most ``memory_rows`` rows is also loaded into
 memory and searched there exactly (:mod:`.memory`); larger ones are searched in LanceDB (with its
-ANN index). Methods are plain ``def``: Serve runs them in a thread pool; LanceDB and numpy release
-the GIL while they search.
+ANN index). ``search`` is a coroutine: a small in-memory snapshot is searched right on the event
+loop (about a millisecond, as long as handing the work to a thread costs), anything that waits on
+LanceDB or numpy for longer in a worker thread (both release the GIL there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -24,6 +26,7 @@ from .memory import MemorySnapshot
 from .versions import AliasWatcher, serving_pointer
 
 KEEP_STORES = 3
+INLINE_SEARCH_VALUES = 4_000_000  # an in-memory search of up to this many vector values (~1-2 ms) runs on the loop
 HIT_COLUMNS = ["item_id", "modality", "cell_token", "lat_deg", "lon_deg", "year", "score"]
 
 
@@ -76,10 +79,19 @@ class Retriever:
         return {"model_version": store.model_version, "table_version": store.table_version, "rows": len(store),
                 "in_memory": store.model_version in self.memory}  # fmt: skip
 
-    def search(
+    async def search(
         self, vector: np.ndarray, model_version: str, *, k: int, targets: list[str] | None, filters: dict[str, Any]
     ) -> dict[str, Any]:
         """``{"hits": [...]}`` best first (score = cosine with ``vector``), or ``{"error": ...}`` for a bad filter."""
+        snapshot = self.memory.get(model_version)
+        if snapshot is not None and snapshot.vectors.size <= INLINE_SEARCH_VALUES:
+            return self._search(vector, model_version, k=k, targets=targets, filters=filters)
+        return await asyncio.to_thread(self._search, vector, model_version, k=k, targets=targets, filters=filters)
+
+    def _search(
+        self, vector: np.ndarray, model_version: str, *, k: int, targets: list[str] | None, filters: dict[str, Any]
+    ) -> dict[str, Any]:
+        """:meth:`search` in the calling thread: the version opened if new here, then memory or LanceDB."""
         try:
             store = self._store(model_version)
             snapshot = self.memory.get(store.model_version)

@@ -11,7 +11,9 @@ coords), bounded loops of ``--requests`` queries measure p50 / p99 latency and r
   ``memory_rows`` rows; ``--lancedb`` searches the LanceDB table instead, the path of bigger
   stores), rows to Python dicts, at concurrency 1 and 8 (threads);
 * service: ``POST /v1/search`` with the same query through Ray Serve on 127.0.0.1 (proxy ->
-  gateway -> encoder -> retriever), at concurrency 1 and 8 (asyncio clients);
+  gateway -> encoder -> retriever), at concurrency 1 and 8 (asyncio clients, one kept-alive
+  connection each: :mod:`loopback_http`'s lean client, or ``--client httpx``, whose ~1 ms of
+  Python per request on these 2 cores is then counted as service latency);
 * the same service deployed ``colocate``d beside it (proxy -> gateway, which holds the encoder
   and the retriever in its own process), same loops.
 
@@ -22,7 +24,7 @@ the setting a local Ray gets from ``runtime.ensure_ray``), or Serve's Python pro
 Goals: service p50 <= 3x in-process p50; >= 100 requests/s at concurrency 8 on 2 cores.
 
     flock /tmp/cpu.lock .venv/bin/python benchmarks/bench_serve.py [--preset small] [--items 4000] [--requests 300]
-        [--ingress haproxy|proxy]
+        [--ingress haproxy|proxy] [--client lean|httpx]
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 import torch
+from loopback_http import LoopbackClient  # this script's directory is on sys.path
 from PIL import Image
 from ray import serve
 from unigeoclip import UniGeoCLIP, load_config
@@ -182,27 +185,44 @@ def run_threads(fn: Callable[[dict[str, Any]], object], qs: list[dict[str, Any]]
     return stats(lat, time.perf_counter() - start)
 
 
-async def run_http(url: str, qs: list[dict[str, Any]], conc: int) -> dict[str, float]:
+async def run_http(url: str, qs: list[dict[str, Any]], conc: int, client: str = "lean") -> dict[str, float]:
+    """``conc`` connections posting ``/v1/search`` in turn; ``client`` "lean" (:mod:`loopback_http`) or "httpx"."""
     lat: list[float] = []
     errors = 0
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     for q in qs:
         queue.put_nowait({"query": q, "k": 10})
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(post: Callable[[dict[str, Any]], Awaitable[int]]) -> None:
         nonlocal errors
         while not queue.empty():
             body = queue.get_nowait()
             t = time.perf_counter()
-            r = await client.post("/v1/search", json=body)
+            status = await post(body)
             lat.append(time.perf_counter() - t)
-            errors += r.status_code != 200
+            errors += status != 200
 
-    limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(conc)))
-        wall = time.perf_counter() - start
+    start = time.perf_counter()
+    if client == "lean":
+
+        async def lean_worker() -> None:
+            async with LoopbackClient(url) as conn:
+
+                async def lean_post(body: dict[str, Any]) -> int:
+                    return (await conn.post("/v1/search", body))[0]
+
+                await worker(lean_post)
+
+        await asyncio.gather(*(lean_worker() for _ in range(conc)))
+    else:
+        limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as pool:
+
+            async def httpx_post(body: dict[str, Any]) -> int:
+                return (await pool.post("/v1/search", json=body)).status_code
+
+            await asyncio.gather(*(worker(httpx_post) for _ in range(conc)))
+    wall = time.perf_counter() - start
     if errors:
         raise RuntimeError(f"{errors} requests failed")
     return stats(lat, wall)
@@ -225,6 +245,8 @@ def main() -> None:
     ap.add_argument("--lancedb", action="store_true", help="search LanceDB, not the in-memory snapshot, both sides")
     ap.add_argument("--batch-wait-s", type=float, default=None, help="the encoders' batch_wait_timeout_s [default]")
     ap.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy", help="Serve's ingress [haproxy]")
+    ap.add_argument("--client", choices=("lean", "httpx"), default="lean",
+                    help="the load generator: loopback_http's lean client, or httpx.AsyncClient [lean]")  # fmt: skip
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -240,7 +262,7 @@ def main() -> None:
           f"D={model.embed_dim}, exact search {where}), model {version}")  # fmt: skip
 
     start_ray(args.ingress)
-    print(f"Serve ingress: {args.ingress}")
+    print(f"Serve ingress: {args.ingress}; client: {args.client}")
     one = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=64)
     wait = {} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}
     service = ServeConfig(db=str(tmp / "db"), gateway=one, encoder=one, retriever=one,
@@ -254,13 +276,13 @@ def main() -> None:
     for kind in args.kinds.split(","):
         qs = queries(kind, args.requests, cfg.model.aerial.image_size)
         run_threads(local, qs[:20], 1)  # warm-up, every side
-        asyncio.run(run_http(url, qs[:20], 2))
-        asyncio.run(run_http(colocated, qs[:20], 2))
+        asyncio.run(run_http(url, qs[:20], 2, args.client))
+        asyncio.run(run_http(colocated, qs[:20], 2, args.client))
         for conc in (1, 8):
             inproc = run_threads(local, qs, conc)
             row = f"{kind:<9} {conc:>4} | {inproc['p50']:>9.2f} / {inproc['p99']:>8.2f} {inproc['rps']:>8.1f}"
             for base in (url, colocated):
-                served = asyncio.run(run_http(base, qs, conc))
+                served = asyncio.run(run_http(base, qs, conc, args.client))
                 row += (f" | {served['p50']:>7.2f} / {served['p99']:>7.2f} {served['rps']:>6.1f} "
                         f"{served['p50'] / inproc['p50']:>4.1f}x")  # fmt: skip
             print(row, flush=True)

@@ -30,8 +30,13 @@ class LoopbackClient:
         self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> LoopbackClient:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        await self._connect()
         return self
+
+    async def _connect(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._writer is not None:
@@ -39,12 +44,27 @@ class LoopbackClient:
             await self._writer.wait_closed()
 
     async def post(self, path: str, obj: Any) -> tuple[int, bytes]:
-        if self._reader is None or self._writer is None:
-            raise RuntimeError("use the client as `async with LoopbackClient(url) as client`")
+        """One request; sent again once on a new connection if the server had closed the kept-alive one.
+
+        A proxy may close idle connections when it reloads (HAProxy does as Serve deploys); a
+        second close, or one after part of a response, is an error.
+        """
         body = orjson.dumps(obj)
         head = (f"POST {self.prefix}{path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
-        self._writer.write(head.encode() + body)
+        request = head.encode() + body
+        try:
+            return await self._exchange(path, request)
+        except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+            if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                raise
+            await self._connect()
+            return await self._exchange(path, request)
+
+    async def _exchange(self, path: str, request: bytes) -> tuple[int, bytes]:
+        if self._reader is None or self._writer is None:
+            raise RuntimeError("use the client as `async with LoopbackClient(url) as client`")
+        self._writer.write(request)
         status_line, _, headers = (await self._reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
         status = int(status_line.split(b" ", 2)[1])
         length = None

@@ -2,21 +2,23 @@
 
 No model, no store: each route echoes a 128-float JSON body, directly (``h0``), through one
 downstream deployment (``h1``) or through two in sequence (``h2``, the three-deployment
-service's shape). What ``bench_serve.py`` measures above these is the service's own work.
+service's shape), on one kept-alive connection of :mod:`loopback_http`'s lean client. What
+``bench_serve.py`` measures above these is the service's own work.
 
     flock /tmp/cpu.lock .venv/bin/python benchmarks/serve_floor.py [--requests 200] [--ingress haproxy|proxy]
 """
 
 # No `from __future__ import annotations`: FastAPI under Serve's ingress must see real body types (as in gateway.py).
 import argparse
+import asyncio
 import statistics
 import time
 from typing import Any
 
-import httpx
 import ray
 from bench_serve import start_ray  # this script's directory is on sys.path
 from fastapi import FastAPI
+from loopback_http import LoopbackClient
 from ray import serve
 from unigeoclip.runtime import free_port
 from unigeoclip.serve import Scaling
@@ -52,6 +54,21 @@ class Ingress:
         return out
 
 
+async def time_route(url: str, route: str, requests: int) -> list[float]:
+    """Sorted milliseconds of ``requests`` posts of a 128-float body, after 30 untimed ones, on one connection."""
+    body = {"vector": [0.1] * 128}
+    latencies = []
+    async with LoopbackClient(url) as client:
+        for i in range(30 + requests):
+            start = time.perf_counter()
+            status, answer = await client.post(route, body)
+            if i >= 30:
+                latencies.append((time.perf_counter() - start) * 1000)
+            if status != 200:
+                raise RuntimeError(f"{route} answered {status}: {answer[:200]!r}")
+    return sorted(latencies)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200, help="timed requests per route (after 30 warm-up)")
@@ -62,20 +79,11 @@ def main() -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(Ingress.bind(Echo.bind(), Echo.options(name="Echo2").bind()), name="floor", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    body = {"vector": [0.1] * 128}
-    with httpx.Client(base_url=url, timeout=30) as client:
-        for route, hops in (("h0", 0), ("h1", 1), ("h2", 2)):
-            latencies = []
-            for i in range(30 + args.requests):
-                start = time.perf_counter()
-                r = client.post(f"/{route}", json=body)
-                if i >= 30:
-                    latencies.append((time.perf_counter() - start) * 1000)
-                r.raise_for_status()
-            latencies.sort()
-            p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-            print(f"HTTP ({args.ingress}) -> ingress + {hops} downstream call(s): "
-                  f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
+    for route, hops in (("h0", 0), ("h1", 1), ("h2", 2)):
+        latencies = asyncio.run(time_route(url, f"/{route}", args.requests))
+        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        print(f"HTTP ({args.ingress}) -> ingress + {hops} downstream call(s): "
+              f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
     serve.shutdown()
     ray.shutdown()
 

@@ -2,10 +2,11 @@
 
 ``InProcess(obj).method.remote(...)`` is awaitable like a ``DeploymentHandle`` call, so the
 gateway's code is the same in both topologies. A coroutine method is awaited on the gateway's
-event loop (the encoder's ``@serve.batch`` still batches concurrent requests); a plain method
-runs in a worker thread (LanceDB and numpy release the GIL), so it never blocks the loop.
-On one machine this saves the two Ray hops of a request (on 2 cores behind HAProxy: ~1.3 ms
-p50 for an empty FastAPI route, ~12 ms with two downstream calls; ``benchmarks/serve_floor.py``).
+event loop (the encoder's ``@serve.batch`` still batches concurrent requests; the retriever's
+search picks loop or thread itself); a plain method runs in a worker thread (LanceDB and numpy
+release the GIL), so it never blocks the loop. On one machine this saves the two Ray hops of a
+request (on 2 cores behind HAProxy: ~0.6 ms p50 for an empty FastAPI route, 7-8.5 ms with two
+downstream calls; ``benchmarks/serve_floor.py``).
 """
 
 from __future__ import annotations

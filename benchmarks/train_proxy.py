@@ -68,7 +68,7 @@ def main() -> None:
     print(f"decoded {rows} train and {sum(batch_rows(b) for b in val)} held-out samples in "
           f"{time.perf_counter() - started:.0f} s; global batch {batch}", flush=True)  # fmt: skip
 
-    jitter = DecodeBatch(cfg, augment=True, seed=tc.seed)  # only its photometric step: the rest is decoded above
+    jitter = DecodeBatch(cfg, augment=True, seed=tc.seed)  # only its per-epoch jitter: the rest is decoded above
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, modalities))
     optimizer, scheduler = optimizer_and_schedule(module, tc)
@@ -79,7 +79,7 @@ def main() -> None:
             order, cursor = torch.randperm(rows, generator=generator), 0
         picked = order[cursor : cursor + batch]
         cursor += batch
-        drawn = jitter.photometric({k: v[picked].numpy() for k, v in train.items()})  # the reader's colour jitter
+        drawn = jitter.jitter({k: v[picked].numpy() for k, v in train.items()})  # the reader's jitter
         out = module({k: torch.from_numpy(v) for k, v in drawn.items()})
         optimizer.zero_grad()
         out.total.backward()

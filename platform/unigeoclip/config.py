@@ -234,6 +234,13 @@ class AugmentConfig(StrictModel):
     photometric_shift: float = Field(
         0.0, ge=0.0, le=0.5, description="aerial and street images (in [0, 1]): brightness shifted by up to +- this"
     )
+    coords_jitter_km: float = Field(
+        0.0,
+        ge=0.0,
+        le=500.0,
+        description="coordinates moved up to this far (uniform over a disc), drawn per sample and epoch: a patch "
+        "and a text describe an area, not a point (0 = off; keep it under half the places' spacing)",
+    )
 
 
 class SyntheticSourceConfig(StrictModel):

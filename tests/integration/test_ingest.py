@@ -16,6 +16,7 @@ from unigeoclip.data.records import RawSample, Reject
 from unigeoclip.data.sources.files import FilesSource
 from unigeoclip.data.sources.synthetic import SyntheticSource
 from unigeoclip.data.store import SampleStore
+from unigeoclip.geo.distance import haversine_km
 from unigeoclip.geo.s2 import contains, parent_token
 
 from ..files_world import DATA as FILES_DATA
@@ -181,11 +182,11 @@ def test_reader_reuses_rows_that_decode_the_same_every_epoch(
         cached.rows.get(positions[0])["aerial"][0, 0, 0, 0] = 1.0  # cached rows are read-only
 
 
-def test_reader_jitters_colours_after_its_row_cache(
+def test_reader_jitters_colours_and_coords_after_its_row_cache(
     tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
 ) -> None:
     store, _ = tiny_store
-    jitter = {"photometric_gain": 0.2, "photometric_shift": 0.05}
+    jitter = {"photometric_gain": 0.2, "photometric_shift": 0.05, "coords_jitter_km": 0.5}
     cfg = tiny_world_cfg.updated({"data": {"augment": FIXED_VIEWS | jitter}})
     cached, positions = reader_actor(cfg, store, cache_mb=64)
     plain, _ = reader_actor(tiny_world_cfg.updated({"data": {"augment": FIXED_VIEWS}}), store, cache_mb=0)
@@ -200,10 +201,14 @@ def test_reader_jitters_colours_after_its_row_cache(
             assert not np.allclose(first[key][present], second[key][present])  # ...every epoch
             ratio = first[key][present].mean(axis=(2, 3)) / np.maximum(value[present].mean(axis=(2, 3)), 1e-3)
             assert np.median(np.abs(ratio - 1.0)) < 0.25  # the same images, recoloured
+        elif key == "coords":
+            assert not np.allclose(first[key], second[key])  # new positions every epoch...
+            km = haversine_km(value[:, 0], value[:, 1], first[key][:, 0], first[key][:, 1])
+            assert km.max() <= 0.5 * 1.005 and km.mean() > 0.1  # ...within the radius around the stored one
         else:
-            np.testing.assert_array_equal(first[key], value, err_msg=key)  # DSM, text, coords untouched
+            np.testing.assert_array_equal(first[key], value, err_msg=key)  # DSM and text untouched
     validation = DecodeBatch(cfg, augment=False)
-    assert validation.photometric(reference) is reference  # evaluation never sees jitter
+    assert validation.jitter(reference) is reference  # evaluation never sees jitter
 
 
 def test_reader_caches_no_row_under_random_augmentation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from unigeoclip import load_config
-from unigeoclip.data.augment import perspective_view, photometric_jitter, resize
+from unigeoclip.data.augment import jitter_coords, perspective_view, photometric_jitter, resize
 from unigeoclip.data.decode_cache import DecodedImageCache
 from unigeoclip.data.imaging import decode_rgb, encode_png
 from unigeoclip.data.records import RawSample, StreetView
@@ -192,6 +192,23 @@ def test_resize_preserves_means_and_shapes() -> None:
     small = resize(img, 16)
     assert small.shape == (16, 16, 3) and abs(small.mean() - img.mean()) < 1e-5
     assert resize(img[..., 0], 48).shape == (48, 48)
+
+
+def test_coords_jitter_moves_points_uniformly_over_a_disc_of_the_given_radius() -> None:
+    places = np.array([[48.85, 2.35], [0.0, 179.99], [60.0, -179.95], [-33.9, 151.2]], np.float32)
+    latlon = np.repeat(places, 5000, axis=0)
+    moved = jitter_coords(latlon, np.random.default_rng(0), max_km=25.0)
+    assert moved.dtype == latlon.dtype and moved.shape == latlon.shape
+    assert np.abs(moved[:, 1]).max() <= 180.0 and np.abs(moved[:, 0]).max() <= 90.0  # wrapped at the antimeridian
+    km = haversine_km(latlon[:, 0], latlon[:, 1], moved[:, 0], moved[:, 1]).reshape(4, -1)
+    assert km.max() <= 25.0 * 1.005  # flat-Earth offsets: exact to a fraction of a percent at this scale
+    # uniform over the area: the median radius is r / sqrt(2) (uniform over the radius would give r / 2)
+    np.testing.assert_allclose(np.median(km, axis=1), 25.0 / np.sqrt(2.0), rtol=0.03)
+    north = moved[:5000, 0] > places[0, 0]
+    east = moved[:5000, 1] > places[0, 1]
+    for quadrant in (north & east, north & ~east, ~north & east, ~north & ~east):
+        assert abs(quadrant.mean() - 0.25) < 0.03  # every direction
+    assert not np.array_equal(jitter_coords(latlon, np.random.default_rng(1), max_km=25.0), moved)  # per draw
 
 
 def test_photometric_jitter_scales_channels_per_sample_within_its_bounds() -> None:

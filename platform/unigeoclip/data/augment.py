@@ -8,6 +8,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..geo.distance import from_local_metres
+
 
 def _rotation(yaw_deg: float, pitch_deg: float) -> np.ndarray:
     """Camera-to-world rotation: yaw clockwise from north, then pitch up (world axes: east, north, up)."""
@@ -183,3 +185,20 @@ def photometric_jitter(
     out = np.clip(images * gain + shift, 0.0, 1.0).astype(np.float32)
     out[~present] = 0.0
     return out
+
+
+def jitter_coords(latlon: np.ndarray, rng: np.random.Generator, *, max_km: float) -> np.ndarray:
+    """``(n, 2)`` lat/lon degrees, each moved to a uniform point of the disc of radius ``max_km`` around it.
+
+    A tile or a text is as true of a point a few km off as of its centre: without the
+    jitter the location encoder can learn each training place as an isolated point
+    (sharp where places are, arbitrary between them). Local flat-Earth offsets (exact
+    enough for tens of km); latitudes are clamped at the poles, longitudes wrapped.
+    """
+    n = len(latlon)
+    radius_m = 1000.0 * max_km * np.sqrt(rng.uniform(0.0, 1.0, n))  # sqrt: uniform over the disc's area
+    bearing = rng.uniform(0.0, 2.0 * np.pi, n)
+    lat0 = np.clip(latlon[:, 0].astype(np.float64), -89.9, 89.9)
+    lat, lon = from_local_metres(radius_m * np.sin(bearing), radius_m * np.cos(bearing), lat0, latlon[:, 1])
+    lon = (np.asarray(lon) + 180.0) % 360.0 - 180.0
+    return np.stack([np.clip(lat, -90.0, 90.0), lon], axis=1).astype(latlon.dtype)

@@ -9,9 +9,9 @@ one stream: no pipeline restart per epoch, and every epoch sees the samples in a
 order, so contrastive batches keep meeting new negatives.
 Training batches are augmented: aerial tiles and DSMs share one random flip/rotation
 (they stay co-registered), street views are perspective crops at a random yaw, pitch
-and field of view, and aerial and street colours may be jittered. Other splits get the
-canonical view: north up, looking along the view's heading, level, at the middle field
-of view, in the stored colours.
+and field of view, aerial and street colours may be jittered, and coordinates moved by
+up to a few km. Other splits get the canonical view: north up, looking along the view's
+heading, level, at the middle field of view, in the stored colours and positions.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from PIL import Image
 
 from ..config import Config
 from ..modality import Modality, present_key
-from .augment import flip_rotate, perspective_view, photometric_jitter, resize
+from .augment import flip_rotate, jitter_coords, perspective_view, photometric_jitter, resize
 from .decode_cache import BoundedLRU, DecodedImageCache, Row, join_rows, row_nbytes, split_rows
 from .imaging import decode_rgb
 from .splits import SPLITS, TRAIN
@@ -120,17 +120,24 @@ class DecodeBatch:
                 out[i] = fixed_pano_crop and projections[first[i]] == "equirectangular"
         return out
 
-    def photometric(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Training only: colour jitter of the decoded aerial and street images (``data.augment.photometric_*``).
+    def jitter(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Training only: colour jitter of the aerial and street images (``data.augment.photometric_*``) and
+        coordinate jitter (``data.augment.coords_jitter_km``).
 
         Applied after :meth:`__call__` (and after the reader's row cache), so the cached rows
-        stay reusable while every epoch sees new colours.
+        stay reusable while every epoch sees new colours and new positions.
         """
         aug = self.cfg.data.augment
-        if not self.augment or (aug.photometric_gain == 0 and aug.photometric_shift == 0):
+        colours = aug.photometric_gain > 0 or aug.photometric_shift > 0
+        coords = aug.coords_jitter_km > 0 and Modality.COORDS.value in batch
+        if not self.augment or not (colours or coords):
             return batch
         out = dict(batch)
-        for m in (Modality.AERIAL, Modality.STREET):
+        if coords:
+            out[Modality.COORDS.value] = jitter_coords(
+                batch[Modality.COORDS.value], self.rng, max_km=aug.coords_jitter_km
+            )
+        for m in (Modality.AERIAL, Modality.STREET) if colours else ():
             if m.value in batch:
                 out[m.value] = photometric_jitter(
                     batch[m.value],
@@ -185,7 +192,7 @@ class TakeAndDecode:
         self.rows: BoundedLRU[int, Row] = BoundedLRU(int(decode.get("cache_mb", 0)) * 2**20, row_nbytes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.decode.photometric(self._decoded(batch))
+        return self.decode.jitter(self._decoded(batch))
 
     def _decoded(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.rows.max_bytes <= 0:

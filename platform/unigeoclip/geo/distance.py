@@ -22,7 +22,9 @@ def local_metres(lat_deg: np.ndarray, lon_deg: np.ndarray, lat0: float, lon0: fl
     return (np.asarray(lon_deg) - lon0) * k * np.cos(np.radians(lat0)), (np.asarray(lat_deg) - lat0) * k
 
 
-def from_local_metres(x_m: np.ndarray, y_m: np.ndarray, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`local_metres`: ``(lat_deg, lon_deg)``."""
+def from_local_metres(
+    x_m: np.ndarray, y_m: np.ndarray, lat0: float | np.ndarray, lon0: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`local_metres`: ``(lat_deg, lon_deg)`` (the origin may be one per point)."""
     k = np.pi / 180.0 * EARTH_RADIUS_KM * 1000.0
     return lat0 + np.asarray(y_m) / k, lon0 + np.asarray(x_m) / (k * np.cos(np.radians(lat0)))

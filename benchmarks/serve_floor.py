@@ -11,12 +11,11 @@ service's shape), on one kept-alive connection of :mod:`loopback_http`'s lean cl
 # No `from __future__ import annotations`: FastAPI under Serve's ingress must see real body types (as in gateway.py).
 import argparse
 import asyncio
-import statistics
 import time
 from typing import Any
 
 import ray
-from bench_serve import start_ray  # this script's directory is on sys.path
+from bench_serve import start_ray, stats  # this script's directory is on sys.path
 from fastapi import FastAPI
 from loopback_http import LoopbackClient
 from ray import serve
@@ -54,19 +53,22 @@ class Ingress:
         return out
 
 
-async def time_route(url: str, route: str, requests: int) -> list[float]:
-    """Sorted milliseconds of ``requests`` posts of a 128-float body, after 30 untimed ones, on one connection."""
+async def time_route(url: str, route: str, requests: int) -> dict[str, float]:
+    """``bench_serve.stats`` (p50 / p99 ms) of ``requests`` posts of a 128-float body after 30 untimed ones.
+
+    One connection, one request at a time: the wall time is the sum of the latencies.
+    """
     body = {"vector": [0.1] * 128}
-    latencies = []
+    latencies: list[float] = []
     async with LoopbackClient(url) as client:
         for i in range(30 + requests):
             start = time.perf_counter()
             status, answer = await client.post(route, body)
             if i >= 30:
-                latencies.append((time.perf_counter() - start) * 1000)
+                latencies.append(time.perf_counter() - start)
             if status != 200:
                 raise RuntimeError(f"{route} answered {status}: {answer[:200]!r}")
-    return sorted(latencies)
+    return stats(latencies, sum(latencies))
 
 
 def main() -> None:
@@ -80,10 +82,9 @@ def main() -> None:
     serve.run(Ingress.bind(Echo.bind(), Echo.options(name="Echo2").bind()), name="floor", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     for route, hops in (("h0", 0), ("h1", 1), ("h2", 2)):
-        latencies = asyncio.run(time_route(url, f"/{route}", args.requests))
-        p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+        timed = asyncio.run(time_route(url, f"/{route}", args.requests))
         print(f"HTTP ({args.ingress}) -> ingress + {hops} downstream call(s): "
-              f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms")  # fmt: skip
+              f"p50 {timed['p50']:.2f} ms, p99 {timed['p99']:.2f} ms")  # fmt: skip
     serve.shutdown()
     ray.shutdown()
 

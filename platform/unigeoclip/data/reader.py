@@ -137,8 +137,8 @@ class DecodeBatch:
             out[Modality.COORDS.value] = jitter_coords(
                 batch[Modality.COORDS.value], self.rng, max_km=aug.coords_jitter_km
             )
-        for m in (Modality.AERIAL, Modality.STREET) if colours else ():
-            if m.value in batch:
+        for m in (Modality.AERIAL, Modality.STREET):
+            if colours and m.value in batch:
                 out[m.value] = photometric_jitter(
                     batch[m.value],
                     batch[present_key(m)],

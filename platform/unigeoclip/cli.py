@@ -53,14 +53,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     ensure_ray(args.address)
-    summary = ingest(make_source(args.source, cfg), SampleStore(args.store), cfg.data)
+    summary = ingest(make_source(args.source, cfg), SampleStore(args.store), cfg.data, plan=cfg.ingest)
     print(summary)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .runtime import ensure_ray
-    from .train.trainer import train
+    from .train.trainer import has_run, train
 
     overrides = parse_overrides(args.set)
     train_over = overrides.setdefault("train", {})
@@ -70,7 +70,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_over["steps"] = args.steps
     cfg = load_config(args.config, overrides=overrides)
     ensure_ray(args.address)
-    result = train(cfg, args.store, args.out, gpu=args.gpu, resume=args.resume)
+    resume = args.resume or (args.auto_resume and has_run(args.out))
+    if args.auto_resume:
+        print(f"{'resuming the run' if resume else 'starting a new run'} in {args.out} (--auto-resume)")
+    result = train(cfg, args.store, args.out, gpu=args.gpu, resume=resume)
     print(f"model: {result.model_dir}")
     val = {k: v for k, v in result.metrics.items() if k == "val_r1"}
     if val:
@@ -88,7 +91,8 @@ def _embed_options(args: argparse.Namespace) -> Any:
     modalities = tuple(Modality.parse(m.strip()) for m in args.modalities.split(",")) if args.modalities else None
     index = DEFAULT_POLICY if args.index_min_rows is None else replace(DEFAULT_POLICY, min_rows=args.index_min_rows)
     return EmbedOptions(
-        modalities=modalities, gpu=args.gpu, actors=args.actors, batch_size=args.batch_size,
+        modalities=modalities, gpu=args.gpu, actors=args.actors, min_actors=args.min_actors,
+        max_actors=args.max_actors, batch_size=args.batch_size,
         commit_rows=args.commit_rows, commit_seconds=args.commit_seconds, publish=not args.no_publish, index=index,
         pushgateway=args.pushgateway, metrics_textfile=args.metrics_textfile,
     )  # fmt: skip
@@ -120,7 +124,13 @@ def _embed_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("--model-version", default=None, help="version name [derived: <config name>-<hash of the model>]")
     p.add_argument("--modalities", default=None, help="comma-separated subset to embed [every tower of the model]")
     p.add_argument("--gpu", action="store_true", help="GPU actors (one per GPU) fed by CPU decoding actors")
-    p.add_argument("--actors", type=int, default=None, help="model actors [one per CPU, or per GPU with --gpu]")
+    p.add_argument(
+        "--actors", type=int, default=None, help="a fixed number of model actors [an autoscaling pool, see below]"
+    )
+    p.add_argument("--min-actors", type=int, default=1, help="model actors the autoscaling pool starts with [1]")
+    p.add_argument(
+        "--max-actors", type=int, default=None, help="the most model actors, one CPU (GPU) each [as the cluster grows]"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="samples per actor call [64]")
     p.add_argument("--commit-rows", type=int, default=20_000, help="rows per upsert commit [20000]")
     p.add_argument("--commit-seconds", type=float, default=60.0, help="commit at least this often [60]")
@@ -265,7 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers [train.workers]")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps [train.steps]")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16, NCCL")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    resume.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the run in --out if it holds one, else start it (for cluster jobs that are retried)",
+    )
     _common(p, "small")
     p.set_defaults(func=cmd_train)
 

@@ -8,6 +8,7 @@ model directory describes itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -316,8 +317,22 @@ class TrainConfig(StrictModel):
     zero_stage: int = Field(1, ge=0, le=3, description="DeepSpeed ZeRO stage")
     workers: int = Field(2, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs a worker reserves (its torch threads)")
-    decoders: int = Field(1, ge=1, description="reader actors decoding and augmenting samples")
+    worker_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each worker also asks for, to pin training to a node group "
+        "(e.g. {accelerator: 1} on ray_cluster.local.yaml)",
+    )
+    decoders: int | None = Field(
+        None, ge=1, description="reader actors decoding and augmenting samples (None: workers x decoders_per_worker)"
+    )
+    decoders_per_worker: float = Field(0.5, gt=0, description="reader actors per training worker, rounded up")
     cpus_per_decoder: float = Field(0.5, gt=0)
+    resource_timeout_s: float = Field(
+        900.0,
+        ge=0,
+        description="how long a run waits for the cluster (its autoscaler) to provide the workers' and decoders' "
+        "resources before it gives up naming what is missing",
+    )
     decode_cache_mb: int = Field(
         1024, ge=0, description="MiB of decoded images each decoder keeps across epochs (0 = decode every time)"
     )
@@ -330,6 +345,27 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(3, ge=0, description="worker failures a run survives (restarting from a checkpoint)")
     seed: int = 0
 
+    @property
+    def decoder_count(self) -> int:
+        """Reader actors: ``decoders`` when set, else ``decoders_per_worker`` for each worker (at least one)."""
+        return self.decoders or max(1, math.ceil(self.workers * self.decoders_per_worker - 1e-9))
+
+
+class IngestConfig(StrictModel):
+    """How the ingest pipeline uses the cluster (no effect on what is stored)."""
+
+    min_actors: int = Field(1, ge=1, description="extraction actors the pool starts with")
+    max_actors: int | None = Field(
+        None, ge=1, description="the most extraction actors, one CPU each (None: as many as the cluster grows to)"
+    )
+    items_per_batch: int = Field(2, ge=1, description="source items per extraction call (one block each)")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Self:
+        if self.max_actors is not None and self.max_actors < self.min_actors:
+            raise ValueError(f"ingest.max_actors ({self.max_actors}) is below ingest.min_actors ({self.min_actors})")
+        return self
+
 
 class Config(StrictModel):
     """Everything a run needs; saved beside every checkpoint."""
@@ -339,6 +375,7 @@ class Config(StrictModel):
     loss: LossConfig = LossConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    ingest: IngestConfig = IngestConfig()
 
     @model_validator(mode="after")
     def _pivot_is_a_modality(self) -> Self:

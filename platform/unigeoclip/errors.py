@@ -37,3 +37,7 @@ class DataSourceError(UniGeoCLIPError, FileNotFoundError):
 
 class DistributedError(UniGeoCLIPError, RuntimeError):
     """Ranks disagree about something they must share (batch size, modalities)."""
+
+
+class ResourcesUnavailableError(UniGeoCLIPError, TimeoutError):
+    """The cluster could not provide the resources a job asked for (in time, or ever)."""

@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from ..config import DataConfig
-from ..runtime import cluster_cpus
+from ..config import DataConfig, IngestConfig
+from ..runtime import actor_pool
 from .records import RawSample, Reject, Source
 from .schema import SAMPLE_SCHEMA
 from .store import SampleStore
@@ -157,8 +157,12 @@ class IngestSummary:
         return "\n".join(lines)
 
 
-def ingest(source: Source, store: SampleStore, data: DataConfig, *, items_per_batch: int = 2) -> IngestSummary:
-    """Run the pipeline on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`)."""
+def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: IngestConfig | None = None) -> IngestSummary:
+    """Run the pipeline on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`).
+
+    The extraction actors form an autoscaling pool (``plan``: min and max actors, one CPU each), so
+    on an autoscaling cluster the pool grows as the nodes its demand brings join.
+    """
     import lance_ray
 
     start = time.perf_counter()
@@ -169,17 +173,17 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, items_per_ba
     stored = {name: keys.column(name).to_pylist() for name in keys.column_names}
     ledger = IngestLedger.remote(stored)  # type: ignore[attr-defined]
     written = 0
+    plan = plan or IngestConfig()
+    items_per_batch = plan.items_per_batch
     if items:
-        workers = min(cluster_cpus(), max(1, len(items) // items_per_batch))
+        batches = math.ceil(len(items) / items_per_batch)
         # One block per batch: the last blocks then leave no actor idle for long (a tail of one batch).
-        ds = ray.data.from_items(
-            [{"item": json.dumps(it)} for it in items], override_num_blocks=math.ceil(len(items) / items_per_batch)
-        ).map_batches(
+        ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=batches).map_batches(
             ExtractSamples,
             fn_constructor_kwargs={"source": source, "data": data, "run_id": run_id, "ledger": ledger},
             batch_size=items_per_batch,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=actor_pool(plan.min_actors, plan.max_actors, batches),
             num_cpus=1,
         )
         store.ensure_samples_table()  # lance-ray cannot create a dataset from an empty stream

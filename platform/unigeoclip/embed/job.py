@@ -35,7 +35,7 @@ from ..data.store import SampleStore
 from ..errors import ConfigError
 from ..modality import Modality
 from ..obs.metrics import push_run_metrics
-from ..runtime import cluster_cpus
+from ..runtime import actor_pool, can_grow
 from ..store.db import EmbeddingDB
 from ..store.index import DEFAULT_POLICY, IndexPolicy, maintain_index
 from ..store.schema import embedding_schema
@@ -51,9 +51,11 @@ class EmbedOptions:
 
     modalities: tuple[Modality, ...] | None = None  # None: every modality the model has
     gpu: bool = False
-    actors: int | None = None  # model actors (default: one per CPU, or per GPU with gpu)
+    actors: int | None = None  # a fixed number of model actors (overrides min_actors / max_actors)
+    min_actors: int = 1  # the model actors' pool starts here and grows as nodes join ...
+    max_actors: int | None = None  # ... up to this (None: one per chunk, as far as the cluster allows)
     cpus_per_actor: float = 1.0
-    decoders: int | None = None  # gpu only: CPU actors decoding for the GPU actors
+    decoders: int | None = None  # gpu only: the most CPU actors decoding for the GPU actors (None: as needed)
     batch_size: int = 64  # samples per actor call
     commit_rows: int = 20_000
     commit_seconds: float = 60.0
@@ -61,6 +63,17 @@ class EmbedOptions:
     index: IndexPolicy = DEFAULT_POLICY
     pushgateway: str | None = None
     metrics_textfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_actors < 1 or (self.actors is not None and self.actors < 1):
+            raise ConfigError("embedding needs at least one model actor: --actors / --min-actors must be >= 1")
+        if self.max_actors is not None and self.max_actors < self.min_actors:
+            raise ConfigError(f"--max-actors ({self.max_actors}) is below --min-actors ({self.min_actors})")
+
+    def model_pool(self, chunks: int) -> ray.data.ActorPoolStrategy:
+        """The model actors: a fixed pool with ``actors``, else one autoscaling between the bounds."""
+        low, high = (self.actors, self.actors) if self.actors is not None else (self.min_actors, self.max_actors)
+        return actor_pool(low, high, chunks, needs={"GPU": 1.0} if self.gpu else {"CPU": self.cpus_per_actor})
 
 
 @dataclass
@@ -246,24 +259,21 @@ def _run_pipeline(
               "modalities": names, "run_id": summary.run_id}  # fmt: skip
     chunks = ray.data.from_items(plan.chunks, override_num_blocks=len(plan.chunks))
     if options.gpu:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus < 1:
-            raise ConfigError("--gpu asks for GPU actors, but the Ray cluster has no GPU: leave out --gpu")
-        decoders = options.decoders or max(1, cluster_cpus() - gpus)
+        if not can_grow() and ray.cluster_resources().get("GPU", 0) < 1:
+            raise ConfigError("--gpu asks for GPU actors, but this local Ray has no GPU: leave out --gpu")
         ds = chunks.map_batches(
             DecodeRows, fn_constructor_kwargs=decode, batch_size=1, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(decoders, len(plan.chunks))), num_cpus=1,
+            compute=actor_pool(1, options.decoders, len(plan.chunks)), num_cpus=1,
         ).map_batches(
-            EncodeRows, fn_constructor_kwargs=encode | {"device": "cuda"}, batch_size=None, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(options.actors or gpus, len(plan.chunks))), num_gpus=1,
+            EncodeRows, fn_constructor_kwargs=encode, batch_size=None, batch_format="numpy",
+            compute=options.model_pool(len(plan.chunks)), num_gpus=1,
         )  # fmt: skip
     else:
         threads = max(1, int(options.cpus_per_actor))
-        actors = options.actors or max(1, int(cluster_cpus() // options.cpus_per_actor))
         ds = chunks.map_batches(
             EmbedRows, fn_constructor_kwargs={"decode": decode, "encode": encode | {"threads": threads}},
             batch_size=1, batch_format="numpy", num_cpus=options.cpus_per_actor,
-            compute=ray.data.ActorPoolStrategy(size=min(actors, len(plan.chunks))),
+            compute=options.model_pool(len(plan.chunks)),
         )  # fmt: skip
     schema = embedding_schema(dim)
     writer = BufferedUpserter(table, schema, commit_rows=options.commit_rows, commit_seconds=options.commit_seconds)

@@ -26,6 +26,7 @@ from ..config import load_config
 from ..data.reader import DecodeBatch, bool_column, take_chunk
 from ..errors import CheckpointError
 from ..modality import Modality
+from ..runtime import actor_device
 from ..store.schema import embedding_schema
 from ..store.versions import CONFIG_FILE, model_fingerprint
 
@@ -131,7 +132,7 @@ class EncodeRows:
         fingerprint: str,
         modalities: Sequence[str],
         run_id: str,
-        device: str = "cpu",
+        device: str | None = None,
         threads: int | None = None,
     ) -> None:
         import torch
@@ -146,7 +147,8 @@ class EncodeRows:
                 "rerun the job with the model directory as it is now"
             )
         self.torch = torch
-        self.model = UniGeoCLIP.from_pretrained(model_dir, device=device)
+        # None: the GPU Ray gave this actor (num_gpus=1 in the --gpu pipeline), else the CPU
+        self.model = UniGeoCLIP.from_pretrained(model_dir, device=device or actor_device())
         self.modalities = tuple(Modality(m) for m in modalities)
         self.version, self.run_id = model_version, run_id
         self.dim = self.model.embed_dim

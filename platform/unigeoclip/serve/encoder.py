@@ -16,6 +16,7 @@ from ray import serve
 
 from ..errors import InputError
 from ..modality import Modality
+from ..runtime import actor_device
 from ..store import EmbeddingDB
 from .config import ServeConfig
 from .decode import Prepared, model_input
@@ -47,7 +48,7 @@ class QueryEncoder:
     def _load(self, version: str) -> Any:
         from ..models.unigeoclip import UniGeoCLIP
 
-        model = UniGeoCLIP.from_pretrained(model_dir_for(self.db, version, self.cfg.model))
+        model = UniGeoCLIP.from_pretrained(model_dir_for(self.db, version, self.cfg.model), device=actor_device())
         with self._lock:
             self.models[version] = model
             while len(self.models) > KEEP_MODELS:
@@ -95,7 +96,7 @@ class QueryEncoder:
                 idx = [i for i, _ in pairs]
                 items = [x for _, x in pairs]
                 inputs: Any = items if m is Modality.TEXT else torch.from_numpy(np.stack(items))
-                z = model.encode(m, inputs).float().numpy()  # (B, D)
+                z = model.encode(m, inputs).float().cpu().numpy()  # (B, D)
                 for j, i in enumerate(idx):
                     out[i]["vectors"][m.value] = z[j]
         return out

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config
-from ..data.reader import build_dataset, load_batches
+from ..data.reader import batch_rows, build_dataset, load_batches
 from ..data.store import SampleStore
 from ..errors import ConfigError
+from ..runtime import wait_for_resources
 from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
 
 RUN_NAME = "train"
+VAL_TASK_CPUS = 0.25  # the task that decodes the validation split only drives a Ray Data stream
 
 
 @dataclass
@@ -38,6 +40,12 @@ class TrainResult:
     checkpoint: str
 
 
+def has_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run that ``resume=True`` can continue (its config and its Ray Train state)."""
+    run_dir = Path(run_dir)
+    return (run_dir / "config.yaml").is_file() and (run_dir / "ray" / RUN_NAME).exists()
+
+
 def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
     """Validate the run directory against ``resume`` and return the config the run uses.
 
@@ -45,9 +53,8 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
     resumed run keeps its saved config; only ``train.steps`` may be raised.
     """
     saved = run_dir / "config.yaml"
-    has_run = (run_dir / "ray" / RUN_NAME).exists()
     if resume:
-        if not (saved.is_file() and has_run):
+        if not has_run(run_dir):
             raise ConfigError(f"nothing to resume in {run_dir}: start a run there without --resume first")
         previous = load_config(saved)
         if previous.model != cfg.model or previous.loss != cfg.loss or previous.data != cfg.data:
@@ -56,25 +63,35 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
                 f"(only train.steps may change) or start a new --out"
             )
         cfg = previous.updated({"train": {"steps": cfg.train.steps}})
-    elif has_run or (run_dir / EXPORT_DIR).exists():
+    elif (run_dir / "ray" / RUN_NAME).exists() or (run_dir / EXPORT_DIR).exists():
         raise ConfigError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
     return cfg
 
 
-def _check_cpu_budget(tc: Any, gpu: bool) -> None:
-    """Refuse a plan that cannot be scheduled: Ray would otherwise wait forever for CPUs nobody frees."""
-    import ray
+def resource_plan(tc: Any, gpu: bool) -> list[dict[str, float]]:
+    """The bundles a run holds at once: one per training worker, then one per decoder (reader actor)."""
+    worker = {"CPU": tc.cpus_per_worker} | ({"GPU": 1.0} if gpu else {}) | dict(tc.worker_resources)
+    return [worker] * tc.workers + [{"CPU": tc.cpus_per_decoder}] * tc.decoder_count
 
-    total = float(ray.cluster_resources().get("CPU", 0.0))
-    wanted = tc.workers * tc.cpus_per_worker + tc.decoders * tc.cpus_per_decoder
-    if wanted > total + 1e-9 and not gpu:
-        raise ConfigError(
-            f"training needs {wanted:g} CPUs (workers {tc.workers} x {tc.cpus_per_worker:g} + decoders "
-            f"{tc.decoders} x {tc.cpus_per_decoder:g}) but the cluster has {total:g}: "
-            f"lower train.cpus_per_worker / train.cpus_per_decoder or add nodes"
-        )
+
+def _wait_for_cluster(tc: Any, gpu: bool) -> None:
+    """Ask the cluster for the whole plan and wait for it, so an autoscaling cluster starting at zero
+    workers grows instead of the run failing; on a local Ray a plan it cannot hold fails at once."""
+    wait_for_resources(
+        resource_plan(tc, gpu),
+        timeout_s=tc.resource_timeout_s,
+        what=f"training ({tc.workers} workers + {tc.decoder_count} decoders)",
+        hint="lower train.workers / train.cpus_per_worker / train.cpus_per_decoder, check train.worker_resources "
+        "against the cluster's node types, or raise train.resource_timeout_s",
+    )
+
+
+def _decode_split(cfg: Config, store: str, split: str, max_samples: int | None) -> tuple[int, list[Any]]:
+    """The split as in-memory batches, and how many samples they hold (all the driver fetches)."""
+    batches = load_batches(cfg, store, split, max_samples=max_samples)
+    return sum(batch_rows(b) for b in batches), batches
 
 
 def train(
@@ -106,28 +123,32 @@ def train(
             f"{store.root} has {train_count} training samples, fewer than workers x micro_batch = "
             f"{tc.workers} x {tc.micro_batch}: ingest more data or lower train.micro_batch / train.workers"
         )
-    _check_cpu_budget(tc, gpu)
+    _wait_for_cluster(tc, gpu)
     if store.count(tc.val_split) < 2:
         raise ConfigError(f"{store.root} has fewer than 2 samples in the validation split {tc.val_split!r}")
     # Inside training, the progress lines of the loop say how far it is; Ray Data's bars, redrawn from every
     # worker, would only bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    # The held-out split is small and fixed: decode it once, here, before training reserves the CPUs.
-    val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples))
+    # The held-out split is small and fixed: decode it once, before training reserves the CPUs, in a task on
+    # a worker node (not in this driver, on the head): the workers fetch it from there, and if that node is
+    # lost Ray rebuilds it from the task.
+    decode_split: Any = ray.remote(num_cpus=VAL_TASK_CPUS, num_returns=2, max_retries=3)(_decode_split)
+    val_count, val_ref = decode_split.remote(cfg, store.root, tc.val_split, tc.val_max_samples)
+    ray.get(val_count)  # raises the task's error, if any, here; the batches stay where they were made
     if train_dataset is None:  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
         epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
         train_dataset = build_dataset(
             cfg,
             store,
             "train",
-            decoders=tc.decoders,
+            decoders=tc.decoder_count,
             cpus_per_decoder=tc.cpus_per_decoder,
             seed=tc.seed,
             epochs=epochs,
             cache_mb=tc.decode_cache_mb,
         )
     datasets: dict[str, Any] = {"train": train_dataset}
-    resources: dict[str, float] = {"CPU": tc.cpus_per_worker} | ({"GPU": 1} if gpu else {})
+    resources = resource_plan(tc, gpu)[0]
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(run_dir), "gpu": gpu, "val": val_ref},

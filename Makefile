@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 NODEPS_PKGS := geoclip==1.3.0
 NODEPS_NEEDS := geopy pandas tqdm huggingface-hub
 
-.PHONY: install demo test test-fast lint typecheck bench clean
+.PHONY: install demo test test-fast lint typecheck bench clean cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -48,6 +48,19 @@ lint: install
 bench: install
 	$(PY) benchmarks/bench_loss.py
 	$(PY) benchmarks/bench_coords.py
+
+# The cluster of ray_cluster.yaml on this machine (ray_cluster.local.yaml): a 0-CPU head whose real Ray
+# autoscaler starts and stops local worker nodes on demand (Ray's fake multi-node provider). Submit jobs
+# to it with RAY_ADDRESS=http://127.0.0.1:8265 ray job submit --working-dir . -- python jobs/...
+# (README, "Running on a cluster"). The dashboard and the job API listen on loopback only.
+CLUSTER_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RAY_FAKE_CLUSTER=1 AUTOSCALER_UPDATE_INTERVAL_S=1
+cluster-up: install
+	$(CLUSTER_ENV) $(VENV)/bin/ray start --head --num-cpus=0 --autoscaling-config=ray_cluster.local.yaml \
+		--dashboard-host=127.0.0.1 --disable-usage-stats
+	@echo "cluster up: 0 worker nodes; RAY_ADDRESS=http://127.0.0.1:8265 ray job submit ... makes it grow"
+
+cluster-down:
+	$(VENV)/bin/ray stop --force
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,235 @@
+"""The deployable files are checked as far as can be without a cluster.
+
+* every KubeRay manifest against the ``openAPIV3Schema`` of its CRD (KubeRay v1.7, ``tests/data/kuberay-crds``),
+  strictly: an unknown field fails, as with ``kubectl apply --validate=strict`` (a lenient API server would
+  silently prune it);
+* across manifests: unique names and head Services, every referenced Secret, PVC, Service and RayCluster
+  created somewhere, readiness probes on ``/readyz``, the runtime environments Ray would accept;
+* ``ray_cluster.yaml`` and ``ray_cluster.local.yaml`` with Ray's own cluster-config validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBERAY = ROOT / "infra" / "kuberay"
+CRDS = ROOT / "tests" / "data" / "kuberay-crds"
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 4 MB of YAML
+
+
+def manifests() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted(KUBERAY.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def comments() -> str:
+    return "\n".join(line for path in KUBERAY.glob("*.yaml") for line in path.read_text().splitlines() if "#" in line)
+
+
+# -- CRD schemas -----------------------------------------------------------------------------------
+
+
+def strict(node: Any) -> Any:
+    """A CRD's structural schema as a JSON schema that also refuses unknown fields."""
+    if isinstance(node, list):
+        return [strict(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: strict(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "nullable"}
+    if node.get("x-kubernetes-int-or-string"):
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if node.get("x-kubernetes-embedded-resource"):
+        props = out.setdefault("properties", {})
+        for key in ("apiVersion", "kind"):
+            props.setdefault(key, {"type": "string"})
+        props.setdefault("metadata", {"type": "object"})
+    open_ended = node.get("x-kubernetes-preserve-unknown-fields") or "additionalProperties" in node
+    if out.get("type") == "object" and "properties" in out and not open_ended:
+        out["additionalProperties"] = False
+    return out
+
+
+@cache
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    found = {}
+    for path in CRDS.glob("ray.io_*.yaml"):
+        crd = yaml.load(path.read_text(), Loader=Loader)
+        kind = crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            found[(f"{crd['spec']['group']}/{version['name']}", kind)] = strict(version["schema"]["openAPIV3Schema"])
+    return found
+
+
+def validate(doc: dict[str, Any]) -> None:
+    schema = crd_schemas()[(doc["apiVersion"], doc["kind"])]
+    jsonschema.Draft7Validator(schema).validate(doc)
+
+
+RAY_KINDS = {"RayCluster", "RayJob", "RayService", "RayCronJob"}
+
+
+def test_the_crds_cover_every_kuberay_kind() -> None:
+    assert {kind for _, kind in crd_schemas()} == RAY_KINDS
+    assert {doc["kind"] for _, doc in manifests()} >= RAY_KINDS  # a manifest of each kind ships
+
+
+@pytest.mark.parametrize(("where", "doc"), [m for m in manifests() if m[1]["kind"] in RAY_KINDS])
+def test_kuberay_manifests_match_their_crd_schema(where: str, doc: dict[str, Any]) -> None:
+    validate(doc)
+
+
+def test_the_strict_schema_catches_a_misspelt_or_misplaced_field() -> None:
+    cluster = dict(manifests())["raycluster.yaml"]
+    validate(cluster)
+    for path, value in [
+        (["spec", "workerGroupSpecs", 0, "minReplica"], 0),  # misspelt
+        (["spec", "headGroupSpec", "template", "spec", "containers", 0, "resource"], {}),  # misspelt, deep in a pod
+        (["spec", "workerGroupSpecs", 0, "replicas"], "two"),  # wrong type
+    ]:
+        bad = copy.deepcopy(cluster)
+        node: Any = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate(bad)
+
+
+# -- across manifests ------------------------------------------------------------------------------
+
+
+def walk(node: Any, key: str) -> Iterator[Any]:
+    """Every value under ``key``, at any depth."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from walk(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v, key)
+
+
+def head_services() -> dict[str, str]:
+    """The Services KubeRay creates for the manifests (``<name>-head-svc``, ``<name>-serve-svc``) -> creator."""
+    made: dict[str, str] = {}
+    for where, doc in manifests():
+        name = doc["metadata"]["name"]
+        services = {"RayCluster": ["head-svc"], "RayService": ["head-svc", "serve-svc"]}.get(doc["kind"], [])
+        for suffix in services:
+            svc = f"{name}-{suffix}"
+            assert svc not in made, f"{where} and {made[svc]} both make the Service {svc}"
+            made[svc] = where
+    return made
+
+
+def test_names_are_unique_and_so_are_the_services_kuberay_makes() -> None:
+    seen: dict[tuple[str, str], str] = {}
+    for where, doc in manifests():
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in seen, f"{where} and {seen[key]} both define {key}"
+        seen[key] = where
+    assert {"unigeoclip-batch-head-svc", "unigeoclip-head-svc", "unigeoclip-serve-svc"} <= set(head_services())
+
+
+def test_every_referenced_secret_pvc_service_and_cluster_exists() -> None:
+    docs = manifests()
+    kinds: dict[str, set[str]] = {}
+    for _, doc in docs:
+        kinds.setdefault(doc["kind"], set()).add(doc["metadata"]["name"])
+    documented = set(re.findall(r"kubectl create secret generic (\S+)", comments()))
+    secrets = kinds.get("Secret", set()) | documented
+    services = set(head_services()) | kinds.get("Service", set())
+    for where, doc in docs:
+        for ref in walk(doc, "secretKeyRef"):
+            assert ref["name"] in secrets, f"{where} reads Secret {ref['name']}, which nothing creates or documents"
+        for claim in walk(doc, "persistentVolumeClaim"):
+            assert claim["claimName"] in kinds.get("PersistentVolumeClaim", set()), f"{where}: {claim}"
+        for selector in walk(doc, "clusterSelector"):
+            assert selector["ray.io/cluster"] in kinds["RayCluster"], f"{where} runs on a cluster that is not shipped"
+        text = yaml.safe_dump(doc)
+        for host in re.findall(r"https?://([a-z0-9-]+)[:/]", text):  # in-namespace names (no dots)
+            assert host in services, f"{where} calls {host}, a Service no manifest creates"
+
+
+def test_readiness_probes_ask_whether_the_service_can_answer() -> None:
+    probes = [(where, p) for where, doc in manifests() for p in walk(doc, "readinessProbe")]
+    assert any(where == "rayservice.yaml" for where, _ in probes)
+    for where, probe in probes:
+        assert probe["httpGet"]["path"] == "/readyz", f"{where}: /healthz only says the process is up"
+
+
+def test_runtime_environments_are_ones_ray_accepts() -> None:
+    from ray.runtime_env import RuntimeEnv
+
+    workdir = re.search(r"^WORKDIR (\S+)", (ROOT / "infra" / "Dockerfile").read_text(), flags=re.M)
+    assert workdir
+    envs = [(where, yaml.safe_load(text)) for where, doc in manifests() for text in walk(doc, "runtimeEnvYAML")]
+    services = [(where, app["runtime_env"]) for where, doc in manifests() for text in walk(doc, "serveConfigV2")
+                for app in yaml.safe_load(text)["applications"]]  # fmt: skip
+    assert len(envs) >= 2 and services
+    for where, env in envs + services:
+        # the code is the image's copy of the project (a path that exists only in the image)
+        assert env.pop("working_dir").removeprefix("local://") == workdir[1], where
+        RuntimeEnv(**env)  # raises on a field Ray does not know
+        assert env["env_vars"]["HF_HUB_OFFLINE"] == "1", where
+
+
+# -- Ray cluster launcher configs ------------------------------------------------------------------
+
+
+def ray_validate(path: Path) -> dict[str, Any]:
+    """Ray's own check (the jsonschema ``ray up`` applies), after its provider's defaults where it has them."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load(path.read_text())
+    if config["provider"]["type"] != "fake_multinode":  # its defaults file is not in the wheel: the file is complete
+        config = prepare_config(config)
+    validate_config(config)
+    return config
+
+
+@pytest.mark.parametrize("name", ["ray_cluster.yaml", "ray_cluster.local.yaml"])
+def test_cluster_configs_pass_rays_validation(name: str) -> None:
+    config = ray_validate(ROOT / name)
+    types = config["available_node_types"]
+    assert config["head_node_type"] == "ray.head.default" and types["ray.head.default"]["resources"]["CPU"] == 0
+    assert all(types[t]["min_workers"] == 0 for t in ("cpu_workers", "gpu_workers")), "both groups scale from zero"
+
+
+def test_the_local_cluster_has_the_node_types_of_the_real_one() -> None:
+    real, local = (
+        ray_validate(ROOT / n)["available_node_types"] for n in ("ray_cluster.yaml", "ray_cluster.local.yaml")
+    )
+    assert set(real) == set(local)
+    assert real["gpu_workers"]["resources"]["GPU"] == 1 and local["gpu_workers"]["resources"]["accelerator"] == 1
+
+
+def test_rays_validation_refuses_a_broken_config(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "ray_cluster.local.yaml").read_text())
+    config["available_node_types"]["cpu_workers"]["min_wokers"] = 1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(jsonschema.ValidationError, match="min_wokers"):
+        ray_validate(tmp_path / "bad.yaml")
+
+
+def test_every_node_of_the_real_cluster_sees_the_shared_storage() -> None:
+    config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    assert any("/mnt/shared" in c for c in config["initialization_commands"])
+    assert "-v /mnt/shared:/mnt/shared" in config["docker"]["run_options"]

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import torch
 from unigeoclip import Config, Modality, UniGeoCLIP
+from unigeoclip.data.store import SampleStore
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
+from unigeoclip.store import EmbeddingDB
 
 
 def random_locations(n: int, seed: int = 0) -> torch.Tensor:
@@ -58,3 +61,22 @@ def train_tiny(cfg: Config, out: Path, *, steps: int, seed: int) -> Path:
         loss(z, {m: batch[present_key(m)] for m in z}).total.backward()
         opt.step()
     return model.eval().save_pretrained(out)
+
+
+MODALITIES = [m.value for m in Modality]
+
+
+def expected_keys(store: SampleStore) -> set[tuple[str, str, str]]:
+    """(item, modality, content hash) of every present modality of every current sample."""
+    cols = ["sample_id", "current"] + [f"{m}_{s}" for m in MODALITIES for s in ("present", "hash")]
+    rows = store.samples().to_table(columns=cols).to_pylist()
+    return {(r["sample_id"], m, r[f"{m}_hash"]) for r in rows if r["current"] for m in MODALITIES if r[f"{m}_present"]}
+
+
+def stored_rows(db: Path, version: str) -> pa.Table:
+    return EmbeddingDB(db).embeddings(version).to_lance().to_table()
+
+
+def stored_keys(db: Path, version: str) -> list[tuple[str, str, str]]:
+    t = stored_rows(db, version)
+    return list(zip(t["item_id"].to_pylist(), t["modality"].to_pylist(), t["content_hash"].to_pylist(), strict=True))

@@ -28,7 +28,7 @@ from unigeoclip.store import EmbeddingDB, EmbeddingStore
 from unigeoclip.store.schema import table_name
 from unigeoclip.store.versions import model_version_id
 
-from ..helpers import train_tiny
+from ..helpers import expected_keys, stored_keys, stored_rows, train_tiny
 from .conftest import store_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,22 +54,6 @@ def embedded(
     db = tmp_path_factory.mktemp("emb") / "db"
     summary = embed(models[0], tiny_store[0], db, options=SMALL_COMMITS)
     return db, summary
-
-
-def expected_keys(store: SampleStore) -> set[tuple[str, str, str]]:
-    """(item, modality, content hash) of every present modality of every current sample."""
-    cols = ["sample_id", "current"] + [f"{m}_{s}" for m in MODALITIES for s in ("present", "hash")]
-    rows = store.samples().to_table(columns=cols).to_pylist()
-    return {(r["sample_id"], m, r[f"{m}_hash"]) for r in rows if r["current"] for m in MODALITIES if r[f"{m}_present"]}
-
-
-def stored_rows(db: Path, version: str) -> pa.Table:
-    return EmbeddingDB(db).embeddings(version).to_lance().to_table()
-
-
-def stored_keys(db: Path, version: str) -> list[tuple[str, str, str]]:
-    t = stored_rows(db, version)
-    return list(zip(t["item_id"].to_pylist(), t["modality"].to_pylist(), t["content_hash"].to_pylist(), strict=True))
 
 
 def test_every_present_modality_gets_one_row_equal_to_model_encode(

@@ -283,7 +283,8 @@ def _record_worker(run_dir: Path, rank: int) -> None:
     """``RUN_DIR/workers/rank-N.json``: which process is which rank (for operators, and the fault tests)."""
     folder = run_dir / "workers"
     folder.mkdir(parents=True, exist_ok=True)
-    info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    node = ray.get_runtime_context().get_node_id()  # hosts can share a name (containers, one-machine clusters)
+    info = {"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "node_id": node, "started": time.time()}
     (folder / f"rank-{rank}.json").write_text(json.dumps(info))
 
 

@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config
-from ..data.reader import batch_rows, build_dataset, load_batches
+from ..data.reader import build_dataset, load_batches
 from ..data.store import SampleStore
 from ..errors import ConfigError
 from ..runtime import wait_for_resources
 from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
 
 RUN_NAME = "train"
-VAL_TASK_CPUS = 0.25  # the task that decodes the validation split only drives a Ray Data stream
 
 
 @dataclass
@@ -88,12 +87,6 @@ def _wait_for_cluster(tc: Any, gpu: bool) -> None:
     )
 
 
-def _decode_split(cfg: Config, store: str, split: str, max_samples: int | None) -> tuple[int, list[Any]]:
-    """The split as in-memory batches, and how many samples they hold (all the driver fetches)."""
-    batches = load_batches(cfg, store, split, max_samples=max_samples)
-    return sum(batch_rows(b) for b in batches), batches
-
-
 def train(
     cfg: Config,
     store: SampleStore | str,
@@ -129,12 +122,10 @@ def train(
     # Inside training, the progress lines of the loop say how far it is; Ray Data's bars, redrawn from every
     # worker, would only bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    # The held-out split is small and fixed: decode it once, before training reserves the CPUs, in a task on
-    # a worker node (not in this driver, on the head): the workers fetch it from there, and if that node is
-    # lost Ray rebuilds it from the task.
-    decode_split: Any = ray.remote(num_cpus=VAL_TASK_CPUS, num_returns=2, max_retries=3)(_decode_split)
-    val_count, val_ref = decode_split.remote(cfg, store.root, tc.val_split, tc.val_max_samples)
-    ray.get(val_count)  # raises the task's error, if any, here; the batches stay where they were made
+    # The held-out split is small and fixed: decode it once, before training reserves the CPUs, and keep it in
+    # the object store from this driver, on the head. Held by a task on a worker node instead, it was lost
+    # with that node, and rebuilding it while the restarted workers held the CPUs stalled the run.
+    val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples))
     if train_dataset is None:  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
         epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
         train_dataset = build_dataset(

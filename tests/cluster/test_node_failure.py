@@ -1,0 +1,149 @@
+"""A whole worker node removed mid-job (its raylet and every process on it), on a multi-node Ray cluster.
+
+``ray.cluster_utils.Cluster``: a 0-CPU head (this process is its driver) and 2-CPU worker nodes, each with
+its own raylet and object store. The killer removes the node that hosts the work, then adds a node in
+its place, as an autoscaler would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+from unigeoclip import Config, load_config
+from unigeoclip.data.ingest import ingest
+from unigeoclip.data.sources.synthetic import SyntheticSource
+from unigeoclip.data.store import SampleStore
+from unigeoclip.embed import EmbedOptions, embed
+from unigeoclip.runtime import ensure_ray
+from unigeoclip.store import EmbeddingDB
+from unigeoclip.store.schema import table_name
+from unigeoclip.store.versions import model_version_id
+from unigeoclip.train.trainer import train
+
+from ..helpers import expected_keys, stored_keys, train_tiny
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+NODE = {"num_cpus": 2, "object_store_memory": 200 * 1024**2}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    assert not ray.is_initialized(), "these tests drive a cluster of their own"
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    # Connect while the head is the only node: a driver attaches to a raylet on its own IP, and here every
+    # node has the same IP. The driver (and the Train controller, which Ray pins to it) must be on the head.
+    ensure_ray(c.address)
+    for _ in range(2):
+        c.add_node(**NODE)
+    assert ray.get_runtime_context().get_node_id() == c.head_node.node_id
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Config:
+    return load_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def store(cluster: Cluster, cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
+    s = SampleStore(tmp_path_factory.mktemp("store") / "tiny")
+    ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), s, cfg.data)
+    return s
+
+
+def replace_node(cluster: Cluster, node_id: str) -> dict[str, Any]:
+    """Remove the worker node ``node_id`` at once (no graceful drain) and add a fresh one in its place."""
+    (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
+    cluster.remove_node(node, allow_graceful=False)
+    cluster.add_node(**NODE)
+    return {"node_id": node_id, "at": time.time()}
+
+
+def while_running(job: Callable[[], Any], act: Callable[[], dict[str, Any] | None], timeout_s: float = 600) -> tuple:
+    """Run ``job`` in a thread; meanwhile, here, call ``act`` every 0.2 s until it returns what it did.
+
+    The node operations stay on the main thread: starting a node installs signal handlers, which only it
+    may do. Ray Train's ``fit()`` runs in any thread. Returns ``(job's result, act's record)``.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(job)
+        done: dict[str, Any] = {}
+        deadline = time.time() + timeout_s
+        while not future.done() and not done and time.time() < deadline:
+            done = act() or {}
+            time.sleep(0.2)
+        return future.result(timeout=timeout_s), done
+
+
+def checkpointed_steps(run_dir: Path) -> list[int]:
+    """The steps of the checkpoints Ray Train has registered (what a restart can resume from)."""
+    snapshot = run_dir / "ray" / "train" / "checkpoint_manager_snapshot.json"
+    if not snapshot.exists():
+        return []
+    return [int(c["metrics"]["step"]) for c in json.loads(snapshot.read_text())["checkpoint_results"]]
+
+
+def test_training_continues_on_a_replacement_node_from_its_latest_checkpoint(
+    cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    tc = {"workers": 2, "micro_batch": 16, "steps": 40, "lr": 3e-3, "warmup_steps": 3, "log_every": 5,
+          "ckpt_every": 10, "val_every": 20, "cpus_per_worker": 0.5, "cpus_per_decoder": 0.25,
+          "max_failures": 2}  # fmt: skip
+
+    def kill_rank_1_node_after_a_checkpoint() -> dict[str, Any] | None:
+        rank = run_dir / "workers" / "rank-1.json"
+        saved = checkpointed_steps(run_dir)
+        if not (saved and rank.exists()):
+            return None
+        return replace_node(cluster, json.loads(rank.read_text())["node_id"]) | {"saved": max(saved)}
+
+    result, killed = while_running(lambda: train(cfg.updated({"train": tc}), store, run_dir),
+                                   kill_rank_1_node_after_a_checkpoint)  # fmt: skip
+    assert killed, "no node was removed: the test did not exercise a failure"
+    rank = json.loads((run_dir / "workers" / "rank-1.json").read_text())
+    assert rank["node_id"] != killed["node_id"] and rank["started"] > killed["at"]
+    assert result.metrics["step"] == 40
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    restarted = [m["step"] for m in log if m["time"] > killed["at"]]
+    assert restarted and restarted[0] == killed["saved"] + tc["log_every"], (killed, restarted)  # not from step 0
+    assert restarted[-1] == 40 and (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_embedding_finishes_with_exactly_the_expected_rows_after_losing_a_node(
+    cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
+) -> None:
+    from ray.util.state import list_actors
+
+    model = train_tiny(cfg, tmp_path / "model", steps=2, seed=3)
+    db, version = tmp_path / "db", model_version_id(model)
+
+    def kill_an_embedding_node_mid_job() -> dict[str, Any] | None:
+        edb = EmbeddingDB(db) if db.exists() else None
+        if edb is None or not edb.has_table(table_name(version)) or not edb.embeddings(version).count_rows():
+            return None
+        actors = list_actors(filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+        hosts = [a.node_id for a in actors if "EmbedRows" in (a.class_name or "")]
+        if not hosts:
+            return None
+        rows = edb.embeddings(version).count_rows()
+        return replace_node(cluster, hosts[0]) | {"rows_before": rows}
+
+    options = EmbedOptions(batch_size=2, commit_rows=10, commit_seconds=0.5, min_actors=2, max_actors=2)
+    summary, killed = while_running(lambda: embed(model, store, db, options=options), kill_an_embedding_node_mid_job)
+    assert killed, "no node was removed: the test did not exercise a failure"
+    keys = stored_keys(db, version)
+    assert killed["rows_before"] < len(keys), "the node went after the job had written everything"
+    assert len(keys) == len(set(keys)) and set(keys) == expected_keys(store)
+    assert summary.complete and not summary.failed

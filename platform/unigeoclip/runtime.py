@@ -88,8 +88,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         if address:
             kwargs["address"] = address
         else:
+            # "local": a Ray of our own, even where another runs on this machine (`unigeoclip serve`, `make
+            # cluster-up`): a plain ray.init() would join that one. A cluster is joined only when named.
             # The dashboard serves Ray's state API, which Ray Train polls; it listens on 127.0.0.1 only.
-            kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1")
+            kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=True,
+                          dashboard_host="127.0.0.1")  # fmt: skip
             if haproxy_available():  # inherited by the raylet and every worker
                 use_fast_serve_ingress()
         if quiet:

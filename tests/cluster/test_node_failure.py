@@ -8,7 +8,9 @@ its place, as an autoscaler would.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,9 +67,11 @@ def store(cluster: Cluster, cfg: Config, tmp_path_factory: pytest.TempPathFactor
 def replace_node(cluster: Cluster, node_id: str) -> dict[str, Any]:
     """Remove the worker node ``node_id`` at once (no graceful drain) and add a fresh one in its place."""
     (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
+    at = time.time()
     cluster.remove_node(node, allow_graceful=False)
+    gone = time.time()
     cluster.add_node(**NODE)
-    return {"node_id": node_id, "at": time.time()}
+    return {"node_id": node_id, "at": at, "gone": gone}
 
 
 def while_running(job: Callable[[], Any], act: Callable[[], dict[str, Any] | None], timeout_s: float = 600) -> tuple:
@@ -147,3 +151,75 @@ def test_embedding_finishes_with_exactly_the_expected_rows_after_losing_a_node(
     assert killed["rows_before"] < len(keys), "the node went after the job had written everything"
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(store)
     assert summary.complete and not summary.failed
+
+
+def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
+    cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
+) -> None:
+    """Two replicas of each deployment on two nodes; the node of an encoder replica goes, under load."""
+    import httpx
+    from ray import serve
+    from ray.util.state import list_actors
+    from unigeoclip.runtime import free_port
+    from unigeoclip.serve import Scaling, ServeConfig, start_service
+    from unigeoclip.serve.app import APP_NAME
+
+    model = train_tiny(cfg, tmp_path / "model", steps=2, seed=5)
+    embed(model, store, tmp_path / "db", options=EmbedOptions(batch_size=32, actors=1))
+    two = Scaling(num_replicas=2, num_cpus=0.25)  # 0.25 CPU: on the worker nodes (the head has none)
+    url = start_service(ServeConfig(db=str(tmp_path / "db"), gateway=two, encoder=two, retriever=two),
+                        port=free_port(), log_level="WARNING")  # fmt: skip
+
+    def encoders() -> list[Any]:
+        found = list_actors(filters=[("class_name", "=", f"ServeReplica:{APP_NAME}:QueryEncoder"),
+                                     ("state", "=", "ALIVE")], raise_on_missing_output=False)  # fmt: skip
+        return list(found)
+
+    log: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            i = 0
+            while not stop.is_set():
+                sent, error = time.time(), ""
+                try:
+                    status = http.post("/v1/search", json={"query": {"text": f"a street {i}"}, "k": 3}).status_code
+                except httpx.TransportError as exc:
+                    status, error = 0, f"{type(exc).__name__}: {exc}"  # the connection itself failed
+                log.append((sent, status, error))
+                i += 1
+
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            cluster_wait(lambda: http.get("/readyz").status_code == 200, 120, "a ready service")
+        cluster_wait(lambda: len({a.node_id for a in encoders()}) == 2, 60, "encoder replicas on both nodes")
+        runner = threading.Thread(target=load, daemon=True)
+        runner.start()
+        time.sleep(2.0)
+        victim = encoders()[0]
+        killed = replace_node(cluster, victim.node_id)
+        cluster_wait(lambda: len(encoders()) == 2 and victim.actor_id not in {a.actor_id for a in encoders()}, 120,
+                     "a replacement encoder replica")  # fmt: skip
+        recovered_at = time.time()
+        time.sleep(3.0)
+        stop.set()
+        runner.join(timeout=60)
+    finally:
+        stop.set()
+        serve.shutdown()
+    before = [s for t, s, _ in log if t < killed["at"]]
+    in_flight = [(s, e) for t, s, e in log if killed["at"] <= t < killed["gone"]]
+    later = [s for t, s, _ in log if t >= killed["gone"]]
+    failed = [(s, e) for s, e in in_flight if s != 200] + [(s, "") for s in later if s != 200]
+    print(f"\nnode kill under Serve load: {len(failed)} of {len(in_flight) + len(later)} requests failed "
+          f"({failed[:3]}); a replacement replica ran {recovered_at - killed['at']:.1f} s after the kill")  # fmt: skip
+    assert before and set(before) == {200}
+    assert later and set(later) == {200}, Counter(later)  # every request sent once the node was gone succeeded
+
+
+def cluster_wait(condition: Callable[[], Any], timeout_s: float, what: str) -> None:
+    deadline = time.time() + timeout_s
+    while not condition():
+        assert time.time() < deadline, f"no {what} after {timeout_s:.0f} s"
+        time.sleep(0.25)

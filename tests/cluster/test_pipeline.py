@@ -109,3 +109,17 @@ def test_pipeline_from_zero_worker_nodes(cluster: LocalCluster, tmp_path: Path) 
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics and (report / "report.md").is_file()
     print(f"pipeline on the local cluster: {time.monotonic() - started:.0f} s; nodes at the end: {node_types(cluster)}")
+
+
+def test_a_command_without_an_address_starts_its_own_ray_beside_a_running_cluster(cluster: LocalCluster) -> None:
+    """A plain ``ray.init()`` would join any Ray running on the machine (here the 0-CPU head): the CLI's
+    "default: RAY_ADDRESS, else a local Ray" must hold anyway."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_ADDRESS"}
+    code = ("from unigeoclip import runtime; r = runtime.ensure_ray(num_cpus=1); "
+            "print('RESULT', r.get('CPU'), runtime.can_grow())")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("RESULT", 1)[1].split() == ["1.0", "False"]

@@ -53,11 +53,13 @@ bench: install
 # autoscaler starts and stops local worker nodes on demand (Ray's fake multi-node provider). Submit jobs
 # to it with RAY_ADDRESS=http://127.0.0.1:8265 ray job submit --working-dir . -- python jobs/...
 # (README, "Running on a cluster"). The dashboard and the job API listen on loopback only.
-CLUSTER_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RAY_FAKE_CLUSTER=1 AUTOSCALER_UPDATE_INTERVAL_S=1
+# Token authentication on (Ray 2.60's default for a local Ray): clients need RAY_AUTH_MODE=token.
+CLUSTER_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RAY_FAKE_CLUSTER=1 AUTOSCALER_UPDATE_INTERVAL_S=1 RAY_AUTH_MODE=token
 cluster-up: install
+	@$(VENV)/bin/ray get-auth-token --generate >/dev/null     # ~/.ray/auth_token, kept if it exists
 	$(CLUSTER_ENV) $(VENV)/bin/ray start --head --num-cpus=0 --autoscaling-config=ray_cluster.local.yaml \
 		--dashboard-host=127.0.0.1 --disable-usage-stats
-	@echo "cluster up: 0 worker nodes; RAY_ADDRESS=http://127.0.0.1:8265 ray job submit ... makes it grow"
+	@echo "cluster up, 0 worker nodes: export RAY_ADDRESS=http://127.0.0.1:8265 RAY_AUTH_MODE=token; ray job submit ..."
 
 cluster-down:
 	$(VENV)/bin/ray stop --force

@@ -178,10 +178,21 @@ def test_geolocate_confidence_is_the_weight_near_the_best_hit() -> None:
 
 def test_scaling_options() -> None:
     auto = Scaling(min_replicas=1, max_replicas=3, target_ongoing_requests=2).deployment_options()
-    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2}
+    assert auto["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2,
+                                          "upscale_delay_s": 10.0, "downscale_delay_s": 120.0,
+                                          "look_back_period_s": 15.0}  # fmt: skip
+    from ray.serve.config import AutoscalingConfig
+
+    AutoscalingConfig(**auto["autoscaling_config"])  # Ray accepts every key
     fixed = Scaling(num_replicas=2, num_gpus=1).deployment_options()
     assert fixed["num_replicas"] == 2 and fixed["ray_actor_options"]["num_gpus"] == 1
     assert "autoscaling_config" not in fixed
+
+
+def test_an_encoder_that_cannot_hold_a_full_batch_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"max_ongoing_requests \(16\) is below max_batch_size \(32\)"):
+        ServeConfig(db="x", max_batch_size=32, encoder=Scaling(max_ongoing_requests=16))
+    ServeConfig(db="x", max_batch_size=32, encoder=Scaling(max_ongoing_requests=16), colocate=True)  # no encoder
 
 
 def test_the_in_memory_snapshot_searches_exactly_like_the_store(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ One object travels from the CLI, ``serve_config.yaml`` (``args:``) or a RayServi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..data.validate import MAX_TEXT_CHARS
 
@@ -38,6 +38,14 @@ class Scaling(_Closed):
     max_ongoing_requests: int = Field(32, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    # Measured (benchmarks/bench_serve_autoscale.py, README "Serving"): replicas report their load every 10 s
+    # (Ray's metrics interval), so a deployment reacts 10-15 s after load rises whatever the delay; 10 s more
+    # rides out a burst, and 2 minutes of quiet before removing replicas keeps a lull from undoing a scale-up.
+    upscale_delay_s: float = Field(10.0, ge=0, description="load above target this long before adding replicas")
+    downscale_delay_s: float = Field(120.0, ge=0, description="load below target this long before removing replicas")
+    look_back_period_s: float = Field(
+        15.0, gt=0, description="window the ongoing-request average is taken over (above Ray's 10 s metrics interval)"
+    )
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``."""
@@ -52,6 +60,9 @@ class Scaling(_Closed):
                 "min_replicas": self.min_replicas,
                 "max_replicas": max(self.max_replicas, self.min_replicas),
                 "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s,
+                "downscale_delay_s": self.downscale_delay_s,
+                "look_back_period_s": self.look_back_period_s,
             }
         return opts
 
@@ -90,6 +101,15 @@ class ServeConfig(_Closed):
     gateway: Scaling = Scaling(max_replicas=4, num_cpus=0.25, max_ongoing_requests=64)
     encoder: Scaling = Scaling()
     retriever: Scaling = Scaling(num_cpus=0.25)
+
+    @model_validator(mode="after")
+    def _a_batch_can_fill(self) -> Self:
+        if not self.colocate and self.encoder.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"encoder.max_ongoing_requests ({self.encoder.max_ongoing_requests}) is below max_batch_size "
+                f"({self.max_batch_size}): a replica would never hold a full batch; raise it to at least the batch"
+            )
+        return self
 
     def resolved_api_key(self) -> str | None:
         """The configured key, else the one in ``$api_key_env`` (read inside the replica), else None."""

@@ -1,4 +1,4 @@
-"""A whole worker node removed mid-job (its raylet and every process on it), on a multi-node Ray cluster.
+"""A multi-node Ray cluster: whole worker nodes removed mid-job (raylet and every process), Serve scaling.
 
 ``ray.cluster_utils.Cluster``: a 0-CPU head (this process is its driver) and 2-CPU worker nodes, each with
 its own raylet and object store. The killer removes the node that hosts the work, then adds a node in
@@ -216,6 +216,37 @@ def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
           f"({failed[:3]}); a replacement replica ran {recovered_at - killed['at']:.1f} s after the kill")  # fmt: skip
     assert before and set(before) == {200}
     assert later and set(later) == {200}, Counter(later)  # every request sent once the node was gone succeeded
+
+
+def test_serve_scales_up_under_load_and_back_down_after(
+    cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
+) -> None:
+    from ray import serve
+    from unigeoclip.runtime import free_port
+    from unigeoclip.serve import Scaling, ServeConfig, start_service
+
+    from ..serve_scaling import observe
+
+    model = train_tiny(cfg, tmp_path / "model", steps=2, seed=6)
+    embed(model, store, tmp_path / "db", options=EmbedOptions(batch_size=32, actors=1))
+    fast = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 2, "num_cpus": 0.25,
+            "upscale_delay_s": 1.0, "downscale_delay_s": 5.0, "look_back_period_s": 12.0}  # fmt: skip
+    url = start_service(ServeConfig(db=str(tmp_path / "db"), gateway=Scaling(**fast), encoder=Scaling(**fast),
+                                    retriever=Scaling(num_replicas=1, num_cpus=0.25)),
+                        port=free_port(), log_level="WARNING")  # fmt: skip
+    try:
+        line = observe(url, clients=8, load_s=40, quiet_s=60, until_min={"Gateway": 1, "QueryEncoder": 1})
+    finally:
+        serve.shutdown()
+    for d in ("Gateway", "QueryEncoder"):
+        during = [n for t, n in zip(line.t, line.replicas[d], strict=True) if t < line.load_s]
+        assert during[0] == 1 and max(during) > 1, (d, during)  # from min_replicas to more
+        assert line.replicas[d][-1] == 1, (d, line.replicas[d])  # and back once the load stopped
+    statuses = {s for _, _, s in line.requests}
+    assert statuses == {200}, statuses
+    up = {d: line.first_time(d, lambda n: n > 1) for d in ("Gateway", "QueryEncoder")}
+    print(f"\nServe autoscaling: {len(line.requests)} requests; first scale-up {up} s; back to 1 replica "
+          f"{line.t[-1] - line.load_s:.1f} s after the load stopped")  # fmt: skip
 
 
 def cluster_wait(condition: Callable[[], Any], timeout_s: float, what: str) -> None:

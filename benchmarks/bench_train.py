@@ -48,6 +48,7 @@ def run_config(base: Config, workers: int, steps: int) -> Config:
                 "workers": workers,
                 "steps": steps,
                 "cpus_per_worker": round((cpus - decoder_cpus) / workers, 2),
+                "decoders": 1,  # the budget above holds one decoder
                 "val_every": 0,
                 "val_max_samples": 64,
                 "ckpt_every": steps,

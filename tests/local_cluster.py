@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -117,7 +118,7 @@ class LocalCluster:
         """``ray job submit --working-dir ROOT -- python ...``: the job's output, or :class:`JobFailed`."""
         command = [str(VENV_BIN / "ray"), "job", "submit", f"--working-dir={working_dir}", "--", *entrypoint]
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False)
-        if done.returncode != 0:
+        if done.returncode != 0 or not re.search(r"Job '\S+' succeeded", done.stdout + done.stderr):  # not STOPPED
             what = " ".join(entrypoint)
             raise JobFailed(f"{what} failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}")
         return done.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import shutil
 import socket
@@ -100,7 +101,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         # Every worker (the SplitCoordinator feeding Ray Train above all) gets the idle-sleeping executor.
         kwargs["runtime_env"] = {"worker_process_setup_hook": ray_data_idle.HOOK}
         ray.init(**kwargs)
-        _started_here = not address
+        _started_here = address in (None, "local")
     ray_data_idle.install()
     if quiet:
         ctx = ray.data.DataContext.get_current()
@@ -164,7 +165,8 @@ def wait_for_resources(
     deadline = start + timeout_s
     pg = placement_group(bundles, strategy="PACK")
     try:
-        while not pg.wait(timeout_seconds=max(0.0, min(progress_every_s, deadline - time.monotonic()))):
+        # Ray waits in whole seconds: at least 1 s per call, so the loop never spins near the deadline.
+        while not pg.wait(timeout_seconds=max(1, math.ceil(min(progress_every_s, deadline - time.monotonic())))):
             waited = time.monotonic() - start
             if time.monotonic() >= deadline:
                 have = dict(ray.cluster_resources())

@@ -149,3 +149,35 @@ def test_embedding_and_serving_models_load_on_the_device_of_their_actor(
     )
     replica._load("v1")
     assert asked == ["cuda", "cpu", "cuda"]
+
+
+def test_bad_embedding_options_name_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="decoders must be >= 1"):
+        EmbedOptions(decoders=0)
+    with pytest.raises(ConfigError, match="cpus_per_actor must be > 0"):
+        EmbedOptions(cpus_per_actor=0)
+
+
+def test_the_resource_wait_never_spins_below_rays_one_second_granularity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's placement-group wait takes whole seconds: every call asks for at least 1 s."""
+    import importlib
+
+    pg_module = importlib.import_module("ray.util.placement_group")
+
+    asked: list[float] = []
+
+    class NeverReady:
+        def wait(self, timeout_seconds: float) -> bool:
+            asked.append(timeout_seconds)
+            return False
+
+    monkeypatch.setattr(runtime, "_started_here", False)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 0.0})
+    monkeypatch.setattr(pg_module, "placement_group", lambda bundles, strategy: NeverReady())
+    monkeypatch.setattr(pg_module, "remove_placement_group", lambda pg: None)
+    monkeypatch.setattr(runtime.time, "monotonic", iter(range(0, 10_000, 1)).__next__)
+    with pytest.raises(
+        runtime.ResourcesUnavailableError, match=r"waited \d+ s for 1 x \{CPU: 1\}.*0 CPU \(1 CPU missing\)"
+    ):
+        runtime.wait_for_resources([{"CPU": 1.0}], timeout_s=5.5, what="training", hint="h", progress_every_s=2)
+    assert asked and min(asked) >= 1 and all(isinstance(a, int) for a in asked)

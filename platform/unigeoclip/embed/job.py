@@ -35,7 +35,7 @@ from ..data.store import SampleStore
 from ..errors import ConfigError
 from ..modality import Modality
 from ..obs.metrics import push_run_metrics
-from ..runtime import actor_pool, can_grow
+from ..runtime import actor_pool, can_grow, wait_for_resources
 from ..store.db import EmbeddingDB
 from ..store.index import DEFAULT_POLICY, IndexPolicy, maintain_index
 from ..store.schema import embedding_schema
@@ -43,6 +43,8 @@ from ..store.versions import CONFIG_FILE, check_version_name, model_fingerprint,
 from ..store.writer import BufferedUpserter, delete_items
 from .plan import EmbedPlan, plan_embedding
 from .rows import DecodeRows, EmbedRows, EncodeRows
+
+GPU_ACTOR = {"GPU": 1.0, "CPU": 1.0}  # what one model actor of the --gpu pipeline holds
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class EmbedOptions:
     max_actors: int | None = None  # ... up to this (None: one per chunk, as far as the cluster allows)
     cpus_per_actor: float = 1.0
     decoders: int | None = None  # gpu only: the most CPU actors decoding for the GPU actors (None: as needed)
+    resource_timeout_s: float = 900.0  # gpu only: how long to wait for the cluster to bring a GPU
     batch_size: int = 64  # samples per actor call
     commit_rows: int = 20_000
     commit_seconds: float = 60.0
@@ -67,13 +70,17 @@ class EmbedOptions:
     def __post_init__(self) -> None:
         if self.min_actors < 1 or (self.actors is not None and self.actors < 1):
             raise ConfigError("embedding needs at least one model actor: --actors / --min-actors must be >= 1")
+        if self.decoders is not None and self.decoders < 1:
+            raise ConfigError(f"decoders must be >= 1 (or None for as many as needed), got {self.decoders}")
+        if self.cpus_per_actor <= 0:
+            raise ConfigError(f"cpus_per_actor must be > 0, got {self.cpus_per_actor}")
         if self.max_actors is not None and self.max_actors < self.min_actors:
             raise ConfigError(f"--max-actors ({self.max_actors}) is below --min-actors ({self.min_actors})")
 
     def model_pool(self, chunks: int) -> ray.data.ActorPoolStrategy:
         """The model actors: a fixed pool with ``actors``, else one autoscaling between the bounds."""
         low, high = (self.actors, self.actors) if self.actors is not None else (self.min_actors, self.max_actors)
-        return actor_pool(low, high, chunks, needs={"GPU": 1.0} if self.gpu else {"CPU": self.cpus_per_actor})
+        return actor_pool(low, high, chunks, needs=GPU_ACTOR if self.gpu else {"CPU": self.cpus_per_actor})
 
 
 @dataclass
@@ -259,14 +266,20 @@ def _run_pipeline(
               "modalities": names, "run_id": summary.run_id}  # fmt: skip
     chunks = ray.data.from_items(plan.chunks, override_num_blocks=len(plan.chunks))
     if options.gpu:
-        if not can_grow() and ray.cluster_resources().get("GPU", 0) < 1:
+        have = ray.cluster_resources()
+        if not can_grow() and have.get("GPU", 0) < 1:
             raise ConfigError("--gpu asks for GPU actors, but this local Ray has no GPU: leave out --gpu")
+        wait_for_resources([GPU_ACTOR], timeout_s=options.resource_timeout_s, what="embedding (--gpu)",
+                           hint="add a GPU node group to the cluster, or leave out --gpu")  # fmt: skip
+        decoders = options.decoders
+        if not can_grow():  # leave a CPU for each GPU actor, or the decoders take them all and nothing encodes
+            decoders = min(decoders or len(plan.chunks), max(1, int(have.get("CPU", 1) - have.get("GPU", 0))))
         ds = chunks.map_batches(
             DecodeRows, fn_constructor_kwargs=decode, batch_size=1, batch_format="numpy",
-            compute=actor_pool(1, options.decoders, len(plan.chunks)), num_cpus=1,
+            compute=actor_pool(1, decoders, len(plan.chunks)), num_cpus=1,
         ).map_batches(
             EncodeRows, fn_constructor_kwargs=encode, batch_size=None, batch_format="numpy",
-            compute=options.model_pool(len(plan.chunks)), num_gpus=1,
+            compute=options.model_pool(len(plan.chunks)), num_gpus=1, num_cpus=1,  # = GPU_ACTOR
         )  # fmt: skip
     else:
         threads = max(1, int(options.cpus_per_actor))

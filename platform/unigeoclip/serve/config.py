@@ -44,7 +44,7 @@ class Scaling(_Closed):
     upscale_delay_s: float = Field(10.0, ge=0, description="load above target this long before adding replicas")
     downscale_delay_s: float = Field(120.0, ge=0, description="load below target this long before removing replicas")
     look_back_period_s: float = Field(
-        15.0, gt=0, description="window the ongoing-request average is taken over (above Ray's 10 s metrics interval)"
+        15.0, gt=10, description="window the ongoing-request average is taken over (above Ray's 10 s metrics interval)"
     )
 
     def deployment_options(self) -> dict[str, Any]:
@@ -104,10 +104,12 @@ class ServeConfig(_Closed):
 
     @model_validator(mode="after")
     def _a_batch_can_fill(self) -> Self:
-        if not self.colocate and self.encoder.max_ongoing_requests < self.max_batch_size:
+        name = "gateway" if self.colocate else "encoder"  # colocated, the gateway holds the encoder
+        holds = getattr(self, name).max_ongoing_requests
+        if holds < self.max_batch_size:
             raise ValueError(
-                f"encoder.max_ongoing_requests ({self.encoder.max_ongoing_requests}) is below max_batch_size "
-                f"({self.max_batch_size}): a replica would never hold a full batch; raise it to at least the batch"
+                f"{name}.max_ongoing_requests ({holds}) is below max_batch_size ({self.max_batch_size}): a replica "
+                "would never hold a full batch; raise it to at least the batch"
             )
         return self
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ NODE = {"num_cpus": 2, "object_store_memory": 200 * 1024**2}
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     assert not ray.is_initialized(), "these tests drive a cluster of their own"
+    warnings.filterwarnings("ignore", message="lance is not fork-safe")  # each node start forks (then execs)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     # Connect while the head is the only node: a driver attaches to a raylet on its own IP, and here every
     # node has the same IP. The driver (and the Train controller, which Ray pins to it) must be on the head.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,8 @@ from unigeoclip.train.trainer import train
 
 from ..helpers import expected_keys, stored_keys, train_tiny
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# Each node start forks this process (then execs), and lance warns at every fork of a process that loaded it.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.filterwarnings("ignore:lance is not fork-safe")]
 
 NODE = {"num_cpus": 2, "object_store_memory": 200 * 1024**2}
 
@@ -41,7 +41,6 @@ NODE = {"num_cpus": 2, "object_store_memory": 200 * 1024**2}
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     assert not ray.is_initialized(), "these tests drive a cluster of their own"
-    warnings.filterwarnings("ignore", message="lance is not fork-safe")  # each node start forks (then execs)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     # Connect while the head is the only node: a driver attaches to a raylet on its own IP, and here every
     # node has the same IP. The driver (and the Train controller, which Ray pins to it) must be on the head.

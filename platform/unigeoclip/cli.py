@@ -245,7 +245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.quick
         else DemoOptions(out, host=args.host, port=args.port)
     )
-    run_demo(options)
+    run_demo(options, command=main)
     return 0
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import ray
 from ray import serve
+from unigeoclip.cli import main
 from unigeoclip.demo import DemoOptions, run_demo
 from unigeoclip.demo.pipeline import STAGES, port_is_free
 from unigeoclip.runtime import free_port
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_demo_runs_every_stage_and_answers_every_example(ray_cluster: dict, tmp_path: Path) -> None:
     lines: list[str] = []
     options = DemoOptions(out=tmp_path / "demo", places=250, steps=4, probe_points=250, port=free_port())
-    seconds = run_demo(options, say=lines.append)
+    seconds = run_demo(options, command=main, say=lines.append)
     said = "\n".join(lines)
 
     assert len(seconds) == STAGES and all(s > 0 for s in seconds.values())

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from unigeoclip.cli import main
 from unigeoclip.demo import DemoOptions, run_demo
 from unigeoclip.errors import UniGeoCLIPError
 
@@ -16,7 +17,7 @@ def test_a_taken_port_is_refused_before_anything_is_written(tmp_path: Path) -> N
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(UniGeoCLIPError, match=f"port {port} on 127.0.0.1 is taken"):
-            run_demo(DemoOptions(out=tmp_path / "demo", port=port), say=lambda _: None)
+            run_demo(DemoOptions(out=tmp_path / "demo", port=port), command=main, say=lambda _: None)
     assert not (tmp_path / "demo").exists()
 
 

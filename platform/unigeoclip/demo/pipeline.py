@@ -92,18 +92,22 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _command(argv: Sequence[str], say: Callable[[str], None]) -> None:
-    """Run one sub-command in this process (on the Ray this demo holds), as ``unigeoclip ARGV`` would."""
-    from ..cli import main
+# Runs one ``unigeoclip`` sub-command in this process from its argv and returns its exit code: the CLI's
+# ``main``, handed in by the caller so that this layer never imports the CLI above it.
+Command = Callable[[list[str]], int]
 
+
+def _command(run: Command, argv: Sequence[str], say: Callable[[str], None]) -> None:
+    """Run one sub-command in this process (on the Ray this demo holds), as ``unigeoclip ARGV`` would."""
     say("$ unigeoclip " + " ".join(argv))
-    code = main(list(argv))
+    code = run(list(argv))
     if code != 0:
         raise UniGeoCLIPError(f"`unigeoclip {argv[0]}` failed (exit {code}); its error is printed above")
 
 
-def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[str, float]:
-    """Run every stage; returns each stage's wall time in seconds (also written to ``OUT/timings.json``)."""
+def run_demo(options: DemoOptions, *, command: Command, say: Callable[[str], None] = print) -> dict[str, float]:
+    """Run every stage through ``command`` (``unigeoclip.cli.main``); returns each stage's wall time in seconds
+    (also written to ``OUT/timings.json``)."""
     import ray
     from ray import serve
 
@@ -124,12 +128,14 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
     ensure_ray()
     try:
         with clock.stage("ingest the real-Earth sample (Ray Data -> Lance)"):
-            _command(["ingest", "--source", "earth", "--store", str(store), "--config", CONFIG, *sets], say)
+            _command(command, ["ingest", "--source", "earth", "--store", str(store), "--config", CONFIG, *sets], say)
         with clock.stage("train (Ray Train + DeepSpeed, CPU workers)"):
             steps = options.train_args()
-            _command(["train", "--store", str(store), "--out", str(run), "--config", CONFIG, *steps, *sets], say)
+            _command(
+                command, ["train", "--store", str(store), "--out", str(run), "--config", CONFIG, *steps, *sets], say
+            )
         with clock.stage("embed into LanceDB"):
-            _command(["embed", "--model", str(run / "model"), "--store", str(store), "--db", str(db)], say)
+            _command(command, ["embed", "--model", str(run / "model"), "--store", str(store), "--db", str(db)], say)
         with clock.stage("serve (Ray Serve) and ask it"):
             say(f"$ unigeoclip serve --db {db} --port {options.port}")
             url = start_service(ServeConfig(db=str(db)), host=options.host, port=options.port, log_level="WARNING")
@@ -141,7 +147,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> dict[s
                 serve.shutdown()
         with clock.stage("evaluate (report with tables and pictures)"):
             probe = ["--probe-points", str(options.probe_points)]
-            _command(["evaluate", "--model", str(run / "model"), "--store", str(store), "--db", str(db),
+            _command(command, ["evaluate", "--model", str(run / "model"), "--store", str(store), "--db", str(db),
                       "--out", str(report), *probe], say)  # fmt: skip
         with clock.stage("shut down"):
             if own_ray:

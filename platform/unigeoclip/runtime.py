@@ -155,11 +155,11 @@ def wait_for_resources(
     from ray.util.placement_group import placement_group, remove_placement_group
 
     if not can_grow():
-        missing = missing_resources(bundles, dict(ray.cluster_resources()))
+        have = dict(ray.cluster_resources())
+        missing = missing_resources(bundles, have)
         if missing:
             raise ResourcesUnavailableError(
-                f"{what} needs {describe_bundles(bundles)} but this local Ray has "
-                f"{_fmt(dict(ray.cluster_resources()), missing)}: {hint}"
+                f"{what} needs {describe_bundles(bundles)} but this local Ray has {_fmt(have, missing)}: {hint}"
             )
     start = time.monotonic()
     deadline = start + timeout_s

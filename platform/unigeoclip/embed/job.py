@@ -266,13 +266,12 @@ def _run_pipeline(
               "modalities": names, "run_id": summary.run_id}  # fmt: skip
     chunks = ray.data.from_items(plan.chunks, override_num_blocks=len(plan.chunks))
     if options.gpu:
-        have = ray.cluster_resources()
-        if not can_grow() and have.get("GPU", 0) < 1:
-            raise ConfigError("--gpu asks for GPU actors, but this local Ray has no GPU: leave out --gpu")
+        # On the local Ray started here a missing GPU fails at once; a cluster gets the time to bring one.
         wait_for_resources([GPU_ACTOR], timeout_s=options.resource_timeout_s, what="embedding (--gpu)",
-                           hint="add a GPU node group to the cluster, or leave out --gpu")  # fmt: skip
+                           hint="leave out --gpu, or add a GPU node group to the cluster")  # fmt: skip
         decoders = options.decoders
         if not can_grow():  # leave a CPU for each GPU actor, or the decoders take them all and nothing encodes
+            have = ray.cluster_resources()
             decoders = min(decoders or len(plan.chunks), max(1, int(have.get("CPU", 1) - have.get("GPU", 0))))
         ds = chunks.map_batches(
             DecodeRows, fn_constructor_kwargs=decode, batch_size=1, batch_format="numpy",

@@ -116,9 +116,9 @@ def train(
             f"{store.root} has {train_count} training samples, fewer than workers x micro_batch = "
             f"{tc.workers} x {tc.micro_batch}: ingest more data or lower train.micro_batch / train.workers"
         )
-    _wait_for_cluster(tc, gpu)
     if store.count(tc.val_split) < 2:
         raise ConfigError(f"{store.root} has fewer than 2 samples in the validation split {tc.val_split!r}")
+    _wait_for_cluster(tc, gpu)  # after every check of the store: the wait can be long
     # Inside training, the progress lines of the loop say how far it is; Ray Data's bars, redrawn from every
     # worker, would only bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False

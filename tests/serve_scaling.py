@@ -21,11 +21,16 @@ DEPLOYMENTS = ("Gateway", "QueryEncoder", "Retriever")
 
 @dataclass
 class Timeline:
-    """Every ``poll_s``: the time, the running replicas of each deployment, and the requests that ended since."""
+    """Every ``poll_s``: the time, the replicas of each deployment, and the requests that ended since.
+
+    ``replicas`` counts the running ones; ``wanted`` every one not stopping (running, starting, recovering),
+    which moves as soon as the autoscaler decides: on 2 busy cores a new replica can take 30 s to start.
+    """
 
     load_s: float
     t: list[float] = field(default_factory=list)
     replicas: dict[str, list[int]] = field(default_factory=lambda: {d: [] for d in DEPLOYMENTS})
+    wanted: dict[str, list[int]] = field(default_factory=lambda: {d: [] for d in DEPLOYMENTS})
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     requests: list[tuple[float, float, int]] = field(default_factory=list)  # (sent, seconds, status)
@@ -38,9 +43,13 @@ class Timeline:
         return None
 
 
-def running_replicas() -> dict[str, int]:
+def replica_counts() -> tuple[dict[str, int], dict[str, int]]:
+    """(running, not stopping) replicas of each deployment."""
     app = serve.status().applications[APP_NAME]
-    return {d: int(app.deployments[d].replica_states.get("RUNNING", 0)) for d in DEPLOYMENTS}
+    states = {d: app.deployments[d].replica_states for d in DEPLOYMENTS}
+    running = {d: int(s.get("RUNNING", 0)) for d, s in states.items()}
+    wanted = {d: sum(int(n) for state, n in s.items() if state != "STOPPING") for d, s in states.items()}
+    return running, wanted
 
 
 def observe(url: str, *, clients: int, load_s: float, quiet_s: float, until_min: dict[str, int] | None = None,
@@ -72,16 +81,17 @@ def observe(url: str, *, clients: int, load_s: float, quiet_s: float, until_min:
         now = time.perf_counter() - start
         if now >= load_s and not stop.is_set():
             stop.set()
-        counts = running_replicas()
+        counts, wanted = replica_counts()
         with lock:
             recent = [d for s, d, _ in line.requests[seen:]]
             seen = len(line.requests)
         line.t.append(now)
         for d in DEPLOYMENTS:
             line.replicas[d].append(counts[d])
+            line.wanted[d].append(wanted[d])
         line.p50_ms.append(float(np.percentile(recent, 50) * 1e3) if recent else float("nan"))
         line.p99_ms.append(float(np.percentile(recent, 99) * 1e3) if recent else float("nan"))
-        back = until_min is not None and all(counts[d] <= n for d, n in until_min.items())
+        back = until_min is not None and all(wanted[d] <= n for d, n in until_min.items())
         if now >= load_s + quiet_s or (now >= load_s and back):
             break
         time.sleep(poll_s)

@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 NODEPS_PKGS := geoclip==1.3.0
 NODEPS_NEEDS := geopy pandas tqdm huggingface-hub
 
-.PHONY: install demo test test-fast lint typecheck bench clean cluster-up cluster-down
+.PHONY: install test-tools demo test test-fast lint typecheck bench clean cluster-up cluster-down
 
 install: $(STAMP)
 
@@ -34,10 +34,21 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(VENV)/bin/unigeoclip demo $(if $(QUICK),--quick) $(if $(PORT),--port $(PORT)) $(if $(OUT),--out $(OUT))
 
-test: install
+# What the tests run for real beside Python: Prometheus and its Pushgateway (Debian's packages; the cluster
+# tests scrape the local cluster with them). Installed once, with apt (as root, or through sudo).
+TEST_TOOLS := prometheus prometheus-pushgateway
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+test-tools:
+	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+		echo "installing Debian's $(TEST_TOOLS) for the tests"; \
+		$(APT) install -y -q --no-install-recommends $(TEST_TOOLS) >/dev/null 2>&1 \
+		|| { $(APT) update -q >/dev/null && $(APT) install -y -q --no-install-recommends $(TEST_TOOLS) >/dev/null; }; }
+
+test: install test-tools
 	$(PY) -m pytest -q --durations=15
 
-test-fast: install
+test-fast: install test-tools
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install

@@ -182,3 +182,23 @@ def test_run_figures_go_to_a_textfile_when_the_gateway_is_unreachable(tmp_path: 
     text = (tmp_path / "m" / "reembed.prom").read_text()
     assert 'unigeoclip_reembed_rows_embedded{model_version="v1"} 12.0' in text
     assert "unigeoclip_reembed_last_run_timestamp_seconds" in text
+
+
+def test_run_figures_breakdowns_and_a_textfile_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A breakdown becomes one gauge labelled ``kind``; a folder (node-exporter's) gets one file per job; the
+    environment's setting wins over the job's own default place."""
+    folder = tmp_path / "textfiles"
+    folder.mkdir()
+    monkeypatch.delenv("UNIGEOCLIP_PUSHGATEWAY", raising=False)
+    monkeypatch.setenv("UNIGEOCLIP_METRICS_TEXTFILE", str(folder))
+    figures = {"rows_written": 5, "rejects_by_reason": {"bad_year": 2, "duplicate": 1}}
+    where = push_run_metrics("ingest", figures, labels={"store": "s"}, default_textfile=tmp_path / "own.prom")
+    assert where == f"written to {folder / 'unigeoclip_ingest.prom'}" and not (tmp_path / "own.prom").exists()
+    text = (folder / "unigeoclip_ingest.prom").read_text()
+    assert 'unigeoclip_ingest_rejects_by_reason{kind="bad_year",store="s"} 2.0' in text
+    assert 'unigeoclip_ingest_rows_written{store="s"} 5.0' in text
+    monkeypatch.delenv("UNIGEOCLIP_METRICS_TEXTFILE")
+    unwritable = tmp_path / "file"
+    unwritable.write_text("")
+    where = push_run_metrics("ingest", figures, default_textfile=unwritable / "x.prom")  # under a file: fails
+    assert where.startswith("not written to"), "a metrics failure never fails the job"

@@ -234,3 +234,32 @@ def test_every_node_of_the_real_cluster_sees_the_shared_storage() -> None:
     config = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
     assert any("/mnt/shared" in c for c in config["initialization_commands"])
     assert "-v /mnt/shared:/mnt/shared" in config["docker"]["run_options"]
+
+
+# -- Prometheus ------------------------------------------------------------------------------------
+
+
+def test_jobs_push_to_the_pushgateway_prometheus_scrapes() -> None:
+    scrape = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())
+    (jobs,) = [j for j in scrape["scrape_configs"] if j["job_name"] == "unigeoclip-jobs"]
+    scraped = {t for group in jobs["static_configs"] for t in group["targets"]}
+    pushed = {
+        host
+        for _, doc in manifests()
+        for host in re.findall(r"--pushgateway[ =\n-]*https?://(\S+?)/?\s", yaml.safe_dump(doc))
+    }
+    assert pushed and pushed <= scraped, (pushed, scraped)
+    assert jobs["honor_labels"] is True, "keep the pushed job and instance labels"
+
+
+def test_the_local_prometheus_config_is_one_prometheus_loads() -> None:
+    """promtool from Debian's prometheus (installed by `make test`). Debian builds Prometheus without
+    Kubernetes discovery, so the Kubernetes file is checked by the tests above and in test_serve_infra only."""
+    import shutil
+    import subprocess
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus"
+    local = ROOT / "infra" / "prometheus" / "prometheus.local.yml"
+    done = subprocess.run([promtool, "check", "config", "--syntax-only", str(local)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -25,6 +25,7 @@ import pyarrow as pa
 import ray
 
 from ..config import DataConfig, IngestConfig
+from ..obs.metrics import push_run_metrics, textfile_beside
 from ..runtime import actor_pool
 from .records import RawSample, Reject, Source
 from .schema import SAMPLE_SCHEMA
@@ -41,7 +42,15 @@ WRITE_ROWS = 256
 class IngestLedger:
     """Run-wide bookkeeping: stored keys, keys claimed in this run, rejects, superseded rows."""
 
-    def __init__(self, stored: dict[str, Any]) -> None:
+    def __init__(self, stored: dict[str, Any], store: str) -> None:
+        from ray.util.metrics import Counter as RayCounter
+
+        # Live, while the run goes: ray_unigeoclip_ingest_samples_total{store, status}, ..._rejects_total{reason}.
+        self.live_samples = RayCounter("unigeoclip_ingest_samples", "extracted samples by what became of them",
+                                       tag_keys=("store", "status"))  # fmt: skip
+        self.live_rejects = RayCounter("unigeoclip_ingest_rejects", "rejected inputs by reason",
+                                       tag_keys=("store", "reason"))  # fmt: skip
+        self.store = store
         self.stored_hashes: set[tuple[str, int, str]] = set()
         self.current_by_place: dict[tuple[str, int], list[str]] = {}
         for sid, cell, year, content, current in zip(
@@ -74,11 +83,14 @@ class IngestLedger:
                 if status == NEW_VERSION:
                     self.superseded.extend(self.current_by_place[place])
             self.counts[status] += 1
+            self.live_samples.inc(tags={"store": self.store, "status": status})
             out.append(status)
         return out
 
     def add_rejects(self, rows: list[dict[str, Any]]) -> None:
         self.rejects.extend(rows)
+        for reason, n in Counter(r["reason"] for r in rows).items():
+            self.live_rejects.inc(n, tags={"store": self.store, "reason": reason})
 
     def report(self) -> dict[str, Any]:
         return {"rejects": self.rejects, "superseded": self.superseded, "counts": dict(self.counts)}
@@ -141,6 +153,21 @@ class IngestSummary:
     rejects: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     total_current: int = 0
+    metrics: str = ""
+
+    @property
+    def figures(self) -> dict[str, float | dict[str, float]]:
+        """What :func:`push_run_metrics` exports: ``unigeoclip_ingest_<figure>{store}``."""
+        return {
+            "planned_items": self.planned_items,
+            "rows_written": self.written,
+            "rows_already_stored": self.already_stored,
+            "rows_superseded": self.superseded,
+            "rejects": sum(self.rejects.values()),
+            "rejects_by_reason": {reason: float(n) for reason, n in self.rejects.items()},
+            "seconds": self.seconds,
+            "current_samples": self.total_current,
+        }
 
     def __str__(self) -> str:
         lines = [
@@ -152,6 +179,8 @@ class IngestSummary:
             + ("".join(f"\n    {reason}: {n}" for reason, n in sorted(self.rejects.items())) if self.rejects else ""),
             f"  store now holds {self.total_current} current samples",
         ]
+        if self.metrics:
+            lines.append(f"  metrics: {self.metrics}")
         if self.rejects.get("extract_failed"):
             lines.append("  WARNING: some items failed to extract; see the rejects table for the errors")
         return "\n".join(lines)
@@ -171,7 +200,7 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: Ingest
     items = source.plan()
     keys = store.keys()
     stored = {name: keys.column(name).to_pylist() for name in keys.column_names}
-    ledger = IngestLedger.remote(stored)  # type: ignore[attr-defined]
+    ledger = IngestLedger.remote(stored, store.root)  # type: ignore[attr-defined]
     written = 0
     plan = plan or IngestConfig()
     items_per_batch = plan.items_per_batch
@@ -203,7 +232,7 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: Ingest
     store.append_rejects(report["rejects"])
     ray.kill(ledger)
     counts = report["counts"]
-    return IngestSummary(
+    summary = IngestSummary(
         run_id=run_id,
         store=store.root,
         planned_items=len(items),
@@ -214,6 +243,9 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: Ingest
         seconds=time.perf_counter() - start,
         total_current=store.count(),
     )
+    summary.metrics = push_run_metrics("ingest", summary.figures, labels={"store": store.root},
+                                       default_textfile=textfile_beside(store.root, "ingest"))  # fmt: skip
+    return summary
 
 
 def extract_locally(

@@ -34,7 +34,7 @@ from ..config import load_config
 from ..data.store import SampleStore
 from ..errors import ConfigError
 from ..modality import Modality
-from ..obs.metrics import push_run_metrics
+from ..obs.metrics import push_run_metrics, textfile_beside
 from ..runtime import actor_pool, can_grow, wait_for_resources
 from ..store.db import EmbeddingDB
 from ..store.index import DEFAULT_POLICY, IndexPolicy, maintain_index
@@ -203,7 +203,8 @@ def embed(
         summary.figures,
         labels={"model_version": version},
         pushgateway=options.pushgateway,
-        textfile=options.metrics_textfile or _default_textfile(db, job),
+        textfile=options.metrics_textfile,
+        default_textfile=textfile_beside(db.uri, job),
     )
     return summary
 
@@ -241,11 +242,6 @@ def _modalities(have: tuple[Modality, ...], wanted: tuple[Modality, ...] | None)
             "leave those out of --modalities"
         )
     return tuple(m for m in have if m in wanted)
-
-
-def _default_textfile(db: EmbeddingDB, job: str) -> str:
-    """Beside the database when it is a local directory (LanceDB ignores folders without ``.lance``)."""
-    return f"{db.uri}/metrics/unigeoclip_{job}.prom" if "://" not in db.uri else f"unigeoclip_{job}.prom"
 
 
 def _run_pipeline(

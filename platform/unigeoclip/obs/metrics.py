@@ -1,9 +1,14 @@
-"""A batch job's figures for Prometheus: pushed to a Pushgateway, or written for node-exporter's textfile collector.
+"""A job's figures for Prometheus: live through Ray while it runs, and once at its end for the record.
 
-A batch job is gone before any scrape could reach it, so it pushes its figures once, at
-the end (the Prometheus convention for batch jobs). Each push replaces the job's previous
-group, so a dashboard shows the last run; ``*_last_run_timestamp_seconds`` lets an alert
-fire when the schedule stops.
+* **While it runs** (:class:`LiveGauges`): gauges recorded in the job's Ray processes, which every
+  node's metrics agent exports as ``ray_unigeoclip_<job>_<figure>`` (Prometheus finds the nodes in
+  Ray's service-discovery file, or the pods' annotations). They say how far a long run is; they
+  disappear with the processes that set them.
+* **At its end** (:func:`push_run_metrics`): a batch job is gone before a scrape could be sure to
+  see its last figures, so it pushes them once (the Prometheus convention for batch jobs) to a
+  Pushgateway, or writes them for node-exporter's textfile collector. Each push replaces the job's
+  previous group, so a dashboard shows the last run; ``*_last_run_timestamp_seconds`` lets an alert
+  fire when a schedule stops.
 """
 
 from __future__ import annotations
@@ -12,34 +17,55 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 PUSHGATEWAY_ENV = "UNIGEOCLIP_PUSHGATEWAY"
 TEXTFILE_ENV = "UNIGEOCLIP_METRICS_TEXTFILE"
 
+Figures = Mapping[str, float | Mapping[str, float]]
+"""``{figure: value}``; a breakdown ``{figure: {label value: value}}`` becomes one gauge labelled ``kind``."""
 
-def run_registry(job: str, figures: Mapping[str, float], labels: Mapping[str, str]) -> CollectorRegistry:
+
+def textfile_beside(root: str | Path, job: str) -> str | None:
+    """``ROOT/metrics/unigeoclip_<job>.prom`` for a local output directory (LanceDB and the sample store ignore
+    the folder); None for an object store, where node-exporter could not read it."""
+    return None if "://" in str(root) else f"{str(root).rstrip('/')}/metrics/unigeoclip_{job}.prom"
+
+
+def run_registry(job: str, figures: Figures, labels: Mapping[str, str]) -> CollectorRegistry:
     """Gauges ``unigeoclip_<job>_<figure>{labels}`` plus ``unigeoclip_<job>_last_run_timestamp_seconds``."""
     registry = CollectorRegistry()
     names = list(labels)
     for figure, value in {**figures, "last_run_timestamp_seconds": time.time()}.items():
-        gauge = Gauge(f"unigeoclip_{job}_{figure}", f"{job} run: {figure.replace('_', ' ')}", names, registry=registry)
+        described = f"{job} run: {figure.replace('_', ' ')}"
+        if isinstance(value, Mapping):
+            gauge = Gauge(f"unigeoclip_{job}_{figure}", described, [*names, "kind"], registry=registry)
+            for kind, n in value.items():
+                gauge.labels(*labels.values(), kind).set(float(n))
+            continue
+        gauge = Gauge(f"unigeoclip_{job}_{figure}", described, names, registry=registry)
         (gauge.labels(**labels) if names else gauge).set(float(value))
     return registry
 
 
 def push_run_metrics(
     job: str,
-    figures: Mapping[str, float],
+    figures: Figures,
     *,
     labels: Mapping[str, str] | None = None,
     pushgateway: str | None = None,
     textfile: str | Path | None = None,
+    default_textfile: str | Path | None = None,
 ) -> str:
-    """Push to ``pushgateway`` (or ``$UNIGEOCLIP_PUSHGATEWAY``); else, or if the push fails, write ``textfile``.
+    """Push to ``pushgateway`` (or ``$UNIGEOCLIP_PUSHGATEWAY``); else, or if the push fails, write a textfile.
 
-    Returns where the figures went. A metrics failure never fails the job whose work is done.
+    The textfile is ``textfile``, else ``$UNIGEOCLIP_METRICS_TEXTFILE``, else ``default_textfile`` (the
+    job's own place, beside its output), else ``unigeoclip_<job>.prom`` here. It may name a directory,
+    node-exporter's textfile folder: the file is then ``unigeoclip_<job>.prom`` in it, so jobs sharing
+    the setting keep their own file. Returns where the figures went. A metrics failure never fails the
+    job whose work is done.
     """
     registry = run_registry(job, figures, labels or {})
     gateway = pushgateway or os.environ.get(PUSHGATEWAY_ENV)
@@ -50,7 +76,36 @@ def push_run_metrics(
             return f"pushed to {gateway}"
         except OSError as exc:
             note = f"push to {gateway} failed ({exc}); "
-    path = Path(textfile or os.environ.get(TEXTFILE_ENV) or f"unigeoclip_{job}.prom")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)  # writes a temporary file and renames it: never half-written
+    path = Path(textfile or os.environ.get(TEXTFILE_ENV) or default_textfile or f"unigeoclip_{job}.prom")
+    if path.is_dir():
+        path = path / f"unigeoclip_{job}.prom"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry)  # writes a temporary file and renames it: never half-written
+    except OSError as exc:
+        return f"{note}not written to {path} ({exc})"
     return f"{note}written to {path}"
+
+
+class LiveGauges:
+    """A running job's progress through Ray's metrics export: ``ray_unigeoclip_<job>_<figure>{tags}``.
+
+    Create it inside the Ray process that sets it (Ray's metric objects are per process). Outside Ray
+    the values go nowhere, so library code can set them unconditionally.
+    """
+
+    def __init__(self, job: str, figures: tuple[str, ...], tags: Mapping[str, str]) -> None:
+        from ray.util.metrics import Gauge as RayGauge
+
+        self.tags = dict(tags)
+        self.gauges: dict[str, Any] = {
+            f: RayGauge(f"unigeoclip_{job}_{f}", description=f"{job}: {f.replace('_', ' ')}", tag_keys=tuple(tags))
+            for f in figures
+        }
+
+    def set(self, values: Mapping[str, float]) -> None:
+        """Set the figures given (others keep their last value); a NaN is skipped, not exported."""
+        for figure, value in values.items():
+            gauge = self.gauges.get(figure)
+            if gauge is not None and value == value:
+                gauge.set(float(value), tags=self.tags)

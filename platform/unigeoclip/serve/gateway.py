@@ -151,14 +151,18 @@ class Gateway:
         handle = getattr(self, deployment)
         for attempt in range(RETRIES + 1):
             try:
-                return await getattr(handle, method).remote(*args, **kwargs)
+                answer = await getattr(handle, method).remote(*args, **kwargs)
             except REPLICA_GONE as exc:
                 if attempt == RETRIES:
+                    self.stats.upstream(deployment, "unavailable")
                     raise ServiceError(
                         503, f"the {deployment} is restarting ({type(exc).__name__}); retry shortly", "unavailable"
                     ) from None
-                self.stats.replica_restarts(deployment).inc()
+                self.stats.upstream(deployment, "retried")
                 await asyncio.sleep(RETRY_BACKOFF_S * (attempt + 1))
+                continue
+            self.stats.upstream(deployment, "ok")
+            return answer
         raise AssertionError("unreachable")
 
     async def _encode(self, query: Query) -> dict[str, Any]:
@@ -169,7 +173,7 @@ class Gateway:
         if "error" in out:
             raise ServiceError(422, out["error"], "modality_unavailable")
         for m in prepared:
-            self.stats.batch_size(m).observe(out["batch"])
+            self.stats.batch(m, out["batch"])
         self.stats.serving(out["model_version"])
         return out
 
@@ -250,5 +254,8 @@ class Gateway:
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
-        """Prometheus text format: requests, errors, latency per route, encoder batch sizes."""
+        """Prometheus text format: this replica's requests, errors, latency per route, encoder batch sizes.
+
+        The service-wide series are Ray's export of the same (``ray_unigeoclip_serve_*``, every node).
+        """
         return Response(self.stats.render(), media_type=self.stats.content_type)

@@ -36,12 +36,15 @@ from ..eval.retrieval import PairRecall, format_matrix, recall_matrix
 from ..losses import ContrastiveLoss
 from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
+from ..obs.metrics import LiveGauges
 from .deepspeed_config import deepspeed_config
 from .module import TrainModule
 from .schedule import warmup_cosine
 
 EXPORT_DIR = "model"
 PROBE_FILE = "probe.safetensors"
+# What rank 0 exports while the run goes (ray_unigeoclip_train_<figure>{run}); the keys of its progress lines.
+LIVE_FIGURES = {"step": "step", "loss": "loss", "samples_per_s": "samples_per_second", "lr": "lr", "val_r1": "val_r1"}
 log = logging.getLogger("unigeoclip.train")
 
 
@@ -59,6 +62,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _record_worker(run_dir, rank)
+    live = LiveGauges("train", tuple(LIVE_FIGURES.values()), {"run": str(run_dir)}) if rank == 0 else None
     torch.manual_seed(tc.seed)
     torch.set_num_threads(max(1, round(tc.cpus_per_worker)))  # 1.5 reserved CPUs: 2 threads
     device = ray.train.torch.get_device() if gpu else torch.device("cpu")
@@ -82,7 +86,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_step, started = engine.global_steps, time.perf_counter()
     if tc.val_every > 0 and start_step == 0:  # the untrained baseline, so progress can be read off the log
         last_val = _validate(engine.module.model, val_data, cfg, device, rank)
-        _log_progress(rank, run_dir, {"step": 0, "lr": 0.0, "acc1": float("nan"), "samples_per_s": 0.0} | last_val,
+        _log_progress(live, run_dir, {"step": 0, "lr": 0.0, "acc1": float("nan"), "samples_per_s": 0.0} | last_val,
                       tc.steps, start_step, started)  # fmt: skip
     while engine.global_steps < tc.steps:
         batches = 0
@@ -104,7 +108,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 last_val = _validate(engine.module.model, val_data, cfg, device, rank)
             if step < tc.steps and (step % tc.log_every == 0 or step % tc.ckpt_every == 0 or val_due):
                 metrics = meter.summary(step, float(scheduler.get_last_lr()[0]), world) | last_val
-                _log_progress(rank, run_dir, metrics, tc.steps, start_step, started)
+                _log_progress(live, run_dir, metrics, tc.steps, start_step, started)
                 if step % tc.ckpt_every == 0:
                     _report_with_checkpoint(engine, metrics, step)
                 else:
@@ -118,7 +122,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
     final = _validate(engine.module.model, val_data, cfg, device, rank)
     metrics = meter.summary(engine.global_steps, float(scheduler.get_last_lr()[0]), world) | final
-    _log_progress(rank, run_dir, metrics, tc.steps, start_step, started)
+    _log_progress(live, run_dir, metrics, tc.steps, start_step, started)
     _report_with_checkpoint(engine, metrics, engine.global_steps, export=(cfg, val_data, device))
 
 
@@ -300,10 +304,12 @@ def _emit(text: str) -> None:
 
 
 def _log_progress(
-    rank: int, run_dir: Path, metrics: dict[str, float], total: int, start_step: int, started: float
+    live: LiveGauges | None, run_dir: Path, metrics: dict[str, float], total: int, start_step: int, started: float
 ) -> None:
-    if rank != 0:
+    """Rank 0 (the one holding ``live``): a console line, a line of ``metrics.jsonl``, the live gauges."""
+    if live is None:
         return
+    live.set({LIVE_FIGURES[k]: v for k, v in metrics.items() if k in LIVE_FIGURES})
     step = int(metrics["step"])
     done = step - start_step
     eta = f"{(time.perf_counter() - started) / done * (total - step) / 60:.1f} min" if done > 0 else "-"

@@ -5,6 +5,7 @@
     config.yaml        the full config of the run (the resume reference)
     ray/train/         Ray Train storage: checkpoints (DeepSpeed shards of every rank), run state
     metrics.jsonl      one line per report (rank 0)
+    unigeoclip_train.prom  the run's last figures for Prometheus (unless pushed to a Pushgateway)
     workers/           rank-N.json: pid and host of each worker
     model/             the exported model (UniGeoCLIP.from_pretrained) once the run completes
     probe.safetensors  a batch and the trained model's embeddings of it (export self-check)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,12 @@ from ..config import Config, load_config
 from ..data.reader import build_dataset, load_batches
 from ..data.store import SampleStore
 from ..errors import ConfigError
+from ..obs.metrics import push_run_metrics
 from ..runtime import wait_for_resources
 from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
 
 RUN_NAME = "train"
+RUN_FIGURES = ("step", "loss", "acc1", "samples_per_s", "val_r1")  # of the last report, pushed at the end
 
 
 @dataclass
@@ -106,6 +110,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    started = time.perf_counter()
     run_dir = Path(run_dir).resolve()
     cfg = prepare_run(cfg, run_dir, resume=resume)
     tc = cfg.train
@@ -162,4 +167,8 @@ def train(
             shutil.rmtree(model_dir)
         shutil.copytree(Path(directory) / EXPORT_DIR, model_dir)
         shutil.copy2(Path(directory) / PROBE_FILE, run_dir / PROBE_FILE)
-    return TrainResult(run_dir, model_dir, dict(result.metrics or {}), result.checkpoint.path)
+    metrics = dict(result.metrics or {})
+    figures = {k: float(metrics[k]) for k in RUN_FIGURES if isinstance(metrics.get(k), int | float)}
+    push_run_metrics("train", figures | {"seconds": time.perf_counter() - started}, labels={"run": str(run_dir)},
+                     default_textfile=run_dir / "unigeoclip_train.prom")  # fmt: skip
+    return TrainResult(run_dir, model_dir, metrics, result.checkpoint.path)

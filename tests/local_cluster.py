@@ -10,6 +10,7 @@ would: the process using this class never joins the cluster.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -41,7 +42,8 @@ class JobFailed(AssertionError):
 
 
 class LocalCluster:
-    def __init__(self, *, config: Path = ROOT / "ray_cluster.local.yaml", idle_timeout_minutes: float | None = None):
+    def __init__(self, *, config: Path = ROOT / "ray_cluster.local.yaml", idle_timeout_minutes: float | None = None,
+                 system_config: dict[str, Any] | None = None):  # fmt: skip
         self.dir = Path(tempfile.mkdtemp(prefix="ugc-", dir="/tmp"))  # short: Ray's socket paths have a limit
         self.config = yaml.safe_load(config.read_text())
         if idle_timeout_minutes is not None:
@@ -52,6 +54,9 @@ class LocalCluster:
         self.token.write_text(secrets.token_hex(32))
         self.head: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "head.log"
+        self.system_config = system_config or {}
+        # Ray's head lists every node's metrics port here for Prometheus (file_sd), as the autoscaler adds them.
+        self.prometheus_targets = self.dir / "ray" / "prom_metrics_service_discovery.json"
 
     @property
     def env(self) -> dict[str, str]:
@@ -78,6 +83,8 @@ class LocalCluster:
             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
             f"--autoscaling-config={path}", f"--temp-dir={self.dir / 'ray'}", "--disable-usage-stats",
         ]  # fmt: skip
+        if self.system_config:
+            command.append(f"--system-config={json.dumps(self.system_config)}")
         start = time.monotonic()
         with self.log.open("wb") as log:
             self.head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -96,14 +103,27 @@ class LocalCluster:
             return False
         return True
 
+    def _state(self) -> Any:
+        """Ray's state API client for this cluster, with its token."""
+        from ray.util.state.api import StateApiClient
+
+        return StateApiClient(address=self.dashboard, headers={"Authorization": f"Bearer {self.token.read_text()}"})
+
     def nodes(self, *, workers_only: bool = True) -> list[Any]:
         """The alive nodes (state API, with the cluster's token), without the head unless asked."""
-        from ray.util.state.api import StateApiClient
         from ray.util.state.common import ListApiOptions, StateResource
 
-        client = StateApiClient(address=self.dashboard, headers={"Authorization": f"Bearer {self.token.read_text()}"})
-        found = client.list(StateResource.NODES, options=ListApiOptions(limit=1000), raise_on_missing_output=False)
+        options = ListApiOptions(limit=1000)
+        found = self._state().list(StateResource.NODES, options=options, raise_on_missing_output=False)
         return [n for n in found if n.state == "ALIVE" and not (workers_only and n.is_head_node)]
+
+    def actors(self, class_prefix: str) -> list[Any]:
+        """The alive actors whose class name starts with ``class_prefix`` (Serve's replicas: ``ServeReplica:``)."""
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        options = ListApiOptions(limit=10_000)
+        found = self._state().list(StateResource.ACTORS, options=options, raise_on_missing_output=False)
+        return [a for a in found if a.state == "ALIVE" and a.class_name.startswith(class_prefix)]
 
     def wait_for(self, condition: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.5) -> Any:
         deadline = time.monotonic() + timeout_s
@@ -114,9 +134,15 @@ class LocalCluster:
             time.sleep(every_s)
         raise TimeoutError(f"no {what} after {timeout_s:.0f} s; head log: {self.log}")
 
-    def submit(self, *entrypoint: str, timeout_s: float = 900, working_dir: Path = ROOT) -> str:
-        """``ray job submit --working-dir ROOT -- python ...``: the job's output, or :class:`JobFailed`."""
-        command = [str(VENV_BIN / "ray"), "job", "submit", f"--working-dir={working_dir}", "--", *entrypoint]
+    def submit(self, *entrypoint: str, timeout_s: float = 900, working_dir: Path = ROOT,
+               env: dict[str, str] | None = None) -> str:  # fmt: skip
+        """``ray job submit --working-dir ROOT -- python ...``: the job's output, or :class:`JobFailed`.
+
+        ``env``: environment variables of the job (its runtime environment)."""
+        command = [str(VENV_BIN / "ray"), "job", "submit", f"--working-dir={working_dir}"]
+        if env:
+            command.append(f"--runtime-env-json={json.dumps({'env_vars': env})}")
+        command += ["--", *entrypoint]
         done = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout_s, check=False)
         if done.returncode != 0 or not re.search(r"Job '\S+' succeeded", done.stdout + done.stderr):  # not STOPPED
             what = " ".join(entrypoint)

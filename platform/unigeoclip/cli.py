@@ -8,6 +8,7 @@ cluster at ``--address`` / ``RAY_ADDRESS``, or on a local Ray when there is none
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -112,16 +113,35 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0 if not summary.failed else 1
 
 
-def _embed_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
-    model_help = "model directory (save_pretrained / `unigeoclip train` output)"
-    if not model_required:
-        model_help += (
-            "; default: the serving version's model. A new model is embedded beside it and serves once complete"
-        )
-    p.add_argument("--model", required=model_required, help=model_help)
+def cmd_refresh(args: argparse.Namespace) -> int:
+    from .data.sources import make_source
+    from .data.store import SampleStore
+    from .embed import refresh
+    from .runtime import ensure_ray
+
+    cfg = _config(args)
+    ensure_ray(args.address)
+    summary = refresh(make_source(args.source, cfg), SampleStore(args.store), args.db, cfg.data, plan=cfg.ingest,
+                      options=_embed_options(args))  # fmt: skip
+    print(summary)
+    return 0 if not summary.embed.failed else 1
+
+
+def _embed_args(p: argparse.ArgumentParser, *, model_required: bool, serving_model: bool = True) -> None:
+    """``serving_model=False``: no --model / --model-version (the job embeds with the serving model only)."""
+    if serving_model:
+        model_help = "model directory (save_pretrained / `unigeoclip train` output)"
+        if not model_required:
+            model_help += (
+                "; default: the serving version's model. A new model is embedded beside it and serves once complete"
+            )
+        p.add_argument("--model", required=model_required, help=model_help)
     p.add_argument("--store", required=True, help="sample store directory or URI")
     p.add_argument("--db", required=True, help="LanceDB directory or object-store URI (s3://, gs://, az://)")
-    p.add_argument("--model-version", default=None, help="version name [derived: <config name>-<hash of the model>]")
+    if serving_model:
+        p.add_argument(
+            "--model-version", default=None, help="version name [derived: <config name>-<hash of the model>]"
+        )
     p.add_argument("--modalities", default=None, help="comma-separated subset to embed [every tower of the model]")
     p.add_argument("--gpu", action="store_true", help="GPU actors (one per GPU) fed by CPU decoding actors")
     p.add_argument(
@@ -140,7 +160,8 @@ def _embed_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument(
         "--metrics-textfile", default=None, help="textfile for the figures when there is no gateway [DB/metrics/]"
     )
-    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    if serving_model:  # (the refresh command has --address from _common)
+        p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_embed)
 
 
@@ -209,9 +230,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.colocate:
         fields["colocate"] = True
     cfg = ServeConfig.model_validate(fields)
+    if args.detach and not (args.address or os.environ.get("RAY_ADDRESS")):
+        raise UniGeoCLIPError(
+            "--detach leaves the service running on a cluster after this command ends, so it needs one: give "
+            "--address or RAY_ADDRESS (or submit it: ray job submit -- python jobs/serve.py --detach ...)"
+        )
     ensure_ray(args.address)
-    url = start_service(cfg, host=args.host, port=args.port)
+    url = start_service(cfg, host=args.host, port=args.port, proxy_location=args.proxy_location)
     key = "required in X-API-Key" if cfg.resolved_api_key() else f"none (set ${cfg.api_key_env} to require one)"
+    if args.detach:
+        print(f"deployed {cfg.db} at {url} on each node's proxy (OpenAPI: /docs); API key: {key}; it keeps "
+              "running: `serve status` shows it, `serve shutdown` stops it")  # fmt: skip
+        return 0
     print(f"serving {cfg.db} at {url} (OpenAPI: /docs); API key: {key}; Ctrl-C stops")
     try:
         while True:
@@ -231,6 +261,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="one deployment: the gateway encodes and searches in its own process (lowest latency on "
                    "one machine; the encoder and retriever no longer scale on their own)")  # fmt: skip
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--proxy-location", default=None, choices=("EveryNode", "HeadOnly", "Disabled"),
+                   help="where Serve answers HTTP [EveryNode]; HeadOnly for one entry point")  # fmt: skip
+    p.add_argument(
+        "--detach", action="store_true", help="deploy onto the cluster and return, leaving the service running there"
+    )
     p.set_defaults(func=cmd_serve)
 
 
@@ -289,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     _embed_args(p, model_required=True)
     p = sub.add_parser("reembed", help="embed new or changed samples for the serving model version (scheduled)")
     _embed_args(p, model_required=False)
+
+    p = sub.add_parser("refresh", help="scheduled: ingest a source (new imagery), then re-embed and publish it")
+    p.add_argument("--source", required=True, choices=SOURCE_NAMES)
+    _embed_args(p, model_required=False, serving_model=False)
+    _common(p, "small")
+    p.set_defaults(func=cmd_refresh)
 
     p = sub.add_parser("evaluate", help="retrieval, ensembles, geocells, probes and pictures of a model -> a report")
     _evaluate_args(p)

@@ -279,6 +279,11 @@ class FilesSourceConfig(StrictModel):
         None, description="CSV/Parquet: path, lat_deg, lon_deg, heading_deg, capture_date[, fov_deg, projection]"
     )
     text: Path | None = Field(None, description="CSV/JSONL: lat_deg, lon_deg, text[, year]")
+    drop_dir: Path | None = Field(
+        None,
+        description="folder of year folders (DROP/2024/aerial/*.tif, dsm/*.tif, street.csv, text.jsonl) that "
+        "scheduled runs ingest; what is stored already is skipped",
+    )
 
 
 class SourcesConfig(StrictModel):

@@ -56,3 +56,29 @@ def test_the_image_gives_every_node_the_fast_serve_ingress() -> None:
         if line.startswith("ENV "):
             env |= dict(word.split("=", 1) for word in shlex.split(line[4:]))
     assert {k: env.get(k) for k in FAST_SERVE_INGRESS} == FAST_SERVE_INGRESS
+
+
+def test_serve_detach_needs_a_cluster_to_leave_the_service_on(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unigeoclip.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert main(["serve", "--db", "nowhere", "--detach"]) == 2
+    err = capsys.readouterr().err
+    assert "--detach" in err and "RAY_ADDRESS" in err, err
+
+
+def test_refresh_refuses_to_start_when_nothing_serves_yet(tmp_path: Path) -> None:
+    """Before ingesting anything: a scheduled run must not do half its work and then fail."""
+    from unigeoclip import load_config
+    from unigeoclip.data.sources.synthetic import SyntheticSource
+    from unigeoclip.data.store import SampleStore
+    from unigeoclip.embed import refresh
+    from unigeoclip.errors import ConfigError
+
+    cfg = load_config("tiny")
+    store = SampleStore(tmp_path / "store")
+    with pytest.raises(ConfigError, match=r"nothing serves from .* run `unigeoclip embed"):
+        refresh(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, tmp_path / "db", cfg.data)
+    assert not (tmp_path / "store" / "samples.lance").exists()

@@ -246,3 +246,93 @@ def test_farthest_point_heading_counts_for_photos_not_panoramas() -> None:
     assert farthest_point_indices(photos, 2) == [0, 2]
     panos = [View(v.lat_deg, v.lon_deg, v.heading_deg, "equirectangular") for v in photos]
     assert farthest_point_indices(panos, 2) == [0, 3]
+
+
+def drop_layout(world: World, drop: Path) -> None:
+    """The world's inputs as year folders: 2021 with everything, 2022 with a second aerial mosaic only."""
+    import shutil
+
+    for year, parts in ((2021, ("aerial", "dsm")), (2022, ("aerial",))):
+        for part in parts:
+            (drop / str(year) / part).mkdir(parents=True)
+            shutil.copy(getattr(world, part), drop / str(year) / part / f"{part}.tif")
+    shutil.copytree(world.root / "street", drop / "2021" / "street")
+    shutil.copy(world.street_index, drop / "2021" / "street.csv")
+    shutil.copy(world.text, drop / "2021" / "text.jsonl")
+
+
+def test_a_drop_folder_of_years_plans_what_the_single_files_plan(tmp_path: Path, world: World) -> None:
+    drop = tmp_path / "drop"
+    drop_layout(world, drop)
+    (drop / ".upload-in-progress").write_text("")  # hidden names are someone else's business
+    dropped = FilesSource(FilesSourceConfig(drop_dir=drop), DATA).plan()
+    files = FilesSource(FilesSourceConfig(aerial_tif=world.aerial, dsm_tif=world.dsm, raster_year=2021,
+                                          street_index=world.street_index, text=world.text), DATA).plan()  # fmt: skip
+
+    def cells(items: list[dict], year: int) -> dict[str, dict]:
+        return {i["cell"]: i for i in items if i["kind"] == "cell" and i["year"] == year}
+
+    # 2021: the same cells, with the same modalities and texts (the folder's year for the text without one)
+    a, b = cells(dropped, 2021), cells(files, 2021)
+    assert a.keys() == b.keys() and a
+    for cell in a:
+        assert (bool(a[cell]["aerial"]), bool(a[cell]["dsm"])) == (bool(b[cell]["aerial"]), bool(b[cell]["dsm"]))
+        assert a[cell]["texts"] == b[cell]["texts"]
+        assert [r | {"path": Path(r["path"]).name} for r in a[cell]["street"]] == [
+            r | {"path": Path(r["path"]).name} for r in b[cell]["street"]
+        ]
+    assert sorted(i["reason"] for i in dropped if i["kind"] == "reject") == sorted(
+        i["reason"] for i in files if i["kind"] == "reject"
+    )
+    # 2022: the new mosaic alone, over the same footprint
+    new = cells(dropped, 2022)
+    assert new.keys() == {c for c, i in a.items() if i["aerial"]}
+    assert all(i["aerial"] == [str(drop / "2022" / "aerial" / "aerial.tif")] and not i["dsm"] for i in new.values())
+    samples, _ = run(FilesSource(FilesSourceConfig(drop_dir=drop), DATA))
+    assert {s.year for s in samples} == {2021, 2022, 2023}  # 2023: a street photo's capture date, not its folder
+
+
+def test_overlapping_tiles_of_a_year_give_a_cell_the_first_that_covers_it(tmp_path: Path, world: World) -> None:
+    """``a.tif`` has data in its west half only: the east takes ``b.tif`` (the whole mosaic), and no cell is lost."""
+    import rasterio
+
+    tiles = tmp_path / "drop" / "2021" / "aerial"
+    tiles.mkdir(parents=True)
+    with rasterio.open(world.aerial) as src:
+        profile, data = src.profile, src.read()
+    east_empty = data.copy()
+    east_empty[3, :, data.shape[2] // 2 :] = 0  # alpha 0: no data
+    for name, pixels in (("a.tif", east_empty), ("b.tif", data)):
+        with rasterio.open(tiles / name, "w", **profile) as dst:
+            dst.write(pixels)
+    items = [i for i in FilesSource(FilesSourceConfig(drop_dir=tmp_path / "drop"), DATA).plan() if i["kind"] == "cell"]
+    assert items and all(i["aerial"] == [str(tiles / "a.tif"), str(tiles / "b.tif")] for i in items)
+    samples, rejects = run(FilesSource(FilesSourceConfig(drop_dir=tmp_path / "drop"), DATA))
+    whole, _ = run(FilesSource(FilesSourceConfig(aerial_tif=world.aerial, raster_year=2021), DATA))
+    assert not rejects and {s.source_id for s in samples} == {s.source_id for s in whole}
+    used = {s.source_ids["aerial"] for s in samples}
+    assert used == {str(tiles / "a.tif"), str(tiles / "b.tif")}, "the west from a.tif, the east from b.tif"
+    centre_lon = PARIS[1]
+    assert all(s.source_ids["aerial"].endswith("b.tif") for s in samples if s.lon_deg > centre_lon + 0.002)
+
+
+@pytest.mark.parametrize(
+    ("where", "match"),
+    [
+        ("notes.txt", "not a year folder"),
+        ("21/aerial/x.tif", "not a year folder"),
+        ("2021/aerial/readme.md", "not GeoTIFFs"),
+        ("2021/streets.csv", "not an input the drop folder knows"),
+    ],
+)
+def test_a_drop_folder_refuses_what_it_does_not_know(tmp_path: Path, where: str, match: str) -> None:
+    drop = tmp_path / "drop"
+    (drop / where).parent.mkdir(parents=True)
+    (drop / where).write_text("")
+    with pytest.raises(ConfigError, match=match):
+        FilesSource(FilesSourceConfig(drop_dir=drop), DATA).plan()
+
+
+def test_a_missing_drop_folder_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a folder"):
+        FilesSource(FilesSourceConfig(drop_dir=tmp_path / "nowhere"), DATA).plan()

@@ -26,8 +26,18 @@ def build_app(cfg: ServeConfig | dict[str, Any]) -> Application:
     return build(cfg)
 
 
-def start_service(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "INFO") -> str:
-    """Deploy the service on this Ray cluster at ``host:port``; returns its URL (imports Ray Serve on first use)."""
+def start_service(
+    cfg: ServeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "INFO",
+    proxy_location: str | None = None,
+) -> str:
+    """Deploy the service on this Ray cluster at ``host:port``; returns its URL (imports Ray Serve on first use).
+
+    ``proxy_location``: ``EveryNode`` (Serve's default), ``HeadOnly`` or ``Disabled`` (see ``app.start_service``).
+    """
     from .app import start_service as start
 
-    return start(cfg, host=host, port=port, log_level=log_level)
+    return start(cfg, host=host, port=port, log_level=log_level, proxy_location=proxy_location)

@@ -37,8 +37,19 @@ def build_app(cfg: ServeConfig | Mapping[str, Any]) -> Application:
     return gateway.bind(cfg, encoder.bind(cfg), retriever.bind(cfg))
 
 
-def start_service(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "INFO") -> str:
+def start_service(
+    cfg: ServeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "INFO",
+    proxy_location: str | None = None,
+) -> str:
     """Start Serve's HTTP ingress on ``host:port`` and deploy the service there; returns its base URL.
+
+    ``proxy_location``: Serve's ``EveryNode`` (its default: every node answers on ``port``), ``HeadOnly``
+    (one entry point; also what several nodes on one machine need, since they would share the port) or
+    ``Disabled``.
 
     The ingress is HAProxy where the cluster runs Serve's high-throughput mode (a local Ray from
     ``runtime.ensure_ray``, the project's image), else Serve's Python proxy.
@@ -48,6 +59,6 @@ def start_service(cfg: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000
     tests: Prometheus keeps the counts). Stop it with ``serve.shutdown()``.
     """
     logging = LoggingConfig(log_level=log_level, enable_access_log=log_level.upper() in ("DEBUG", "INFO"))
-    serve.start(http_options={"host": host, "port": port}, logging_config=logging)
+    serve.start(http_options={"host": host, "port": port}, logging_config=logging, proxy_location=proxy_location)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", logging_config=logging)
     return f"http://{host}:{port}"

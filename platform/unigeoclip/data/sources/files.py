@@ -41,6 +41,23 @@ Inputs (``data.sources.files``)
     year that cell has from the other inputs (raster year, street capture years,
     texts with a year), and is rejected (``no_year``) if the cell has none.
 
+``drop_dir``
+    A folder new imagery is dropped into, for scheduled runs (``jobs/refresh.py``). It holds
+    one folder per acquisition year, each with any of::
+
+        DROP/2024/aerial/*.tif     RGB(A) mosaics of that year (as ``aerial_tif``; several tiles allowed)
+        DROP/2024/dsm/*.tif        surface models of that year (as ``dsm_tif``)
+        DROP/2024/street.csv       a street index (or ``street.parquet``; as ``street_index``)
+        DROP/2024/text.jsonl       texts (or ``text.csv``; as ``text``); a row without a year takes the folder's
+
+    Every run reads the whole folder; what the store holds already (same cell, year and
+    content) is skipped, so a run after a new year was dropped writes only that year's
+    samples. Other names in the folder are a :class:`ConfigError`, not ignored, so a typo
+    never silently drops imagery. It combines with the single-file inputs above.
+
+Where tiles of the same modality and year overlap, a cell takes the first (by file name)
+that covers it.
+
 What becomes a sample
 ---------------------
 Cells come from the rasters (the level-``cell_level`` cells covering their footprints,
@@ -129,61 +146,78 @@ class FilesSource:
         self.cfg = cfg
         self.data = data
 
+    def inputs(self) -> Inputs:
+        """Every input file, with its year where the layout gives one: the single files, then the drop folder."""
+        cfg = self.cfg
+        found = Inputs()
+        for modality, path in (("aerial", cfg.aerial_tif), ("dsm", cfg.dsm_tif)):
+            if path is not None:
+                assert cfg.raster_year is not None  # checked in __init__
+                found.rasters.append((modality, path, cfg.raster_year))
+        if cfg.street_index is not None:
+            found.street.append(cfg.street_index)
+        if cfg.text is not None:
+            found.text.append((cfg.text, None))
+        if cfg.drop_dir is not None:
+            _scan_drop_dir(cfg.drop_dir, found)
+        return found
+
     # ----------------------------------------------------------------- driver
     def plan(self) -> list[dict[str, Any]]:
         """Read the indexes, validate rows and return one work item per (cell, year), plus reject items."""
         cfg = self.cfg
-        if not any((cfg.aerial_tif, cfg.dsm_tif, cfg.street_index, cfg.text)):
+        if not any((cfg.aerial_tif, cfg.dsm_tif, cfg.street_index, cfg.text, cfg.drop_dir)):
             raise ConfigError(
-                "data.sources.files has no input: set at least one of aerial_tif, dsm_tif, street_index, text"
+                "data.sources.files has no input: set at least one of aerial_tif, dsm_tif, street_index, text, drop_dir"
             )
+        found = self.inputs()
         rejects: list[dict[str, Any]] = []
         groups: dict[tuple[str, int], _Group] = {}
 
         def group(cell: str, year: int) -> _Group:
             return groups.setdefault((cell, year), _Group())
 
-        for modality, path in (("aerial", cfg.aerial_tif), ("dsm", cfg.dsm_tif)):
-            if path is None:
-                continue
-            assert cfg.raster_year is not None  # checked in __init__
+        for modality, path, year in found.rasters:
             try:
                 covered = covered_cells(modality, path, self.data.cell_level)
             except UnusableRasterError as exc:
-                rejects.append(_reject_item(str(path), exc.reason, exc.detail, modality=modality, year=cfg.raster_year))
+                rejects.append(_reject_item(str(path), exc.reason, exc.detail, modality=modality, year=year))
                 covered = []
             for cell in covered:
-                setattr(group(cell, cfg.raster_year), modality, True)
+                getattr(group(cell, year), modality).append(str(path))
 
-        if cfg.street_index is not None:
-            for cell, year, row in _plan_street(cfg.street_index, self.data.cell_level, rejects):
+        for index in found.street:
+            for cell, year, row in _plan_street(index, self.data.cell_level, rejects):
                 group(cell, year).street.append(asdict(row))
 
-        if cfg.text is not None:
-            yearless: list[tuple[str, int, dict[str, str]]] = []
-            for cell, text_year, order, text in _plan_text(cfg.text, self.data.cell_level, rejects):
+        yearless: list[tuple[str, int, dict[str, str]]] = []
+        order = 0  # texts keep the order of the files and of the rows in them
+        for path, default_year in found.text:
+            for cell, text_year, _, text in _plan_text(path, self.data.cell_level, rejects):
+                order += 1
+                text_year = default_year if text_year is None else text_year
                 if text_year is None:
                     yearless.append((cell, order, text))
                 else:
                     group(cell, text_year).texts.append((order, text))
-            years_by_cell: dict[str, set[int]] = {}
-            for cell, year in groups:
-                years_by_cell.setdefault(cell, set()).add(year)
-            for cell, order, text in yearless:
-                years = sorted(years_by_cell.get(cell, ()))
-                if not years:
-                    rejects.append(
-                        _reject_item(
-                            text["id"],
-                            "no_year",
-                            f"text {text['id']!r} has no year and its cell {cell} has no other data to take one "
-                            "from: give the row a 'year'",
-                            modality="text",
-                            cell=cell,
-                        )
+        years_by_cell: dict[str, set[int]] = {}
+        for cell, year in groups:
+            years_by_cell.setdefault(cell, set()).add(year)
+        for cell, order, text in yearless:
+            years = sorted(years_by_cell.get(cell, ()))
+            if not years:
+                rejects.append(
+                    _reject_item(
+                        text["id"],
+                        "no_year",
+                        f"text {text['id']!r} has no year and its cell {cell} has no other data to take one "
+                        "from: give the row a 'year'",
+                        modality="text",
+                        cell=cell,
                     )
-                for year in years:
-                    groups[(cell, year)].texts.append((order, text))
+                )
+            for year in years:
+                groups[(cell, year)].texts.append((order, text))
 
         cells = [
             {
@@ -221,12 +255,14 @@ class FilesSource:
         out: list[RawSample | Reject] = []
         sample = RawSample(lat_deg=lat, lon_deg=lon, year=year, source=SOURCE, source_id=f"{cell}:{year}")
 
-        if item["aerial"] and self.cfg.aerial_tif is not None:
-            sample.aerial = self._tile(
-                sample, cell, "aerial", self.cfg.aerial_tif, aerial_tile, self.data.aerial_px, out
-            )
-        if item["dsm"] and self.cfg.dsm_tif is not None:
-            sample.dsm = self._tile(sample, cell, "dsm", self.cfg.dsm_tif, dsm_tile, self.data.dsm_px, out)
+        for path in item["aerial"]:  # the first tile that covers the cell
+            sample.aerial = self._tile(sample, cell, "aerial", Path(path), aerial_tile, self.data.aerial_px, out)
+            if sample.aerial is not None:
+                break
+        for path in item["dsm"]:
+            sample.dsm = self._tile(sample, cell, "dsm", Path(path), dsm_tile, self.data.dsm_px, out)
+            if sample.dsm is not None:
+                break
 
         rows = [StreetRow(**r) for r in item["street"]]
         if rows:
@@ -298,11 +334,61 @@ class FilesSource:
 
 
 @dataclass
+class Inputs:
+    """The files one run reads: ``(modality, raster, year)``, street indexes, ``(text file, default year)``."""
+
+    rasters: list[tuple[str, Path, int]] = field(default_factory=list)
+    street: list[Path] = field(default_factory=list)
+    text: list[tuple[Path, int | None]] = field(default_factory=list)
+
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+STREET_NAMES = ("street.csv", "street.parquet")
+TEXT_NAMES = ("text.jsonl", "text.csv")
+
+
+def _scan_drop_dir(root: Path, found: Inputs) -> None:
+    """Add what ``root/<year>/`` folders hold to ``found`` (layout in the module docstring)."""
+    if not root.is_dir():
+        raise ConfigError(f"data.sources.files.drop_dir {str(root)!r} is not a folder: create it or fix the path")
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith("."):  # .partial uploads, editors' files
+            continue
+        if not (folder.is_dir() and folder.name.isdigit() and len(folder.name) == 4):
+            raise ConfigError(
+                f"{str(folder)!r} in the drop folder is not a year folder: put new imagery in {root}/<year>/ "
+                "(aerial/*.tif, dsm/*.tif, street.csv, text.jsonl)"
+            )
+        year = int(folder.name)
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir() and entry.name in ("aerial", "dsm"):
+                tiles = [t for t in sorted(entry.iterdir()) if not t.name.startswith(".")]
+                odd = [t.name for t in tiles if t.suffix.lower() not in RASTER_SUFFIXES]
+                if odd:
+                    raise ConfigError(f"{entry} holds files that are not GeoTIFFs ({', '.join(odd)}): "
+                                      "only *.tif / *.tiff go there")  # fmt: skip
+                found.rasters.extend((entry.name, t, year) for t in tiles)
+            elif entry.name in STREET_NAMES:
+                found.street.append(entry)
+            elif entry.name in TEXT_NAMES:
+                found.text.append((entry, year))
+            elif entry.is_dir():  # the street images, wherever the index points
+                continue
+            else:
+                raise ConfigError(
+                    f"{str(entry)!r} is not an input the drop folder knows: use aerial/*.tif, dsm/*.tif, "
+                    f"{' or '.join(STREET_NAMES)}, {' or '.join(TEXT_NAMES)} (and folders of street images)"
+                )
+
+
+@dataclass
 class _Group:
     """What plan() gathers for one (cell, year)."""
 
-    aerial: bool = False
-    dsm: bool = False
+    aerial: list[str] = field(default_factory=list)  # rasters that cover the cell, in file-name order
+    dsm: list[str] = field(default_factory=list)
     street: list[dict[str, Any]] = field(default_factory=list)
     texts: list[tuple[int, dict[str, str]]] = field(default_factory=list)  # (file order, {"id", "text"})
 

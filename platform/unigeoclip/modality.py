@@ -39,6 +39,8 @@ ALL_MODALITIES: tuple[Modality, ...] = tuple(Modality)
 #   dsm:            "dsm"                  float32 (B, 1, H, W), surface heights in metres (NaN = no data)
 #   text:           "text_input_ids"       int64   (B, L), "text_attention_mask" int64 (B, L)
 #   coords:         "coords"               float32 (B, 2), (lat_deg, lon_deg)
+# A locked tower's modality may come as "<m>_features" float32 (B, F) instead: the frozen backbone's pooled
+# output, read from the store's feature cache (training), which the model then only projects.
 INPUT_KEYS: dict[Modality, tuple[str, ...]] = {
     Modality.AERIAL: ("aerial",),
     Modality.STREET: ("street",),
@@ -53,6 +55,11 @@ def present_key(modality: Modality) -> str:
     return f"{modality.value}_present"
 
 
+def features_key(modality: Modality) -> str:
+    """Name of a locked tower's precomputed ``(B, F)`` features in a batch, in place of its inputs."""
+    return f"{modality.value}_features"
+
+
 def modalities_in(batch: dict[str, object]) -> list[Modality]:
-    """Modalities whose inputs are all in ``batch``, in canonical order."""
-    return [m for m in ALL_MODALITIES if all(k in batch for k in INPUT_KEYS[m])]
+    """Modalities whose inputs are all in ``batch`` (or their locked tower's features), in canonical order."""
+    return [m for m in ALL_MODALITIES if features_key(m) in batch or all(k in batch for k in INPUT_KEYS[m])]

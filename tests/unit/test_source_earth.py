@@ -15,7 +15,7 @@ from unigeoclip.config import DataConfig, EarthSourceConfig
 from unigeoclip.data.records import RawSample, Reject, Source
 from unigeoclip.data.sources.earth import EarthSource, aerial_patch, elevation_patch
 from unigeoclip.data.sources.raster_patch import local_grid
-from unigeoclip.geo.distance import haversine_km
+from unigeoclip.geo.distance import EARTH_RADIUS_KM, haversine_km
 
 DATA = DataConfig(aerial_px=64, dsm_px=32)
 WESTERN_EUROPE = EarthSourceConfig(
@@ -129,3 +129,43 @@ def test_source_is_a_cheap_pickle_even_after_use() -> None:
     assert isinstance(source, Source)
     source.extract(_item("Paris", 48.85, 2.35, "FR"))
     assert len(pickle.dumps(source)) < 10_000
+
+
+def test_the_fibonacci_lattice_gives_every_point_the_same_area() -> None:
+    """Equal-area: the share of points in any latitude band is the band's share of the sphere's area."""
+    from unigeoclip.data.sources.earth import fibonacci_lattice
+
+    lat, lon = fibonacci_lattice(20_000)
+    for lo, hi in ((-90, -60), (-10, 10), (30, 60), (75, 90)):
+        area = (np.sin(np.radians(hi)) - np.sin(np.radians(lo))) / 2  # a band's share of the sphere
+        assert abs(np.mean((lat >= lo) & (lat < hi)) - area) < 0.002, (lo, hi)
+    assert lon.min() >= -180 and lon.max() < 180 and len(np.unique(np.round(lat, 6))) == 20_000
+
+
+def test_landscape_samples_cover_the_land_and_no_held_out_place_has_a_training_one_on_top() -> None:
+    from unigeoclip.data.sources.earth import is_landscape, is_sea, landscape_points
+
+    world = EarthSourceConfig(landscape_spacing_km=300.0)
+    land = landscape_points(world)
+    share = len(land) / round(4 * np.pi * EARTH_RADIUS_KM**2 / 300.0**2)
+    assert 0.25 < share < 0.33 and not any(sea for *_, sea in land)  # the land is ~29% of the Earth's surface
+    with_sea = landscape_points(world.model_copy(update={"landscape_sea_share": 0.5}))
+    sea = [p for p in with_sea if p[3]]
+    n_sea = round(4 * np.pi * EARTH_RADIUS_KM**2 / 300.0**2) - len(land)  # the lattice points at sea
+    assert abs(len(sea) / n_sea - 0.5) < 0.05, len(sea) / n_sea
+    assert is_sea(np.array([0.0, 48.85]), np.array([-30.0, 2.35])).tolist() == [True, False]  # Atlantic, Paris
+
+    cfg = WESTERN_EUROPE.model_copy(update={"landscape_spacing_km": 60.0})
+    items = EarthSource(cfg, DATA).plan()
+    places = [i for i in items if i.get("kind") != "landscape"]
+    scape = [i for i in items if i.get("kind") == "landscape"]
+    assert places == EarthSource(WESTERN_EUROPE, DATA).plan(), "places stay as they are"
+    assert scape and all(42 <= i["lat_deg"] <= 55 and -5 <= i["lon_deg"] <= 15 for i in scape)
+    held = [i for i in places if i["year"] == cfg.heldout_year]
+    for s in scape:
+        d = haversine_km(s["lat_deg"], s["lon_deg"], np.array([h["lat_deg"] for h in held]),
+                         np.array([h["lon_deg"] for h in held]))  # fmt: skip
+        assert (s["year"] == cfg.heldout_year) == bool((d < cfg.patch_km).any()), s
+    sample = EarthSource(cfg, DATA).extract(scape[0])[0]
+    assert isinstance(sample, RawSample) and is_landscape(sample.source_id)
+    assert sample.text is None and sample.aerial is not None and sample.dsm is not None and not sample.street

@@ -25,9 +25,10 @@ import ray
 from PIL import Image
 
 from ..config import Config
-from ..modality import Modality, present_key
+from ..modality import Modality, features_key, present_key
 from .augment import flip_rotate, jitter_coords, perspective_view, photometric_jitter, resize
 from .decode_cache import BoundedLRU, DecodedImageCache, Row, join_rows, row_nbytes, split_rows
+from .feature_cache import CacheRef, FeatureCache, lookup
 from .imaging import decode_rgb
 from .splits import SPLITS, TRAIN
 from .store import SampleStore
@@ -38,13 +39,26 @@ ROW_COLUMNS = ["sample_id", "lat_deg", "lon_deg", "aerial", "street", "dsm", "ds
 class DecodeBatch:
     """Ray Data transform: stored rows (pyarrow) -> ``dict[str, np.ndarray]`` in the batch contract."""
 
-    def __init__(self, cfg: Config, *, augment: bool, seed: int = 0, keep_ids: bool = False, cache_mb: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        augment: bool,
+        seed: int = 0,
+        keep_ids: bool = False,
+        cache_mb: int = 0,
+        modalities: tuple[Modality, ...] | None = None,
+        features: Mapping[str, CacheRef] | None = None,
+    ) -> None:
+        """``modalities``: decode only these (default: the model's). ``features``: modalities of locked towers
+        whose cached features (:mod:`.feature_cache`) go into the batch as ``<m>_features`` instead of inputs."""
         self.cfg, self.augment, self.keep_ids = cfg, augment, keep_ids
         self.images = DecodedImageCache(cache_mb * 2**20)
-        self.modalities = cfg.model.modalities
+        self.modalities = modalities or cfg.model.modalities
         self.rng = np.random.default_rng(seed)
+        self.features = {m: (ref, FeatureCache(ref).load()) for m, ref in (features or {}).items()}
         self.tokenizer = None
-        if Modality.TEXT in self.modalities:
+        if Modality.TEXT in self.modalities and Modality.TEXT.value not in self.features:
             from ..models.tokenizer import build_tokenizer
 
             self.tokenizer = build_tokenizer(cfg.model.text)
@@ -54,8 +68,11 @@ class DecodeBatch:
         mc = self.cfg.model
         out: dict[str, np.ndarray] = {}
         presents = {m: bool_column(table, f"{m.value}_present") for m in self.modalities}
+        for name, (ref, cached) in self.features.items():
+            hashes = table.column(f"{name}_hash").to_pylist()
+            out[features_key(Modality(name))] = lookup(cached, hashes, presents[Modality(name)], ref.dim)
         geo = [self._geometry() for _ in range(n)]  # one dihedral transform per sample, shared from above
-        if Modality.AERIAL in self.modalities:
+        if Modality.AERIAL in self.modalities and "aerial" not in self.features:
             size = mc.aerial.image_size
             arr = np.zeros((n, 3, size, size), np.float32)
             for i, data in enumerate(table.column("aerial").to_pylist()):
@@ -69,14 +86,14 @@ class DecodeBatch:
                 if presents[Modality.DSM][i] and dsm is not None:
                     arr[i, 0] = resize(flip_rotate([dsm], *geo[i])[0], size)
             out["dsm"] = arr
-        if Modality.STREET in self.modalities:
+        if Modality.STREET in self.modalities and "street" not in self.features:
             size = mc.street.image_size
             arr = np.zeros((n, 3, size, size), np.float32)
             for i, views in enumerate(table.column("street").to_pylist()):
                 if presents[Modality.STREET][i] and views:
                     arr[i] = self._street_view(views, size).transpose(2, 0, 1) / 255.0
             out["street"] = arr
-        if Modality.TEXT in self.modalities:
+        if Modality.TEXT in self.modalities and "text" not in self.features:
             from ..models.tokenizer import tokenize
 
             assert self.tokenizer is not None
@@ -282,11 +299,18 @@ def batch_rows(batch: Mapping[str, Any]) -> int:
 
 
 def load_batches(
-    cfg: Config, store: SampleStore | str, split: str, *, batch_size: int = 128, max_samples: int | None = None
+    cfg: Config,
+    store: SampleStore | str,
+    split: str,
+    *,
+    batch_size: int = 128,
+    max_samples: int | None = None,
+    features: Mapping[str, CacheRef] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """A whole (small) split decoded once, un-augmented, as numpy batches held in memory (validation sets)."""
     out, seen = [], 0
-    for batch in build_dataset(cfg, store, split, augment=False).iter_batches(batch_size=batch_size):
+    dataset = build_dataset(cfg, store, split, augment=False, features=features)
+    for batch in dataset.iter_batches(batch_size=batch_size):
         if max_samples is not None and seen + batch_rows(batch) > max_samples:
             batch = {k: v[: max_samples - seen] for k, v in batch.items()}
         out.append(batch)
@@ -309,6 +333,7 @@ def build_dataset(
     seed: int = 0,
     epochs: int = 1,
     cache_mb: int = 0,
+    features: Mapping[str, CacheRef] | None = None,
 ) -> ray.data.Dataset:
     """The current samples of ``split`` as a Ray Data dataset of model-ready numpy batches.
 
@@ -320,6 +345,8 @@ def build_dataset(
     decoder call handles. ``cache_mb`` > 0 keeps up to that many MiB of decoded images,
     and as many of decoded rows whose decode draws nothing at random, per decoder (worth
     it when ``epochs`` > 1: later epochs skip the PNG inflate, or the whole take and decode).
+    ``features``: the feature caches of locked towers (:func:`unigeoclip.train.frozen.ensure_features`),
+    read in place of those modalities' inputs.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -329,8 +356,10 @@ def build_dataset(
     augment = split == TRAIN if augment is None else augment
     version, positions = split_positions(store, split)
     items = epoch_chunks(positions, epochs=epochs, shuffle=augment, seed=seed, chunk=batch_size)
-    columns = ROW_COLUMNS + [f"{m.value}_present" for m in cfg.model.modalities]
-    decode = {"cfg": cfg, "augment": augment, "seed": seed, "keep_ids": keep_ids, "cache_mb": cache_mb}
+    hashes = [f"{m}_hash" for m in features or {}]
+    columns = ROW_COLUMNS + [f"{m.value}_present" for m in cfg.model.modalities] + hashes
+    decode = {"cfg": cfg, "augment": augment, "seed": seed, "keep_ids": keep_ids, "cache_mb": cache_mb,
+              "features": dict(features or {})}  # fmt: skip
     return ray.data.from_items(items, override_num_blocks=max(1, len(items))).map_batches(
         TakeAndDecode,
         fn_constructor_kwargs={"uri": store.samples_uri, "version": version, "columns": columns, "decode": decode},

@@ -66,9 +66,7 @@ def encode_split(
     mods = model.modalities
     cfg = model.config
     pixels = tuple(m for m in mods if m is not Modality.TEXT)
-    decoder = DecodeBatch(
-        cfg.model_copy(update={"model": cfg.model.model_copy(update={"modalities": pixels})}), augment=False
-    )
+    decoder = DecodeBatch(cfg, augment=False, modalities=pixels)
     columns = list(dict.fromkeys([*ROW_COLUMNS, *(f"{m.value}_present" for m in mods)]))
     ids, lat, lon = [], [], []
     embs: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}

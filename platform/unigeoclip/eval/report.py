@@ -78,6 +78,19 @@ def to_json(res: EvalResult) -> dict[str, Any]:
                 p.features: {"dim": p.dim, "mean_r2": p.mean_r2, "r2": p.r2, "alpha": p.alpha} for p in res.probes
             },
         }
+    out["groups"] = {
+        name: {
+            "samples": g.samples,
+            "retrieval": {r.key: _pair_json(r) for r in g.retrieval},
+            "retrieval_mean_recall": {str(k): float(np.mean([r.recall[k] for r in g.retrieval])) for k in o.ks}
+            if g.retrieval
+            else {},
+            "probe_points": g.probe_points,
+            "probe": next((p.mean_r2 for p in g.probes if p.features.startswith("unigeoclip")), None),
+            "probes": {p.features: {"dim": p.dim, "mean_r2": p.mean_r2, "r2": p.r2} for p in g.probes},
+        }
+        for name, g in res.groups.items()
+    }
     for a in res.ablations:
         out["ablations"].append(
             {
@@ -200,6 +213,21 @@ def to_markdown(res: EvalResult) -> str:
             "population within 50 km (GeoNames).",
             _table(["target", *[f"{p.features} ({p.dim}-d)" for p in res.probes]], rows),
         ]
+    for name, grp in res.groups.items():
+        parts += [
+            f"## {name.capitalize()} samples, apart",
+            f"The figures above are of places only. Among the split's {grp.samples} {name} samples (a gallery of "
+            f"their own), recall@1 and its ratio to chance:",
+            _matrix(grp.retrieval),
+            _pair_rows(grp.retrieval, o.ks, th),
+        ]
+        if grp.probes:
+            rows = [[t, *[_f(p.r2[t]) for p in grp.probes]] for t in grp.probes[0].r2]
+            rows.append(["**mean R^2**", *[f"**{_f(p.mean_r2)}**" for p in grp.probes]])
+            parts += [
+                f"Linear probes on {grp.probe_points} {name} locations (same protocol as above):",
+                _table(["target", *[f"{p.features} ({p.dim}-d)" for p in grp.probes]], rows),
+            ]
     if res.ablations:
         main_pairs = {r.key: r.recall[1] for r in res.retrieval if Modality.COORDS in (r.query, r.target)}
         main_depth = next((p for p in res.probes if p.features.startswith("unigeoclip")), None)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.sources.earth import is_landscape
 from ..data.store import SampleStore
 from ..errors import InputError
 from ..geo.s2 import stable_fraction
@@ -79,6 +80,16 @@ class AblationResult:
 
 
 @dataclass
+class GroupResult:
+    """Retrieval and probes on one kind of sample only (the Earth source's landscape samples)."""
+
+    samples: int
+    retrieval: list[PairRecall]
+    probe_points: int
+    probes: list[ProbeResult]
+
+
+@dataclass
 class EvalResult:
     model_dir: str
     store: str
@@ -92,6 +103,7 @@ class EvalResult:
     probe_points: int
     probes: list[ProbeResult]
     ablations: list[AblationResult]
+    groups: dict[str, GroupResult] = field(default_factory=dict)  # other kinds of sample, reported apart
     pictures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     options: EvalOptions = field(default_factory=EvalOptions)
@@ -112,12 +124,26 @@ class _Timer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def store_locations(store: SampleStore) -> np.ndarray:
-    """``(N, 2)`` distinct locations of the store's current samples (every split and year)."""
-    table = store.samples().to_table(columns=["lat_deg", "lon_deg", "current"])
-    current = np.asarray(table.column("current").to_numpy(zero_copy_only=False), dtype=bool)
-    latlon = np.stack([table.column("lat_deg").to_numpy(), table.column("lon_deg").to_numpy()], axis=1)[current]
+def store_locations(store: SampleStore, *, landscape: bool | None = None) -> np.ndarray:
+    """``(N, 2)`` distinct locations of the store's current samples (every split and year); ``landscape``
+    True or False keeps only the Earth source's landscape samples, or only the others."""
+    table = store.samples().to_table(columns=["lat_deg", "lon_deg", "current", "source_id"])
+    keep = np.asarray(table.column("current").to_numpy(zero_copy_only=False), dtype=bool)
+    if landscape is not None:
+        keep &= landscape_mask(table.column("source_id").to_pylist()) == landscape
+    latlon = np.stack([table.column("lat_deg").to_numpy(), table.column("lon_deg").to_numpy()], axis=1)[keep]
     return np.unique(latlon.astype(np.float64), axis=0)
+
+
+def landscape_mask(source_ids: Sequence[str]) -> np.ndarray:
+    return np.array([is_landscape(str(s)) for s in source_ids], dtype=bool)
+
+
+def _split_landscape(store: SampleStore, split: SplitEmbeddings) -> np.ndarray:
+    """``(N,)`` bool: which of the split's samples are landscape samples."""
+    table = store.samples().to_table(columns=["sample_id", "source_id"], filter="current = true")
+    source = dict(zip(table.column("sample_id").to_pylist(), table.column("source_id").to_pylist(), strict=True))
+    return landscape_mask([source.get(str(i), "") for i in split.sample_ids])
 
 
 def probe_points(latlon: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
@@ -156,6 +182,10 @@ def evaluate(model_dir: str | Path, store: SampleStore | str, out: str | Path, o
         name = f"unigeoclip ({model.config.name})"
     with timer("embed split"):
         split = _embed(model, model_dir, store, o)
+    landscape = _split_landscape(store, split)
+    other = split.subset(np.flatnonzero(landscape)) if landscape.any() else None
+    if landscape.any():  # the main figures stay those of places, comparable with a store without landscape
+        split = split.subset(np.flatnonzero(~landscape))
     if len(split) < 2:
         raise InputError(f"split {o.split!r} has {len(split)} sample(s): retrieval needs at least 2")
     geo_args: dict[str, Any] = {"latlon": split.latlon, "thresholds_km": o.thresholds_km}
@@ -169,7 +199,7 @@ def evaluate(model_dir: str | Path, store: SampleStore | str, out: str | Path, o
                 r = ensemble_retrieval(split.embeddings, split.present, query, target, ks=o.ks, **geo_args)
                 if r is not None:
                     ensembles.append(r)
-    locations = store_locations(store)
+    locations = store_locations(store, landscape=False if other is not None else None)
     has_coords = Modality.COORDS in model.modalities
     gallery, geocells = None, []
     psplit, points = None, probe_points(locations, o.probe_max_points, o.seed)
@@ -191,9 +221,13 @@ def evaluate(model_dir: str | Path, store: SampleStore | str, out: str | Path, o
         for feature_name, fn in [(name, coords_features(model)), *[(p, peer_fns[p]) for p in o.peers]]:
             with timer(f"probe {feature_name.split()[0]}"):
                 probes.append(probe(feature_name, fn(points), targets, psplit))
-        for other in o.ablation_models:
+        for ablated in o.ablation_models:
             with timer("ablation"):
-                ablations.append(_ablation(Path(other), store, o, points, targets, psplit))
+                ablations.append(_ablation(Path(ablated), store, o, points, targets, psplit))
+    groups: dict[str, GroupResult] = {}
+    if other is not None:
+        with timer("landscape"):
+            groups["landscape"] = _group(model, name, store, other, o, has_coords)
     pictures: dict[str, str] = {}
     if o.pictures:
         with timer("pictures"):
@@ -209,8 +243,24 @@ def evaluate(model_dir: str | Path, store: SampleStore | str, out: str | Path, o
     return EvalResult(
         model_dir=str(model_dir), store=str(store.root), split=o.split, samples=len(split), retrieval=retrieval,
         ensembles=ensembles, gallery=gallery, geocells=geocells, probe_split=psplit, probe_points=len(points),
-        probes=probes, ablations=ablations, pictures=pictures, seconds=timer.seconds, options=o,
+        probes=probes, ablations=ablations, groups=groups, pictures=pictures, seconds=timer.seconds, options=o,
     )  # fmt: skip
+
+
+def _group(
+    model: UniGeoCLIP, name: str, store: SampleStore, split: SplitEmbeddings, o: EvalOptions, has_coords: bool
+) -> GroupResult:
+    """Retrieval among the landscape samples of the split, probes on every landscape location of the store."""
+    retrieval = recall_matrix(split.embeddings, split.present, o.ks, latlon=split.latlon, thresholds_km=o.thresholds_km)
+    probes: list[ProbeResult] = []
+    points = probe_points(store_locations(store, landscape=True), o.probe_max_points, o.seed)
+    if has_coords and len(points) >= 20:
+        targets = location_targets(points[:, 0], points[:, 1])
+        psplit = spatial_blocks(points, level=o.probe_block_level)
+        peer_fns: dict[str, LocationFeatures] = {"raw": raw_features, "geoclip": geoclip_features}
+        for feature_name, fn in [(name, coords_features(model)), *[(p, peer_fns[p]) for p in o.peers]]:
+            probes.append(probe(feature_name, fn(points), targets, psplit))
+    return GroupResult(len(split), retrieval, len(points), probes)
 
 
 def _ablation(

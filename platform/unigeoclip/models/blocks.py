@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,3 +40,52 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.linear(x), dim=-1)
+
+
+class LockableTower(nn.Module):
+    """A tower of a pretrained ``backbone`` and a ``head``: ``features`` (backbone + pooling) then ``project``.
+
+    Locked (LiT, Zhai et al. 2022), the backbone is frozen and stays in eval mode (no dropout), so its
+    features of an input never change and can be computed once and cached; only the head trains, plus
+    the last ``unlocked_layers`` of the backbone if asked (then nothing is cached).
+    """
+
+    backbone: Any  # a transformers model
+    head: ProjectionHead
+    locked: bool = False
+
+    def lock(self, unlocked_layers: int) -> None:
+        self.locked = True
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        if unlocked_layers:
+            layers = layer_stack(self.backbone)
+            if unlocked_layers > len(layers):
+                raise ValueError(f"unlocked_layers {unlocked_layers} is more than the tower's {len(layers)} layers")
+            for layer in list(layers)[-unlocked_layers:]:
+                for p in layer.parameters():
+                    p.requires_grad_(True)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> LockableTower:
+        super().train(mode)
+        if self.locked:
+            self.backbone.eval()
+        return self
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.head.linear.in_features)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` features (the backbone's pooled output, e.g. from the cache) -> ``(B, D)`` unit vectors."""
+        return self.head(features.to(self.head.linear.weight.dtype))
+
+
+def layer_stack(backbone: nn.Module) -> nn.ModuleList:
+    """The backbone's stack of transformer layers: its longest ``ModuleList`` named ``layer`` or ``layers``."""
+    stacks = [m for name, m in backbone.named_modules() if isinstance(m, nn.ModuleList) and name.split(".")[-1]
+              in ("layer", "layers")]  # fmt: skip
+    if not stacks:
+        raise ValueError(f"no layer stack found in {type(backbone).__name__}: unlocked_layers cannot apply")
+    return max(stacks, key=len)

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
 
 from ..config import VisionTowerConfig
 from ..errors import ConfigError, InputError
-from .blocks import ProjectionHead
-from .hf_local import read_hf_config
+from .blocks import LockableTower, ProjectionHead
+from .hf_local import local_model_dir, read_hf_config
 
 
 def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:
@@ -31,6 +30,7 @@ def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:
 def load_pretrained_vision(directory: Path) -> Siglip2VisionModel:
     """A SigLIP-2 vision tower from a local ``Siglip2Model`` or ``Siglip2VisionModel`` directory."""
     model_type = read_hf_config(directory).get("model_type")
+    directory = local_model_dir(directory)
     if model_type == "siglip2":  # a full SigLIP-2 model: keep its vision tower
         return Siglip2Model.from_pretrained(str(directory), local_files_only=True).vision_model
     if model_type == "siglip2_vision_model":
@@ -45,7 +45,7 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
     return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
 
 
-class ImageTower(nn.Module):
+class ImageTower(LockableTower):
     """RGB in [0, 1] -> SigLIP-2 vision transformer (attention-pooled) -> ``(B, D)`` unit vectors."""
 
     def __init__(self, cfg: VisionTowerConfig, embed_dim: int, hf_config: dict[str, Any] | None = None) -> None:
@@ -59,11 +59,17 @@ class ImageTower(nn.Module):
         patch = self.backbone.config.patch_size
         self.patch_size = int(patch if isinstance(patch, int) else patch[0])
         self.head = ProjectionHead(self.backbone.config.hidden_size, embed_dim)
+        if cfg.locked:
+            self.lock(cfg.unlocked_layers)
 
     def hf_config(self) -> dict[str, Any]:
         return self.backbone.config.to_dict()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))  # (B, D)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] -> the attention-pooled ``(B, F)`` state the head projects (a locked tower's cache)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"images must be (B, 3, H, W) RGB in [0, 1], got shape {tuple(images.shape)}")
         b, _, h, w = images.shape
@@ -75,4 +81,4 @@ class ImageTower(nn.Module):
         shapes = torch.tensor([[h // p, w // p]], device=images.device).expand(b, 2)
         mask = torch.ones(patches.shape[:2], dtype=torch.long, device=images.device)  # (B, N)
         out = self.backbone(pixel_values=patches, pixel_attention_mask=mask, spatial_shapes=shapes)
-        return self.head(out.pooler_output)  # (B, D)
+        return out.pooler_output  # (B, F)

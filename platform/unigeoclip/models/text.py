@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -18,8 +17,8 @@ from transformers import (
 
 from ..config import TextTowerConfig
 from ..errors import ConfigError, InputError
-from .blocks import ProjectionHead
-from .hf_local import read_hf_config
+from .blocks import LockableTower, ProjectionHead
+from .hf_local import local_model_dir, read_hf_config
 
 
 def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -> Siglip2TextConfig:
@@ -39,7 +38,7 @@ def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -
 
 def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
     assert cfg.pretrained_dir is not None
-    directory = str(cfg.pretrained_dir)
+    directory = str(local_model_dir(cfg.pretrained_dir))
     model_type = read_hf_config(cfg.pretrained_dir).get("model_type")
     if cfg.kind == "siglip2":
         if model_type == "siglip2":  # a full SigLIP-2 model: keep its text tower
@@ -50,7 +49,7 @@ def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
     return AutoModel.from_pretrained(directory, local_files_only=True)
 
 
-class TextTower(nn.Module):
+class TextTower(LockableTower):
     """Token ids -> text encoder -> pooled state -> ``(B, D)`` unit vectors.
 
     SigLIP-2 towers pool the last position by default (their training convention, inputs
@@ -90,11 +89,17 @@ class TextTower(nn.Module):
             )
         hidden = getattr(self.backbone.config, "projection_size", None) or self.backbone.config.hidden_size
         self.head = ProjectionHead(int(hidden), embed_dim)
+        if cfg.locked:
+            self.lock(cfg.unlocked_layers)
 
     def hf_config(self) -> dict[str, Any]:
         return self.backbone.config.to_dict()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(input_ids, attention_mask))  # (B, D)
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids -> the pooled ``(B, F)`` state the head projects (what a locked tower's cache holds)."""
         if input_ids.ndim != 2 or input_ids.shape != attention_mask.shape:
             raise InputError(
                 f"text_input_ids and text_attention_mask must both be (B, L), got "
@@ -111,7 +116,7 @@ class TextTower(nn.Module):
             if self.kind == "siglip2":  # keep SigLIP-2's own head, so a pretrained tower's width still fits
                 siglip_head = self.backbone.get_submodule("head")
                 pooled = siglip_head(pooled)
-        return self.head(pooled)  # (B, D)
+        return pooled  # (B, F)
 
 
 def drop_tokens(attention_mask: torch.Tensor, rate: float) -> torch.Tensor:

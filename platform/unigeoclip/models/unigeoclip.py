@@ -15,7 +15,8 @@ from transformers import PreTrainedTokenizerBase
 
 from ..config import Config, load_config
 from ..errors import CheckpointError, InputError, ModalityError
-from ..modality import INPUT_KEYS, Modality, modalities_in, present_key
+from ..modality import INPUT_KEYS, Modality, features_key, modalities_in, present_key
+from .blocks import LockableTower
 from .coords import build_location_encoder
 from .dsm import DSMTower
 from .image import ImageTower
@@ -94,11 +95,15 @@ class UniGeoCLIP(nn.Module):
         """One modality's inputs -> ``(B, D)`` unit vectors.
 
         ``inputs``: a tensor in the layout of :data:`unigeoclip.modality.INPUT_KEYS`, a batch
-        dict holding those keys, or for text a list of strings.
+        dict holding those keys (or a locked tower's ``<m>_features``), or for text a list of strings.
         """
         m = Modality.parse(modality)
         tower = self.tower(m)
         device = self.device
+        if isinstance(inputs, Mapping) and features_key(m) in inputs:  # a locked tower's cached features
+            if not isinstance(tower, LockableTower):
+                raise InputError(f"{features_key(m)} given, but the {m.value} tower takes its inputs, not features")
+            return tower.project(torch.as_tensor(inputs[features_key(m)], device=device))
         if m is Modality.TEXT:
             if isinstance(inputs, Mapping):
                 ids = inputs.get("text_input_ids", inputs.get("input_ids"))

@@ -9,6 +9,7 @@
     workers/           rank-N.json: pid and host of each worker
     model/             the exported model (UniGeoCLIP.from_pretrained) once the run completes
     probe.safetensors  a batch and the trained model's embeddings of it (export self-check)
+    feature_cache.json locked towers: contents wanted, cached and computed, the cache's size and place
 
 Resuming relaunches the same Ray Train run (same name and storage): the workers pick
 the latest checkpoint up with ``ray.train.get_checkpoint()``.
@@ -16,10 +17,11 @@ the latest checkpoint up with ``ray.train.get_checkpoint()``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from ..data.store import SampleStore
 from ..errors import ConfigError
 from ..obs.metrics import push_run_metrics
 from ..runtime import wait_for_resources
+from .frozen import ensure_features
 from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
 
 RUN_NAME = "train"
@@ -124,13 +127,17 @@ def train(
     if store.count(tc.val_split) < 2:
         raise ConfigError(f"{store.root} has fewer than 2 samples in the validation split {tc.val_split!r}")
     _wait_for_cluster(tc, gpu)  # after every check of the store: the wait can be long
+    features, cache_stats = ensure_features(cfg, store)  # locked towers: their features once, not every step
+    if cache_stats:
+        (run_dir / "feature_cache.json").write_text(json.dumps([asdict(c) | {"hit_rate": c.hit_rate}
+                                                                 for c in cache_stats], indent=1))  # fmt: skip
     # Inside training, the progress lines of the loop say how far it is; Ray Data's bars, redrawn from every
     # worker, would only bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
     # The held-out split is small and fixed: decode it once, before training reserves the CPUs, and keep it in
     # the object store from this driver, on the head. Held by a task on a worker node instead, it was lost
     # with that node, and rebuilding it while the restarted workers held the CPUs stalled the run.
-    val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples))
+    val_ref = ray.put(load_batches(cfg, store, tc.val_split, max_samples=tc.val_max_samples, features=features))
     if train_dataset is None:  # every epoch of the run in one stream: a pipeline restart per epoch costs seconds
         epochs = math.ceil(tc.steps * tc.grad_accum * tc.micro_batch * tc.workers / train_count)
         train_dataset = build_dataset(
@@ -142,6 +149,7 @@ def train(
             seed=tc.seed,
             epochs=epochs,
             cache_mb=tc.decode_cache_mb,
+            features=features,
         )
     datasets: dict[str, Any] = {"train": train_dataset}
     resources = resource_plan(tc, gpu)[0]

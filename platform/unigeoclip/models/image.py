@@ -58,7 +58,7 @@ class ImageTower(LockableTower):
             self.backbone = Siglip2VisionModel(vision_config_from(cfg))
         patch = self.backbone.config.patch_size
         self.patch_size = int(patch if isinstance(patch, int) else patch[0])
-        self.head = ProjectionHead(self.backbone.config.hidden_size, embed_dim)
+        self.head = ProjectionHead(self.backbone.config.hidden_size, embed_dim, cfg.head_hidden)
         if cfg.locked:
             self.lock(cfg.unlocked_layers)
 

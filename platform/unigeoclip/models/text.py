@@ -88,7 +88,7 @@ class TextTower(LockableTower):
                 f"byte tokenizer's {len(tokenizer)}: set text.tokenizer to 'auto' to use its own tokenizer"
             )
         hidden = getattr(self.backbone.config, "projection_size", None) or self.backbone.config.hidden_size
-        self.head = ProjectionHead(int(hidden), embed_dim)
+        self.head = ProjectionHead(int(hidden), embed_dim, cfg.head_hidden)
         if cfg.locked:
             self.lock(cfg.unlocked_layers)
 

@@ -184,6 +184,13 @@ class CoordsEncoderConfig(StrictModel):
     num_heads: int = Field(2, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
     capsule_hidden: int = Field(64, gt=0, description="geoclip kind: hidden width of each capsule MLP")
+    sh_degree: int = Field(
+        0,
+        ge=0,
+        le=40,
+        description="scaled kind: one more token from the real spherical harmonics up to this degree (SatCLIP's "
+        "basis; smooth over the sphere, detail to ~20,000 km / degree), through a learned linear map (0: off)",
+    )
     seed: int = Field(0, description="seed of the frozen random Fourier projections")
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from unigeoclip import InputError, load_config
 from unigeoclip.config import CoordsEncoderConfig
+from unigeoclip.geo.harmonics import real_spherical_harmonics
 from unigeoclip.geo.projection import equal_earth
 from unigeoclip.models.coords import GeoCLIPLocationEncoder, ScaledLocationEncoder, build_location_encoder
 from unigeoclip.models.unigeoclip import UniGeoCLIP
@@ -89,3 +90,39 @@ def test_bad_coordinates_are_rejected_with_a_reason(bad: list) -> None:
     model = UniGeoCLIP.from_config(load_config("tiny"))
     with pytest.raises(InputError, match="coords"):
         model.encode("coords", torch.tensor(bad))
+
+
+def test_real_spherical_harmonics_match_scipy_and_are_orthonormal() -> None:
+    """Against SciPy's complex harmonics (an independent implementation): real Y_l^m = sqrt(2) Re/Im of
+    the complex one for m > 0 / m < 0, the complex one for m = 0, up to each function's sign convention."""
+    from scipy.special import sph_harm_y
+    from unigeoclip.data.sources.earth import fibonacci_lattice
+
+    lat, lon = fibonacci_lattice(4000)
+    ours = real_spherical_harmonics(torch.from_numpy(lat), torch.from_numpy(lon), 8).numpy()  # (N, 81)
+    theta, phi = np.radians(90.0 - lat), np.radians(lon)
+    col = 0
+    for l in range(9):  # noqa: E741
+        for m in range(-l, l + 1):
+            y = sph_harm_y(l, abs(m), theta, phi)
+            ref = y.real if m == 0 else np.sqrt(2.0) * (y.real if m > 0 else y.imag)
+            sign = np.sign(np.dot(ours[:, col], ref))
+            np.testing.assert_allclose(ours[:, col], sign * ref, atol=1e-10, err_msg=f"l={l} m={m}")
+            col += 1
+    gram = ours.T @ ours * (4.0 * np.pi / len(lat))  # equal-area points: a quadrature of the sphere
+    np.testing.assert_allclose(gram, np.eye(81), atol=0.02)
+
+
+def test_a_spherical_harmonics_token_joins_the_fourier_tokens() -> None:
+    base = CoordsEncoderConfig(sigmas=(1.0, 16.0), depth=1, num_heads=2, num_registers=2)
+    with_sh = base.model_copy(update={"sh_degree": 6})
+    enc = ScaledLocationEncoder(with_sh, 16, 8)
+    n_base = sum(p.numel() for p in ScaledLocationEncoder(base, 16, 8).parameters())
+    assert sum(p.numel() for p in enc.parameters()) == n_base + 49 * 16 + 16  # the harmonics' linear map only
+    x = torch.tensor([[89.9, 10.0], [89.9, -170.0], [0.0, 179.99], [0.0, -179.99]])
+    with torch.no_grad():
+        z = enc(x)
+    assert z.shape == (4, 8) and torch.allclose(z.norm(dim=1), torch.ones(4))
+    with torch.no_grad():  # smooth across the pole and the antimeridian: near points, near harmonics
+        sh = real_spherical_harmonics(x[:, 0].double(), x[:, 1].double(), 6)
+    assert (sh[0] - sh[1]).abs().max() < 0.05 and (sh[2] - sh[3]).abs().max() < 0.05

@@ -6,6 +6,9 @@ Scaled encoder, per location (attention runs over that location's tokens only):
     one per sigma, each [cos, sin] = one token of width W -> + R learned registers
     -> depth pre-norm blocks -> mean of the K frequency tokens -> Linear(W, D) -> L2.
 
+``sh_degree`` > 0 adds one token, the real spherical harmonics of the position (SatCLIP's basis)
+through a learned linear map, beside the K Fourier tokens.
+
 Every learned weight is shared by the K frequency tokens, so the parameter count does
 not depend on K. Depth 0 reduces to plain fixed Fourier features and a linear head.
 """
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from ..config import CoordsEncoderConfig
+from ..geo.harmonics import real_spherical_harmonics
 from ..geo.projection import equal_earth_normalised
 from .blocks import ProjectionHead, TransformerBlock
 
@@ -60,6 +64,8 @@ class ScaledLocationEncoder(nn.Module):
     def __init__(self, cfg: CoordsEncoderConfig, width: int, embed_dim: int) -> None:
         super().__init__()
         self.fourier = FourierProjections(cfg.sigmas, width, cfg.seed)
+        self.sh_degree = cfg.sh_degree
+        self.sh: nn.Module | None = nn.Linear((cfg.sh_degree + 1) ** 2, width) if cfg.sh_degree else None
         self.registers = nn.Parameter(0.02 * torch.randn(1, cfg.num_registers, width))
         self.blocks = nn.ModuleList(TransformerBlock(width, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.norm: nn.Module = nn.LayerNorm(width) if cfg.depth > 0 else nn.Identity()
@@ -67,7 +73,11 @@ class ScaledLocationEncoder(nn.Module):
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """``(B, 2)`` lat_deg, lon_deg -> ``(B, D)`` unit vectors."""
-        tokens = self.fourier(coords, self.head.linear.weight.dtype)  # (B, K, W)
+        dtype = self.head.linear.weight.dtype
+        tokens = self.fourier(coords, dtype)  # (B, K, W)
+        if self.sh is not None:  # one more frequency token: the spherical harmonics, linearly mapped
+            harmonics = real_spherical_harmonics(coords[:, 0], coords[:, 1], self.sh_degree)  # (B, (L + 1)^2)
+            tokens = torch.cat((tokens, self.sh(harmonics.to(dtype)).unsqueeze(1)), dim=1)  # (B, K + 1, W)
         k = tokens.shape[1]
         if len(self.blocks) > 0:
             x = torch.cat((tokens, self.registers.expand(tokens.shape[0], -1, -1)), dim=1)  # (B, K + R, W)

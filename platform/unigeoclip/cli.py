@@ -230,6 +230,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.colocate:
         fields["colocate"] = True
     cfg = ServeConfig.model_validate(fields)
+    cfg.check_exposure(args.host, allow_unauthenticated=args.allow_unauthenticated)  # before anything starts
     if args.detach and not (args.address or os.environ.get("RAY_ADDRESS")):
         raise UniGeoCLIPError(
             "--detach leaves the service running on a cluster after this command ends, so it needs one: give "
@@ -257,6 +258,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="the serving version's model directory, if not where it was embedded")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="HTTP port [8000]")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve beyond loopback (--host) without an API key; refused otherwise",
+    )
     p.add_argument("--serve-config", default=None, help="YAML of ServeConfig fields (limits, scaling, batching)")
     p.add_argument("--colocate", action="store_true",
                    help="one deployment: the gateway encodes and searches in its own process (lowest latency on "

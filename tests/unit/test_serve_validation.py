@@ -262,3 +262,48 @@ def test_the_retriever_searches_small_snapshots_on_the_loop_and_the_rest_in_a_th
     lancedb, lancedb_ran_on_loop = run(memory_rows=0)
     assert on_loop_ran_there and not in_thread_ran_on_loop and not lancedb_ran_on_loop
     assert on_loop == in_thread == lancedb
+
+
+def test_an_empty_api_key_is_a_configuration_error_not_no_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unigeoclip.errors import ConfigError
+
+    monkeypatch.setenv("UNIGEOCLIP_API_KEY", "")
+    with pytest.raises(ConfigError, match=r"\$UNIGEOCLIP_API_KEY is set but empty"):
+        ServeConfig(db="x").resolved_api_key()
+    monkeypatch.setenv("UNIGEOCLIP_API_KEY", "   ")
+    with pytest.raises(ConfigError, match="set but empty"):
+        ServeConfig(db="x").resolved_api_key()
+    with pytest.raises(ConfigError, match="api_key is set but empty"):
+        ServeConfig(db="x", api_key="").resolved_api_key()
+    monkeypatch.delenv("UNIGEOCLIP_API_KEY")
+    assert ServeConfig(db="x").resolved_api_key() is None
+    with pytest.raises(ConfigError, match="requires an API key"):
+        ServeConfig(db="x", require_api_key=True).resolved_api_key()
+    monkeypatch.setenv("UNIGEOCLIP_API_KEY", "s3cret")
+    assert ServeConfig(db="x", require_api_key=True).resolved_api_key() == "s3cret"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "example.org"])
+def test_serving_beyond_loopback_without_a_key_is_refused(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unigeoclip.errors import ConfigError
+
+    monkeypatch.delenv("UNIGEOCLIP_API_KEY", raising=False)
+    cfg = ServeConfig(db="x")
+    with pytest.raises(ConfigError, match="--allow-unauthenticated"):
+        cfg.check_exposure(host)
+    cfg.check_exposure(host, allow_unauthenticated=True)
+    for loopback in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        cfg.check_exposure(loopback)
+    monkeypatch.setenv("UNIGEOCLIP_API_KEY", "s3cret")
+    cfg.check_exposure(host)
+
+
+def test_the_cli_refuses_an_open_keyless_service_before_starting_anything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+    from unigeoclip.cli import main
+
+    monkeypatch.delenv("UNIGEOCLIP_API_KEY", raising=False)
+    assert main(["serve", "--db", "nowhere", "--host", "0.0.0.0"]) == 2
+    assert "--allow-unauthenticated" in capsys.readouterr().err and not ray.is_initialized()

@@ -12,6 +12,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from ..data.validate import MAX_TEXT_CHARS
+from ..errors import ConfigError
 
 
 class _Closed(BaseModel):
@@ -78,6 +79,9 @@ class ServeConfig(_Closed):
     )
     api_key: SecretStr | None = Field(None, description="required in the X-API-Key header of /v1/* when set")
     api_key_env: str = Field("UNIGEOCLIP_API_KEY", description="environment variable read for the key when unset")
+    require_api_key: bool = Field(
+        False, description="refuse to start without a key (the RayService sets it: a missing Secret stops the rollout)"
+    )
     limits: Limits = Limits()
     max_batch_size: int = Field(32, ge=1, description="queries one encoder call batches")
     batch_wait_timeout_s: float = Field(
@@ -114,9 +118,45 @@ class ServeConfig(_Closed):
         return self
 
     def resolved_api_key(self) -> str | None:
-        """The configured key, else the one in ``$api_key_env`` (read inside the replica), else None."""
+        """The configured key, else the one in ``$api_key_env`` (read inside the replica), else None.
+
+        Fails closed: a key that is set but empty is a :class:`ConfigError` (never "no auth"), and so is
+        no key at all with ``require_api_key``.
+        """
         import os
 
         if self.api_key is not None:
-            return self.api_key.get_secret_value() or None
-        return os.environ.get(self.api_key_env) or None
+            key, where = self.api_key.get_secret_value(), "api_key"
+        else:
+            key, where = os.environ.get(self.api_key_env), f"${self.api_key_env}"
+        if key is not None and not key.strip():
+            raise ConfigError(
+                f"{where} is set but empty: give it a key, or unset it to serve without one (loopback only)"
+            )
+        if key is None and self.require_api_key:
+            raise ConfigError(
+                f"this service requires an API key (require_api_key) and ${self.api_key_env} is not set: "
+                "create the Secret the manifest reads, or set the variable"
+            )
+        return key
+
+    def check_exposure(self, host: str, *, allow_unauthenticated: bool = False) -> None:
+        """Refuse to listen beyond loopback without an API key, unless the operator says so explicitly."""
+        if is_loopback(host) or allow_unauthenticated or self.resolved_api_key() is not None:
+            return
+        raise ConfigError(
+            f"serving on {host} without an API key would open /v1/* to every host that reaches it: set "
+            f"${self.api_key_env} (or api_key), listen on 127.0.0.1, or pass --allow-unauthenticated"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost`` included); a name that is not an address is not."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -307,3 +307,47 @@ def test_the_cli_refuses_an_open_keyless_service_before_starting_anything(
     monkeypatch.delenv("UNIGEOCLIP_API_KEY", raising=False)
     assert main(["serve", "--db", "nowhere", "--host", "0.0.0.0"]) == 2
     assert "--allow-unauthenticated" in capsys.readouterr().err and not ray.is_initialized()
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "ICO", "PPM"])
+def test_only_the_documented_image_formats_reach_a_decoder(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, format=fmt)
+    with pytest.raises(InputError, match="not a PNG, JPEG or WEBP image"):
+        prepare(query(aerial={"image_b64": base64.b64encode(buf.getvalue()).decode()}), LIMITS)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_the_documented_image_formats_decode(fmt: str) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, format=fmt)
+    out = prepare(query(aerial={"image_b64": base64.b64encode(buf.getvalue()).decode()}), LIMITS)
+    assert out[Modality.AERIAL].shape == (16, 16, 3)
+
+
+def _geotiff(data: np.ndarray, **profile: object) -> str:
+    from rasterio.io import MemoryFile
+
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                      dtype=data.dtype, **profile) as ds:  # fmt: skip
+            ds.write(data)
+        return base64.b64encode(mem.read()).decode()
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_a_dsm_geotiff_is_one_band_of_real_heights_in_bounded_blocks() -> None:
+    ok = prepare(query(dsm={"geotiff_b64": _geotiff(np.full((1, 8, 8), 12.5, np.float32))}), LIMITS)
+    assert ok[Modality.DSM].shape == (8, 8)
+    with pytest.raises(InputError, match="has 3 bands"):
+        prepare(query(dsm={"geotiff_b64": _geotiff(np.zeros((3, 8, 8), np.float32))}), LIMITS)
+    with pytest.raises(InputError, match="holds complex64 values"):
+        prepare(query(dsm={"geotiff_b64": _geotiff(np.zeros((1, 8, 8), np.complex64))}), LIMITS)
+    # 64 x 64 pixels that declare one 2048 x 2048 tile: reading it would allocate the whole tile
+    huge_tile = _geotiff(np.full((1, 64, 64), 7, np.uint8), tiled=True, blockxsize=2048, blockysize=2048)
+    with pytest.raises(InputError, match="blocks of 2048x2048"):
+        prepare(query(dsm={"geotiff_b64": huge_tile}), Limits(max_dsm_pixels=64 * 64))
+
+
+def test_the_default_pixel_limit_is_what_the_model_can_use() -> None:
+    assert Limits().max_image_pixels == 2048 * 2048

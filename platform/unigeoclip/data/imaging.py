@@ -19,19 +19,22 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def open_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_rgb(data: bytes, *, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = None) -> Image.Image:
     """Encoded PNG/JPEG/... -> a decoded RGB PIL image, or :class:`InputError` saying why it is unreadable.
 
-    The pixel count is checked from the header, before anything is decoded.
+    The pixel count is checked from the header, before anything is decoded. ``formats`` (Pillow's names,
+    e.g. ``("PNG", "JPEG")``) restricts which decoders may even look at the bytes.
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=list(formats) if formats else None) as img:
             if img.width * img.height > max_pixels:
                 raise InputError(f"image of {img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         if isinstance(exc, InputError):
             raise
+        if formats and isinstance(exc, UnidentifiedImageError):
+            raise InputError(f"not a {', '.join(formats[:-1])} or {formats[-1]} image") from None
         raise InputError(f"not a readable image ({type(exc).__name__}: {exc})") from None
 
 

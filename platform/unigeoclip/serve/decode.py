@@ -27,6 +27,9 @@ from .config import Limits
 from .schemas import DSMInput, ImageInput, Query, StreetInput
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")  # what the API documents; no other decoder sees request bytes
+DSM_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+MAX_BLOCK_PIXELS = 1024 * 1024  # one GeoTIFF block (tile or strip) is read whole: bound it
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def b64_bytes(text: str, what: str) -> bytes:
 def image_array(data: bytes, limits: Limits, what: str) -> np.ndarray:
     """PNG/JPEG bytes -> ``(H, W, 3)`` uint8; the pixel limit is checked from the header, before decoding."""
     try:
-        return np.asarray(open_rgb(data, max_pixels=limits.max_image_pixels))
+        return np.asarray(open_rgb(data, max_pixels=limits.max_image_pixels, formats=IMAGE_FORMATS))
     except InputError as exc:
         raise InputError(f"{what}: {exc}") from None
 
@@ -78,12 +81,24 @@ def dsm_from_geotiff(data: bytes, limits: Limits) -> np.ndarray:
                 raise InputError(
                     f"dsm GeoTIFF is {ds.width}x{ds.height} pixels, over the limit of {limits.max_dsm_pixels}"
                 )
+            _check_dsm_layout(ds.count, ds.dtypes[0], ds.block_shapes[0])
             band = ds.read(1, masked=True)
     except InputError:
         raise
     except (RasterioError, OSError, ValueError, MemoryError) as exc:
         raise InputError(f"dsm.geotiff_b64 is not a readable GeoTIFF ({type(exc).__name__}: {exc})") from None
     return np.ma.filled(band.astype(np.float32), np.nan)
+
+
+def _check_dsm_layout(bands: int, dtype: str, block: tuple[int, int]) -> None:
+    """A DSM GeoTIFF is one band of real heights, in blocks small enough to read (checked before any pixel)."""
+    if bands != 1:
+        raise InputError(f"dsm GeoTIFF has {bands} bands; send one band of heights in metres")
+    if dtype not in DSM_DTYPES:
+        raise InputError(f"dsm GeoTIFF holds {dtype} values; heights must be one of {', '.join(DSM_DTYPES)}")
+    if block[0] * block[1] > MAX_BLOCK_PIXELS:
+        raise InputError(f"dsm GeoTIFF blocks of {block[0]}x{block[1]} pixels are over {MAX_BLOCK_PIXELS}: "
+                         "tile it (gdal_translate -co TILED=YES)")  # fmt: skip
 
 
 def check_dsm(dsm: np.ndarray) -> np.ndarray:

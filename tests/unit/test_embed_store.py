@@ -202,3 +202,24 @@ def test_run_figures_breakdowns_and_a_textfile_folder(tmp_path: Path, monkeypatc
     unwritable.write_text("")
     where = push_run_metrics("ingest", figures, default_textfile=unwritable / "x.prom")  # under a file: fails
     assert where.startswith("not written to"), "a metrics failure never fails the job"
+
+
+def test_serving_refuses_a_model_directory_rewritten_since_its_version_was_embedded(
+    tmp_path: Path, tiny_model: UniGeoCLIP
+) -> None:
+    """The encoder's model lookup checks the recorded directory's fingerprint, as the embedding job does."""
+    from unigeoclip.serve.versions import model_dir_for
+
+    model_dir = tiny_model.save_pretrained(tmp_path / "model")
+    db = EmbeddingDB(tmp_path / "db")
+    db.register_version("v1", fingerprint=model_fingerprint(model_dir), model_dir=str(model_dir), embed_dim=32,
+                        modalities=["coords"])  # fmt: skip
+    assert model_dir_for(db, "v1", None) == model_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy)
+    with torch.no_grad():  # the run directory's model rewritten in place (a resumed run exporting again)
+        next(tiny_model.parameters()).add_(1.0)
+    tiny_model.save_pretrained(model_dir)
+    with pytest.raises(ConfigError, match="no longer holds model version 'v1'"):
+        model_dir_for(db, "v1", None)
+    assert model_dir_for(db, "v1", copy) == copy  # an intact copy given as --model still serves

@@ -11,6 +11,7 @@ import lance
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from .. import atomic
 from ..config import DataConfig
 from ..errors import ConfigError
 from .schema import REJECT_SCHEMA, SAMPLE_SCHEMA
@@ -57,8 +58,11 @@ class SampleStore:
         have = self.meta()
         if have is None:
             fs, path = self._fs()
-            with fs.open_output_stream(f"{path}/{META}") as f:
-                f.write(json.dumps(wanted, indent=1).encode())
+            if "://" in self.root:  # one object-store PUT: whole or absent
+                with fs.open_output_stream(f"{path}/{META}") as f:
+                    f.write(json.dumps(wanted, indent=1).encode())
+            else:
+                atomic.write_text(f"{path}/{META}", json.dumps(wanted, indent=1))
             return
         clash = {k: (have.get(k), v) for k, v in wanted.items() if have.get(k) != v}
         if clash:

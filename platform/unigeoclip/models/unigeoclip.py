@@ -13,6 +13,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from .. import atomic
 from ..config import Config, load_config
 from ..errors import CheckpointError, InputError, ModalityError
 from ..modality import INPUT_KEYS, Modality, features_key, modalities_in, present_key
@@ -144,9 +145,9 @@ class UniGeoCLIP(nn.Module):
         """Write config, tower configs, tokenizer and safetensors weights (nothing pickled)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(out / CONFIG_FILE, self.config.to_yaml())
+        atomic.write_text(out / CONFIG_FILE, self.config.to_yaml())
         hf = self.hf_tower_configs()
-        _atomic_write_text(out / TOWERS_FILE, json.dumps(hf, indent=1, sort_keys=True, default=str))
+        atomic.write_text(out / TOWERS_FILE, json.dumps(hf, indent=1, sort_keys=True, default=str))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
         tmp = out / (WEIGHTS_FILE + ".tmp")
@@ -186,9 +187,3 @@ def _check_coords(coords: torch.Tensor) -> None:
         raise InputError("coords contain NaN or infinite values")
     if bool((lat.abs() > 90).any()) or bool((lon.abs() > 180).any()):
         raise InputError("coords out of range: lat_deg must be in [-90, 90] and lon_deg in [-180, 180]")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

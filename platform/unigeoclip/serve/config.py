@@ -127,6 +127,7 @@ class ServeConfig(_Closed):
         """
         import os
 
+        key: str | None
         if self.api_key is not None:
             key, where = self.api_key.get_secret_value(), "api_key"
         else:

@@ -32,13 +32,24 @@ def serving_pointer(db: EmbeddingDB) -> dict[str, Any]:
 
 
 def model_dir_for(db: EmbeddingDB, model_version: str, override: Path | None) -> Path:
-    """Where ``model_version``'s weights are: ``override`` when it holds exactly that model, else the recorded dir."""
+    """Where ``model_version``'s weights are: ``override`` when it holds exactly that model, else the recorded dir,
+    which must still hold exactly the model the version was embedded with (its fingerprint), as the embedding
+    job checks: a directory rewritten since (a resumed run, a copy over it) would encode queries into another
+    space than the vectors they are searched against."""
     info = db.version_info(model_version)
     if info is None:
         raise FileNotFoundError(f"model version {model_version!r} is not registered in {db.uri}")
     if override is not None and model_fingerprint(override) == info["fingerprint"]:
         return override
-    return Path(info["model_dir"])
+    recorded = Path(info["model_dir"])
+    found = model_fingerprint(recorded)
+    if found != info["fingerprint"]:
+        raise ConfigError(
+            f"{recorded} no longer holds model version {model_version!r} (fingerprint {found[:12]}, embedded with "
+            f"{info['fingerprint'][:12]}): restore that model there, serve with --model pointing at a copy of "
+            "it, or embed the new model as its own version"
+        )
+    return recorded
 
 
 def check_override(db: EmbeddingDB, override: Path | None) -> None:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from ..config import Config, load_config
 from ..data.reader import build_dataset, load_batches
 from ..data.store import SampleStore
@@ -171,9 +172,10 @@ def train(
         raise RuntimeError(f"training finished without a checkpoint; see {run_dir / 'ray'}")
     model_dir = run_dir / EXPORT_DIR
     with result.checkpoint.as_directory() as directory:
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(Path(directory) / EXPORT_DIR, model_dir)
+        # Never rewritten in place (a resumed run exports again): written whole beside it, then swapped in at once.
+        staged = atomic.staging_dir(model_dir)
+        shutil.copytree(Path(directory) / EXPORT_DIR, staged)
+        atomic.replace_dir(staged, model_dir)
         shutil.copy2(Path(directory) / PROBE_FILE, run_dir / PROBE_FILE)
     metrics = dict(result.metrics or {})
     figures = {k: float(metrics[k]) for k in RUN_FIGURES if isinstance(metrics.get(k), int | float)}

@@ -261,6 +261,39 @@ def test_colocated_gateway_answers_as_the_three_deployments_do(service: Service,
         serve.delete("colocated")
 
 
+def test_a_storage_fault_is_a_503_that_names_no_path_and_every_answer_has_a_request_id(
+    service: Service, items: list[dict], tmp_path: Path
+) -> None:
+    """The serving table's files vanish under a running service (memory_rows 0: each search reads LanceDB)."""
+    import shutil
+
+    from unigeoclip.store.schema import table_name
+
+    broken = tmp_path / "db"
+    shutil.copytree(service.db, broken)
+    cfg = ServeConfig(db=str(broken), api_key=API_KEY, limits=LIMITS, memory_rows=0, refresh_s=60, gateway=FIXED,
+                      colocate=True)  # fmt: skip
+    serve.run(build_app(cfg), name="broken", route_prefix="/broken")
+    try:
+        deadline = time.time() + 120
+        while service.http.get("/broken/readyz").status_code != 200:
+            assert time.time() < deadline, "the second service never became ready"
+            time.sleep(0.5)
+        body = {"query": {"text": items[0]["text"]}, "k": 3}
+        ok = service.http.post("/broken/v1/search", json=body, headers={"X-Request-ID": "client-id-7"})
+        assert ok.status_code == 200 and ok.headers["x-request-id"] == "client-id-7"  # Serve's request id
+        for data in (broken / f"{table_name(service.versions[0])}.lance" / "data").iterdir():
+            data.unlink()
+        r = service.http.post("/broken/v1/search", json=body, headers={"X-Request-ID": "client-id-8"})
+        assert r.status_code == 503 and r.json()["status"] == 503, r.text
+        assert r.json()["request_id"] == r.headers["x-request-id"] == "client-id-8", "a 5xx says which request"
+        assert str(tmp_path) not in r.text and ".lance" not in r.text, "no server path in an error body"
+        metrics = service.http.get("/broken/metrics").text
+        assert 'unigeoclip_serve_errors_total{reason="storage",route="/v1/search"} 1.0' in metrics
+    finally:
+        serve.delete("broken")
+
+
 def test_requests_enter_through_serves_haproxy_ingress(service: Service) -> None:
     """The local default (``runtime.FAST_SERVE_INGRESS``): HAProxy holds the service's port and counts its requests."""
     metrics_url = f"http://127.0.0.1:{os.environ.get('RAY_SERVE_HAPROXY_METRICS_PORT', '9101')}/metrics"
@@ -304,7 +337,7 @@ BAD_REQUESTS: list[tuple[str, str, Any, int, str]] = [
     ("text too long", "/v1/embed", {"query": {"text": "x" * 4001}}, 422, "over the limit of 4000"),
     ("not base64", "/v1/embed", {"query": {"aerial": {"image_b64": "***"}}}, 422, "not valid base64"),
     ("a path, not an image", "/v1/embed", {"query": {"aerial": {"image_b64": b64(b"/etc/passwd")}}}, 422,
-     "not a readable image"),
+     "not a PNG, JPEG or WEBP image"),
     ("image too big", "/v1/embed", {"query": {"street": {"image_b64": b64(png(300, 300))}}}, 422,
      "exceeds the limit of 65536 pixels"),
     ("ragged dsm", "/v1/embed", {"query": {"dsm": {"heights": [[1, 2], [3]]}}}, 422, "rectangular"),

@@ -7,6 +7,7 @@ through the tower together.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -22,6 +23,8 @@ from .config import ServeConfig
 from .decode import Prepared, model_input
 from .versions import AliasWatcher, check_override, model_dir_for, serving_pointer
 
+log = logging.getLogger(__name__)
+INTERNAL = {"error": "internal error while encoding this query", "status": 500, "reason": "internal"}
 KEEP_MODELS = 2  # the serving model and the one before it (queries in flight during a switch)
 
 
@@ -89,14 +92,35 @@ class QueryEncoder:
             except InputError as exc:
                 out[i] = {"error": str(exc)}
                 continue
+            except Exception:  # one query's unexpected failure fails that query only, never its batch
+                log.exception("shaping query %d of a batch of %d failed", i, len(queries))
+                out[i] = dict(INTERNAL)
+                continue
             for m, x in shaped.items():
                 rows.setdefault(m, []).append((i, x))
+        failed: set[int] = set()
         with torch.inference_mode():
             for m, pairs in rows.items():
-                idx = [i for i, _ in pairs]
-                items = [x for _, x in pairs]
-                inputs: Any = items if m is Modality.TEXT else torch.from_numpy(np.stack(items))
-                z = model.encode(m, inputs).float().cpu().numpy()  # (B, D)
-                for j, i in enumerate(idx):
-                    out[i]["vectors"][m.value] = z[j]
+                try:
+                    self._encode_rows(model, m, pairs, out)
+                except Exception:  # find the rows that fail on their own: the others still get answers
+                    log.exception("encoding a %s batch of %d failed; retrying row by row", m.value, len(pairs))
+                    for pair in pairs:
+                        try:
+                            self._encode_rows(model, m, [pair], out)
+                        except Exception:
+                            log.exception("encoding %s query %d failed", m.value, pair[0])
+                            failed.add(pair[0])
+        for i in failed:
+            out[i] = dict(INTERNAL)
         return out
+
+    @staticmethod
+    def _encode_rows(model: Any, m: Modality, pairs: list[tuple[int, Any]], out: list[dict[str, Any]]) -> None:
+        import torch
+
+        items = [x for _, x in pairs]
+        inputs: Any = items if m is Modality.TEXT else torch.from_numpy(np.stack(items))
+        z = model.encode(m, inputs).float().cpu().numpy()  # (B, D)
+        for j, (i, _) in enumerate(pairs):
+            out[i]["vectors"][m.value] = z[j]

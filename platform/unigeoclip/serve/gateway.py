@@ -8,7 +8,9 @@ a call that meets a dying replica is retried on another before the client sees a
 # No `from __future__ import annotations` here: Serve's ingress re-wraps the route methods, and FastAPI must
 # see real classes (not strings it would resolve in Serve's module) to inject the Request.
 import asyncio
+import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,6 +45,8 @@ from .schemas import (
     SearchResponse,
 )
 
+log = logging.getLogger(__name__)
+REQUEST_ID_HEADER = "x-request-id"  # Serve's own request id (the client's X-Request-ID, else one it makes)
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
                 DeploymentUnavailableError)  # fmt: skip
 RETRIES = 4
@@ -132,6 +136,7 @@ class Gateway:
 
     async def _answer(self, route: str, request: Request, work: Callable[[], Awaitable[Any]]) -> Response:
         start = time.perf_counter()
+        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex  # Serve answers with it too
         try:
             if route.startswith("/v1/"):
                 check_api_key(request, self.api_key)
@@ -139,10 +144,15 @@ class Gateway:
             status, reason = 200, None
             response = json_response(payload)
         except ServiceError as exc:
-            status, reason, response = exc.status, exc.reason, error_response(exc)
+            status, reason, response = exc.status, exc.reason, error_response(exc, request_id)
         except InputError as exc:
             status, reason = 422, "invalid"
             response = error_response(ServiceError(422, str(exc)))
+        except Exception:  # a bug: a JSON 500 the client can quote, counted, and its traceback in the log
+            log.exception("request %s to %s failed unexpectedly", request_id, route)
+            status, reason = 500, "internal"
+            response = error_response(ServiceError(500, "internal error: the operator's logs have the details", reason),
+                                      request_id)  # fmt: skip
         self.stats.observe(route, status, time.perf_counter() - start, reason)
         return response
 
@@ -171,7 +181,7 @@ class Gateway:
         prepared = {m.value: x for m, x in prepare(query, self.limits).items()}
         out: dict[str, Any] = await self._call("encoder", "encode", prepared)
         if "error" in out:
-            raise ServiceError(422, out["error"], "modality_unavailable")
+            raise ServiceError(out.get("status", 422), out["error"], out.get("reason", "modality_unavailable"))
         for m in prepared:
             self.stats.batch(m, out["batch"])
         self.stats.serving(out["model_version"])
@@ -190,12 +200,12 @@ class Gateway:
         found = await self._call("retriever", "search", q, enc["model_version"], k=req.k, targets=targets,
                                  filters=filters)  # fmt: skip
         if "error" in found:
-            raise ServiceError(422, found["error"], "invalid")
+            raise ServiceError(found.get("status", 422), found["error"], found.get("reason", "invalid"))
         return enc, ensemble.rescale(found["hits"], norm)
 
     # -- routes -----------------------------------------------------------------------------------
 
-    @api.post("/v1/embed", response_model=EmbedResponse, responses=_errors(400, 401, 413, 415, 422, 503))
+    @api.post("/v1/embed", response_model=EmbedResponse, responses=_errors(400, 401, 413, 415, 422, 500, 503))
     async def embed(self, request: Request) -> Response:
         """Each modality of the query -> its unit vector in the shared space."""
 
@@ -208,7 +218,7 @@ class Gateway:
 
         return await self._answer("/v1/embed", request, work)
 
-    @api.post("/v1/search", response_model=SearchResponse, responses=_errors(400, 401, 413, 415, 422, 503))
+    @api.post("/v1/search", response_model=SearchResponse, responses=_errors(400, 401, 413, 415, 422, 500, 503))
     async def search(self, request: Request) -> Response:
         """The k gallery rows (of the target modalities) most similar to the query, best first."""
 
@@ -219,7 +229,7 @@ class Gateway:
 
         return await self._answer("/v1/search", request, work)
 
-    @api.post("/v1/geolocate", response_model=GeolocateResponse, responses=_errors(400, 401, 413, 415, 422, 503))
+    @api.post("/v1/geolocate", response_model=GeolocateResponse, responses=_errors(400, 401, 413, 415, 422, 500, 503))
     async def geolocate(self, request: Request) -> Response:
         """Where the query was taken: the best gallery match's place, a confidence, and the candidates."""
 

@@ -35,8 +35,12 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
 
 
-def error_response(exc: ServiceError) -> Response:
-    response = json_response({"error": exc.message, "status": exc.status}, exc.status)
+def error_response(exc: ServiceError, request_id: str | None = None) -> Response:
+    """``{"error", "status"}``; a 5xx also carries the ``request_id`` its log lines are filed under."""
+    body: dict[str, Any] = {"error": exc.message, "status": exc.status}
+    if exc.status >= 500 and request_id is not None:
+        body["request_id"] = request_id
+    response = json_response(body, exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
     return response

@@ -13,6 +13,7 @@ LanceDB or numpy for longer in a worker thread (both release the GIL there).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -21,11 +22,14 @@ import numpy as np
 
 from ..errors import InputError
 from ..store import EmbeddingDB, EmbeddingStore
+from ..store.db import is_storage_fault
 from .config import ServeConfig
 from .memory import MemorySnapshot
 from .versions import AliasWatcher, serving_pointer
 
+log = logging.getLogger(__name__)
 KEEP_STORES = 3
+STORAGE_FAULT = "the embedding store could not be read; retry shortly (the operator's logs have the details)"
 INLINE_SEARCH_VALUES = 4_000_000  # an in-memory search of up to this many vector values (~1-2 ms) runs on the loop
 HIT_COLUMNS = ["item_id", "modality", "cell_token", "lat_deg", "lon_deg", "year", "score"]
 
@@ -82,7 +86,8 @@ class Retriever:
     async def search(
         self, vector: np.ndarray, model_version: str, *, k: int, targets: list[str] | None, filters: dict[str, Any]
     ) -> dict[str, Any]:
-        """``{"hits": [...]}`` best first (score = cosine with ``vector``), or ``{"error": ...}`` for a bad filter."""
+        """``{"hits": [...]}`` best first (score = cosine with ``vector``), or ``{"error": ...}`` for a bad filter
+        (with ``"status": 503`` when the store itself could not be read)."""
         snapshot = self.memory.get(model_version)
         if snapshot is not None and snapshot.vectors.size <= INLINE_SEARCH_VALUES:
             return self._search(vector, model_version, k=k, targets=targets, filters=filters)
@@ -99,6 +104,12 @@ class Retriever:
                 hits = snapshot.search(vector, k=k, modality=targets, **filters)
             else:
                 hits = store.search(vector, k=k, modality=targets, **filters).select(HIT_COLUMNS).to_pylist()
-        except (InputError, FileNotFoundError) as exc:
+        except InputError as exc:
             return {"error": str(exc)}
+        except (OSError, RuntimeError) as exc:
+            if not is_storage_fault(exc):
+                raise
+            # a missing or unreadable table file: the server's fault, and no path goes to the client
+            log.exception("search of model version %r failed reading the store", model_version)
+            return {"error": STORAGE_FAULT, "status": 503, "reason": "storage"}
         return {"hits": hits, "model_version": store.model_version}

@@ -145,3 +145,4 @@ class GeolocateResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str = Field(description="what was wrong and how to fix it")
     status: int
+    request_id: str | None = Field(None, description="5xx only: the id the server's log lines are filed under")

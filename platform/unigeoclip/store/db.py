@@ -33,6 +33,14 @@ from .sql import quote
 PUBLISHED_TAG = "published"
 
 
+def is_storage_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store's files could not be read (missing, unreadable), not that a call was wrong.
+
+    Lance reports IO failures as ``RuntimeError("lance error: ...")``; the rest come as ``OSError``.
+    """
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and str(exc).startswith("lance error:"))
+
+
 class EmbeddingDB:
     """``DB_URI`` is a local directory or an object-store URI LanceDB understands (``s3://``, ``gs://``, ``az://``).
 

@@ -263,3 +263,103 @@ def test_the_local_prometheus_config_is_one_prometheus_loads() -> None:
     local = ROOT / "infra" / "prometheus" / "prometheus.local.yml"
     done = subprocess.run([promtool, "check", "config", "--syntax-only", str(local)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the control plane, closed -----------------------------------------------------------------------
+
+
+def pod_templates() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(manifest, group, pod template)`` of every pod the manifests make (clusters' groups, the CronJob's pod)."""
+    out = []
+    for where, doc in manifests():
+        spec = doc.get("spec", {})
+        cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or (spec if doc["kind"] == "RayCluster"
+                                                                                  else None)  # fmt: skip
+        if cluster is not None:
+            out.append((where, "head", cluster["headGroupSpec"]["template"]))
+            out += [(where, g["groupName"], g["template"]) for g in cluster.get("workerGroupSpecs", [])]
+        if doc["kind"] == "CronJob":
+            out.append((where, "submit", spec["jobTemplate"]["spec"]["template"]))
+    return out
+
+
+def test_every_ray_cluster_requires_the_token_from_the_secret() -> None:
+    clusters = 0
+    for where, doc in manifests():
+        spec = doc.get("spec", {})
+        cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or (spec if doc["kind"] == "RayCluster"
+                                                                                  else None)  # fmt: skip
+        if cluster is not None:
+            clusters += 1
+            assert cluster.get("authOptions") == {"mode": "token", "secretName": "unigeoclip-ray-auth"}, where
+    assert clusters == 3
+    cron = dict(manifests())["cronjob-refresh.yaml"]
+    env = {e["name"]: e for e in walk(cron, "env") for e in e}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "unigeoclip-ray-auth" and not ref.get("optional"), "no token, no submission"
+
+
+def test_no_pod_runs_as_root_or_escalates_and_serving_cannot_write_its_data() -> None:
+    templates = pod_templates()
+    assert len(templates) >= 9
+    for where, group, tpl in templates:
+        pod = tpl["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, (
+            where,
+            group,
+        )
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], (where, group)
+            if where in ("rayservice.yaml", "cronjob-refresh.yaml"):  # read-only root, a writable /tmp
+                assert sc["readOnlyRootFilesystem"] is True, (where, group)
+                assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp"}, (where, group)
+        if where == "rayservice.yaml":
+            data = [m for c in pod["containers"] for m in c["volumeMounts"] if m["name"] == "data"]
+            claims = [v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+            assert data and all(m["readOnly"] for m in data) and all(c["readOnly"] for c in claims), group
+
+
+def test_the_network_policy_admits_the_control_plane_from_the_platforms_own_pods_only() -> None:
+    (policy,) = [doc for _, doc in manifests() if doc["kind"] == "NetworkPolicy"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for where, group, tpl in pod_templates():  # the policy covers every pod, and every pod is a peer
+        labels = tpl["metadata"]["labels"]
+        assert selector.items() <= labels.items(), (where, group)
+    rules = policy["spec"]["ingress"]
+    open_ports = {p["port"] for r in rules if "from" not in r for p in r["ports"]}
+    assert open_ports == {8000}, "only the service is open to every peer"
+    for r in rules:
+        peers = r.get("from", [])
+        reach = {p["port"] for p in r.get("ports", [])} or {"all"}
+        if {"all", 6379, 8265, 10001} & reach:
+            assert peers and all(p.get("podSelector", {}).get("matchLabels") == selector for p in peers), r
+
+
+def test_the_cronjob_submits_one_ray_job_per_scheduled_run() -> None:
+    cron = dict(manifests())["cronjob-refresh.yaml"]
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert "--submission-id=refresh-$(JOB_NAME)" in container["command"]
+    (job_name,) = [e for e in container["env"] if e["name"] == "JOB_NAME"]
+    assert "job-name" in job_name["valueFrom"]["fieldRef"]["fieldPath"]  # the Job's name: the same for its retries
+
+
+def test_the_image_runs_unprivileged_with_every_version_pinned() -> None:
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", dockerfile, flags=re.M)
+    assert users and users[-1] not in ("root", "0")
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line and "--no-deps" not in line]
+    alone = [line for line in installs if "-c infra/constraints.txt" not in line]
+    assert all(re.search(r"install --no-cache-dir torch==[\d.]+ *\\?$", line) for line in alone), alone
+    pins = [line for line in (ROOT / "infra" / "constraints.txt").read_text().splitlines() if not line.startswith("#")]
+    assert pins and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[^=\s]+", p) for p in pins), pins[:3]
+    pinned = {p.split("==")[0].lower().replace("_", "-") for p in pins}
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [
+        d for e in ("earth", "files", "eval") for d in project["optional-dependencies"][e]
+    ]
+    names = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in wanted} - {"torch"}
+    assert names <= pinned, names - pinned

@@ -181,3 +181,31 @@ def test_the_resource_wait_never_spins_below_rays_one_second_granularity(monkeyp
     ):
         runtime.wait_for_resources([{"CPU": 1.0}], timeout_s=5.5, what="training", hint="h", progress_every_s=2)
     assert asked and min(asked) >= 1 and all(isinstance(a, int) for a in asked)
+
+
+def test_resume_refuses_a_run_directory_others_could_have_written(tmp_path: Any) -> None:
+    """Resuming unpickles DeepSpeed's checkpoints: a world-writable file, or one of another user, stops it."""
+    import os
+
+    from unigeoclip import load_config
+    from unigeoclip.errors import CheckpointError
+    from unigeoclip.train.trainer import RUN_NAME, prepare_run
+
+    cfg = load_config("tiny")
+    run = tmp_path / "run"
+    prepare_run(cfg, run, resume=False)
+    ckpt = run / "ray" / RUN_NAME / "checkpoint_000001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "mp_rank_00_model_states.pt").write_bytes(b"pickled")
+    os.chmod(run, 0o755)
+    assert prepare_run(cfg, run, resume=True) == cfg  # this user's, not world-writable: resumes
+    os.chmod(ckpt / "mp_rank_00_model_states.pt", 0o666)
+    with pytest.raises(CheckpointError, match=r"writable by every user.*chmod -R o-w"):
+        prepare_run(cfg, run, resume=True)
+    os.chmod(ckpt / "mp_rank_00_model_states.pt", 0o644)
+    if os.geteuid() == 0:  # chown needs root: CI runs as root
+        os.chown(ckpt, 12345, 12345)
+        with pytest.raises(CheckpointError, match="belongs to user 12345"):
+            prepare_run(cfg, run, resume=True)
+        os.chown(ckpt, 0, 0)
+    assert prepare_run(cfg, run, resume=True) == cfg

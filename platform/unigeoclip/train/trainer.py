@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import stat
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from .. import atomic
 from ..config import Config, load_config
 from ..data.reader import build_dataset, load_batches
 from ..data.store import SampleStore
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..obs.metrics import push_run_metrics
 from ..runtime import wait_for_resources
 from .frozen import ensure_features
@@ -63,6 +65,7 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
     if resume:
         if not has_run(run_dir):
             raise ConfigError(f"nothing to resume in {run_dir}: start a run there without --resume first")
+        check_run_dir_trust(run_dir)  # before anything in it is read: DeepSpeed unpickles its checkpoints
         previous = load_config(saved)
         if previous.model != cfg.model or previous.loss != cfg.loss or previous.data != cfg.data:
             raise ConfigError(
@@ -75,6 +78,28 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(saved)
     return cfg
+
+
+def check_run_dir_trust(run_dir: Path) -> None:
+    """Refuse to resume from a run directory someone else could have written: checkpoints are a trust boundary.
+
+    Resuming unpickles DeepSpeed's checkpoint files (``torch.load`` of optimizer and model states), so
+    whoever can write the run directory can run code in the training job. Every file and folder under
+    it must belong to this process's user and not be world-writable.
+    """
+    me = os.geteuid()
+    for path in [run_dir, *run_dir.rglob("*")]:
+        st = path.lstat()
+        if st.st_mode & stat.S_IWOTH and not stat.S_ISLNK(st.st_mode):
+            raise CheckpointError(
+                f"{path} is writable by every user, and resuming unpickles the checkpoints under {run_dir}: "
+                f"make the run directory writable by the training job only (chmod -R o-w {run_dir})"
+            )
+        if st.st_uid != me:
+            raise CheckpointError(
+                f"{path} belongs to user {st.st_uid}, not to this job's user {me}, and resuming unpickles the "
+                f"checkpoints under {run_dir}: resume as the user that wrote the run, or chown -R it after checking it"
+            )
 
 
 def resource_plan(tc: Any, gpu: bool) -> list[dict[str, float]]:

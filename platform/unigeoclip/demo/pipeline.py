@@ -112,7 +112,7 @@ def run_demo(options: DemoOptions, *, command: Command, say: Callable[[str], Non
     from ray import serve
 
     from ..data.store import SampleStore
-    from ..runtime import ensure_ray
+    from ..runtime import ensure_ray, shutdown
     from ..serve import ServeConfig, start_service
     from .examples import run_examples, wait_until_ready
 
@@ -151,10 +151,10 @@ def run_demo(options: DemoOptions, *, command: Command, say: Callable[[str], Non
                       "--out", str(report), *probe], say)  # fmt: skip
         with clock.stage("shut down"):
             if own_ray:
-                ray.shutdown()
+                shutdown()
     finally:
-        if own_ray and ray.is_initialized():
-            ray.shutdown()
+        if own_ray:
+            shutdown()
     say("\n" + clock.summary())
     (out / "timings.json").write_text(json.dumps(clock.seconds, indent=2))
     say(f"report: {report / 'report.md'}; answers: {out / 'examples.json'}; model: {run / 'model'}; embeddings: {db}")

@@ -294,6 +294,35 @@ def test_a_storage_fault_is_a_503_that_names_no_path_and_every_answer_has_a_requ
         serve.delete("broken")
 
 
+def test_readiness_is_cached_and_metrics_take_a_scrape_token(service: Service) -> None:
+    """20 probes in a burst cost the encoder one readiness call (the cached state), not 20; with a scrape token,
+    /metrics answers 401 without it and 200 with it, while /v1/* keeps its own API key."""
+    cfg = ServeConfig(db=str(service.db), api_key=API_KEY, metrics_token="scrape-5e2", limits=LIMITS, gateway=FIXED,
+                      colocate=True, ready_cache_s=30)  # fmt: skip
+    serve.run(build_app(cfg), name="probed", route_prefix="/probed")
+    try:
+        deadline = time.time() + 120
+        while service.http.get("/probed/readyz").status_code != 200:
+            assert time.time() < deadline, "the second service never became ready"
+            time.sleep(0.5)
+        scrape = {"Authorization": "Bearer scrape-5e2"}
+
+        def ready_calls() -> float:
+            text = service.http.get("/probed/metrics", headers=scrape).text
+            line = 'unigeoclip_serve_upstream_calls_total{outcome="ok",upstream="encoder"}'
+            return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line))
+
+        before = ready_calls()
+        assert all(service.http.get("/probed/readyz").status_code == 200 for _ in range(20))
+        assert ready_calls() == before, "every probe within ready_cache_s answered from the cached state"
+        assert service.http.get("/probed/metrics").status_code == 401
+        wrong = service.http.get("/probed/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]
+        assert "unigeoclip_serve_requests_total" in service.http.get("/probed/metrics", headers=scrape).text
+    finally:
+        serve.delete("probed")
+
+
 def test_requests_enter_through_serves_haproxy_ingress(service: Service) -> None:
     """The local default (``runtime.FAST_SERVE_INGRESS``): HAProxy holds the service's port and counts its requests."""
     metrics_url = f"http://127.0.0.1:{os.environ.get('RAY_SERVE_HAPROXY_METRICS_PORT', '9101')}/metrics"

@@ -81,6 +81,12 @@ class ServeConfig(_Closed):
     )
     api_key: SecretStr | None = Field(None, description="required in the X-API-Key header of /v1/* when set")
     api_key_env: str = Field("UNIGEOCLIP_API_KEY", description="environment variable read for the key when unset")
+    metrics_token: SecretStr | None = Field(None, description="scrape token GET /metrics requires (Bearer) when set")
+    metrics_token_env: str = Field(
+        "UNIGEOCLIP_METRICS_TOKEN",
+        description="environment variable holding a scrape token: when set, GET /metrics needs it as a Bearer token",
+    )
+    ready_cache_s: float = Field(2.0, ge=0, description="GET /readyz answers from a state at most this old")
     require_api_key: bool = Field(
         False, description="refuse to start without a key (the RayService sets it: a missing Secret stops the rollout)"
     )
@@ -142,6 +148,20 @@ class ServeConfig(_Closed):
                 "create the Secret the manifest reads, or set the variable"
             )
         return key
+
+    def resolved_metrics_token(self) -> str | None:
+        """The scrape token (``metrics_token``, else ``$metrics_token_env``; None: /metrics is open); set but empty
+        is an error, as for the API key."""
+        import os
+
+        token: str | None
+        if self.metrics_token is not None:
+            token, where = self.metrics_token.get_secret_value(), "metrics_token"
+        else:
+            token, where = os.environ.get(self.metrics_token_env), f"${self.metrics_token_env}"
+        if token is not None and not token.strip():
+            raise ConfigError(f"{where} is set but empty: give it a token, or unset it to leave /metrics open")
+        return token
 
     def check_exposure(self, host: str, *, allow_unauthenticated: bool = False) -> None:
         """Refuse to listen beyond loopback without an API key, unless the operator says so explicitly."""

@@ -33,7 +33,7 @@ from .colocated import InProcess
 from .config import ServeConfig
 from .decode import prepare
 from .metrics import ServiceMetrics
-from .requests import ServiceError, check_api_key, error_response, json_response, parse
+from .requests import ServiceError, check_api_key, check_bearer, error_response, json_response, parse
 from .schemas import (
     EmbedRequest,
     EmbedResponse,
@@ -126,6 +126,9 @@ class Gateway:
             encoder, retriever = InProcess(QueryEncoder(cfg)), InProcess(Retriever(cfg))
         self.encoder, self.retriever = encoder, retriever
         self.api_key = cfg.resolved_api_key()
+        self.metrics_token = cfg.resolved_metrics_token()
+        self._ready_lock = asyncio.Lock()
+        self._ready: tuple[dict[str, Any] | None, float] = (None, 0.0)
         try:
             replica = serve.get_replica_context().replica_id.unique_id
         except Exception:  # outside a replica (unit tests of the class)
@@ -252,20 +255,40 @@ class Gateway:
         """Model and store loaded: the encoder and the retriever answer, on the same model version or mid-switch."""
 
         async def work() -> dict[str, Any]:
-            try:
-                enc, ret = await asyncio.wait_for(
-                    asyncio.gather(self._call("encoder", "ready"), self._call("retriever", "ready")), timeout=10
-                )
-            except TimeoutError:
-                raise ServiceError(503, "the encoder or the retriever gave no answer in 10 s", "unavailable") from None
-            return {"status": "ready", "encoder": enc, "retriever": ret}
+            return await self._readiness()
 
         return await self._answer("/readyz", request, work)
 
-    @api.get("/metrics")
-    async def metrics(self) -> Response:
+    async def _readiness(self) -> dict[str, Any]:
+        """The last readiness answer while it is younger than ``ready_cache_s``; one fan-out refreshes it for every
+        probe that waits meanwhile, so probes never multiply calls to the encoder and the retriever."""
+        async with self._ready_lock:
+            answer, at = self._ready
+            if answer is None or time.monotonic() - at > self.cfg.ready_cache_s:
+                try:
+                    enc, ret = await asyncio.wait_for(
+                        asyncio.gather(self._call("encoder", "ready"), self._call("retriever", "ready")), timeout=10
+                    )
+                    answer = {"status": "ready", "encoder": enc, "retriever": ret}
+                except TimeoutError:
+                    answer = {"error": "the encoder or the retriever gave no answer in 10 s"}
+                except ServiceError as exc:
+                    answer = {"error": exc.message}
+                self._ready = (answer, time.monotonic())
+        if "error" in answer:
+            raise ServiceError(503, answer["error"], "unavailable")
+        return answer
+
+    @api.get("/metrics", responses=_errors(401))
+    async def metrics(self, request: Request) -> Response:
         """Prometheus text format: this replica's requests, errors, latency per route, encoder batch sizes.
 
-        The service-wide series are Ray's export of the same (``ray_unigeoclip_serve_*``, every node).
+        The service-wide series are Ray's export of the same (``ray_unigeoclip_serve_*``, every node). With a
+        scrape token configured, a scraper sends it as ``Authorization: Bearer TOKEN``.
         """
+        if self.metrics_token is not None:
+            try:
+                check_bearer(request, self.metrics_token)
+            except ServiceError as exc:
+                return error_response(exc)
         return Response(self.stats.render(), media_type=self.stats.content_type)

@@ -56,6 +56,16 @@ def check_api_key(request: Request, expected: str | None) -> None:
         raise ServiceError(401, "the API key in X-API-Key is not valid", "unauthorized")
 
 
+def check_bearer(request: Request, expected: str) -> None:
+    """``Authorization: Bearer <expected>`` (Prometheus's ``authorization``), compared in constant time."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ServiceError(401, "this endpoint needs the scrape token: send Authorization: Bearer TOKEN",
+                           "unauthorized")  # fmt: skip
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ServiceError(401, "the scrape token in Authorization is not valid", "unauthorized")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it passes ``limit`` bytes (declared or actually sent)."""
     declared = request.headers.get("content-length")

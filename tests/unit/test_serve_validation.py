@@ -351,3 +351,25 @@ def test_a_dsm_geotiff_is_one_band_of_real_heights_in_bounded_blocks() -> None:
 
 def test_the_default_pixel_limit_is_what_the_model_can_use() -> None:
     assert Limits().max_image_pixels == 2048 * 2048
+
+
+def test_the_decode_pool_sheds_load_with_a_503_and_retry_after() -> None:
+    """Two workers, one queue slot: a fourth concurrent job is refused at once, not queued."""
+    from unigeoclip.serve.offload import Offload
+
+    gate = threading.Event()
+
+    async def scenario() -> tuple[list[Any], ServiceError]:
+        pool = Offload(workers=2, queue=1)
+        held = [asyncio.ensure_future(pool(gate.wait, 10)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServiceError) as refused:
+            await pool(lambda: None)
+        gate.set()
+        done = await asyncio.gather(*held)
+        assert pool.running == 0 and await pool(lambda: "again") == "again"  # admitted once the jobs are done
+        return done, refused.value
+
+    done, refused = asyncio.run(scenario())
+    assert done == [True, True, True]
+    assert refused.status == 503 and refused.headers == {"Retry-After": "1"} and "retry" in refused.message

@@ -86,6 +86,10 @@ class ServeConfig(_Closed):
         "UNIGEOCLIP_METRICS_TOKEN",
         description="environment variable holding a scrape token: when set, GET /metrics needs it as a Bearer token",
     )
+    decode_workers: int = Field(2, ge=1, description="threads per gateway replica that validate and decode requests")
+    decode_queue: int = Field(
+        8, ge=0, description="requests that may wait for a decode thread; more get a 503 with Retry-After at once"
+    )
     ready_cache_s: float = Field(2.0, ge=0, description="GET /readyz answers from a state at most this old")
     require_api_key: bool = Field(
         False, description="refuse to start without a key (the RayService sets it: a missing Secret stops the rollout)"

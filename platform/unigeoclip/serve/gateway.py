@@ -33,6 +33,7 @@ from .colocated import InProcess
 from .config import ServeConfig
 from .decode import prepare
 from .metrics import ServiceMetrics
+from .offload import Offload
 from .requests import ServiceError, check_api_key, check_bearer, error_response, json_response, parse
 from .schemas import (
     EmbedRequest,
@@ -127,6 +128,7 @@ class Gateway:
         self.encoder, self.retriever = encoder, retriever
         self.api_key = cfg.resolved_api_key()
         self.metrics_token = cfg.resolved_metrics_token()
+        self.offload = Offload(cfg.decode_workers, cfg.decode_queue)  # JSON and input decoding, off the loop
         self._ready_lock = asyncio.Lock()
         self._ready: tuple[dict[str, Any] | None, float] = (None, 0.0)
         try:
@@ -181,7 +183,7 @@ class Gateway:
     async def _encode(self, query: Query) -> dict[str, Any]:
         if not query.modalities():
             raise ServiceError(422, f"query has no input: give at least one of {', '.join(m.value for m in Modality)}")
-        prepared = {m.value: x for m, x in prepare(query, self.limits).items()}
+        prepared = {m.value: x for m, x in (await self.offload(prepare, query, self.limits)).items()}
         out: dict[str, Any] = await self._call("encoder", "encode", prepared)
         if "error" in out:
             raise ServiceError(out.get("status", 422), out["error"], out.get("reason", "modality_unavailable"))
@@ -213,7 +215,7 @@ class Gateway:
         """Each modality of the query -> its unit vector in the shared space."""
 
         async def work() -> dict[str, Any]:
-            req = await parse(request, EmbedRequest, self.limits.max_body_bytes)
+            req = await parse(request, EmbedRequest, self.limits.max_body_bytes, self.offload)
             enc = await self._encode(req.query)
             vectors: dict[str, np.ndarray] = enc["vectors"]
             dim = len(next(iter(vectors.values())))
@@ -226,7 +228,7 @@ class Gateway:
         """The k gallery rows (of the target modalities) most similar to the query, best first."""
 
         async def work() -> dict[str, Any]:
-            req = await parse(request, SearchRequest, self.limits.max_body_bytes)
+            req = await parse(request, SearchRequest, self.limits.max_body_bytes, self.offload)
             enc, hits = await self._search(req)
             return {"model_version": enc["model_version"], "query_modalities": list(enc["vectors"]), "hits": hits}
 
@@ -237,7 +239,7 @@ class Gateway:
         """Where the query was taken: the best gallery match's place, a confidence, and the candidates."""
 
         async def work() -> dict[str, Any]:
-            req = await parse(request, GeolocateRequest, self.limits.max_body_bytes)
+            req = await parse(request, GeolocateRequest, self.limits.max_body_bytes, self.offload)
             enc, hits = await self._search(req)
             where = ensemble.geolocate(hits)
             return {"model_version": enc["model_version"], "query_modalities": list(enc["vectors"]), **where,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -26,9 +27,11 @@ UPLOAD_FIELDS = ("aerial", "street", "dsm")  # multipart file fields; everything
 class ServiceError(UniGeoCLIPError):
     """A request the service refuses: ``status`` (4xx, or 503 while a replica restarts) and the reason."""
 
-    def __init__(self, status: int, message: str, reason: str = "bad_request") -> None:
+    def __init__(
+        self, status: int, message: str, reason: str = "bad_request", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.reason = status, message, reason
+        self.status, self.message, self.reason, self.headers = status, message, reason, headers or {}
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
@@ -41,6 +44,7 @@ def error_response(exc: ServiceError, request_id: str | None = None) -> Response
     if exc.status >= 500 and request_id is not None:
         body["request_id"] = request_id
     response = json_response(body, exc.status)
+    response.headers.update(exc.headers)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
     return response
@@ -165,13 +169,25 @@ async def parse_multipart(request: Request, body: bytes, max_bytes: int) -> dict
     return data
 
 
-async def parse(request: Request, model: type[M], max_bytes: int) -> M:
-    """The request body as ``model``: JSON, or multipart with uploads; 400/413/415/422 otherwise."""
+async def parse(
+    request: Request, model: type[M], max_bytes: int, offload: Callable[..., Awaitable[Any]] | None = None
+) -> M:
+    """The request body as ``model``: JSON, or multipart with uploads; 400/413/415/422 otherwise.
+
+    ``offload(fn, *args)`` runs the validation (the CPU part) off the event loop (:class:`.offload.Offload`).
+    """
+
+    async def run(data: bytes | dict[str, Any]) -> M:
+        if offload is None:
+            return validate(model, data)
+        result: M = await offload(validate, model, data)
+        return result
+
     body = await read_body(request, max_bytes)
     kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if kind in ("application/json", ""):
-        return validate(model, body)
+        return await run(body)
     if kind == "multipart/form-data":
-        return validate(model, await parse_multipart(request, body, max_bytes))
+        return await run(await parse_multipart(request, body, max_bytes))
     raise ServiceError(415, f"content type {kind!r} is not accepted: send application/json or multipart/form-data",
                        "unsupported_media")  # fmt: skip

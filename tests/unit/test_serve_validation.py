@@ -373,3 +373,10 @@ def test_the_decode_pool_sheds_load_with_a_503_and_retry_after() -> None:
     done, refused = asyncio.run(scenario())
     assert done == [True, True, True]
     assert refused.status == 503 and refused.headers == {"Retry-After": "1"} and "retry" in refused.message
+
+
+def test_every_deployment_has_a_bounded_queue() -> None:
+    for scaling in (Scaling(), Scaling(num_replicas=2), ServeConfig(db="x").gateway):
+        opts = scaling.deployment_options()
+        assert 0 < opts["max_queued_requests"] <= 1024, opts
+    assert ServeConfig(db="x").call_timeout_s <= 30

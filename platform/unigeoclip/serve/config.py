@@ -39,6 +39,9 @@ class Scaling(_Closed):
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(4.0, gt=0)
     max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(
+        128, ge=1, description="requests that may wait for a replica; more are refused at once (a 503 to the client)"
+    )
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     # Measured (benchmarks/bench_serve_autoscale.py, README "Serving"): replicas report their load every 10 s
@@ -55,7 +58,8 @@ class Scaling(_Closed):
         actor: dict[str, Any] = {"num_cpus": self.num_cpus}
         if self.num_gpus:
             actor["num_gpus"] = self.num_gpus
-        opts: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests}
+        opts: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests,
+                                "max_queued_requests": self.max_queued_requests}  # fmt: skip
         if self.num_replicas is not None:
             opts["num_replicas"] = self.num_replicas
         else:
@@ -85,6 +89,9 @@ class ServeConfig(_Closed):
     metrics_token_env: str = Field(
         "UNIGEOCLIP_METRICS_TOKEN",
         description="environment variable holding a scrape token: when set, GET /metrics needs it as a Bearer token",
+    )
+    call_timeout_s: float = Field(
+        20.0, gt=0, description="longest wait for the encoder or the retriever; then a 503 with Retry-After"
     )
     decode_workers: int = Field(2, ge=1, description="threads per gateway replica that validate and decode requests")
     decode_queue: int = Field(

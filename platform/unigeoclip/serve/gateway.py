@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from ray import serve
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -164,9 +164,18 @@ class Gateway:
     async def _call(self, deployment: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """``handle.method.remote(...)``, retried on another replica when the one it reached died."""
         handle = getattr(self, deployment)
+        busy = {"Retry-After": "1"}
         for attempt in range(RETRIES + 1):
             try:
-                answer = await getattr(handle, method).remote(*args, **kwargs)
+                answer = await asyncio.wait_for(getattr(handle, method).remote(*args, **kwargs),
+                                                timeout=self.cfg.call_timeout_s)  # fmt: skip
+            except BackPressureError:  # its queue is full (max_queued_requests): shed now, not later
+                self.stats.upstream(deployment, "overloaded")
+                raise ServiceError(503, f"the {deployment} is at capacity: retry shortly", "overloaded", busy) from None
+            except TimeoutError:
+                self.stats.upstream(deployment, "timeout")
+                raise ServiceError(503, f"the {deployment} gave no answer in {self.cfg.call_timeout_s:g} s: retry "
+                                   "shortly", "timeout", busy) from None  # fmt: skip
             except REPLICA_GONE as exc:
                 if attempt == RETRIES:
                     self.stats.upstream(deployment, "unavailable")

@@ -39,7 +39,8 @@ ERRORS = ("unigeoclip_serve_errors", "requests answered with an error, by reason
 LATENCY = ("unigeoclip_serve_request_seconds", "request latency in the gateway", ("route",))
 BATCH = ("unigeoclip_serve_encoder_batch_size", "queries per encoder batch, as each query saw it", ("modality",))
 # Every call to the encoder or the retriever, by outcome: "ok", "retried" (it met a dead replica and is sent
-# again), "unavailable" (still no live replica after every retry: a 503). `upstream`, not `deployment`: Ray's
+# again), "unavailable" (still no live replica after every retry: a 503), "overloaded" (its queue was full),
+# "timeout" (no answer in call_timeout_s). `upstream`, not `deployment`: Ray's
 # export tags every series with the deployment that recorded it.
 UPSTREAM = ("unigeoclip_serve_upstream_calls", "calls from the gateway to a deployment, by outcome",
             ("upstream", "outcome"))  # fmt: skip

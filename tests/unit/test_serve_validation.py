@@ -380,3 +380,17 @@ def test_every_deployment_has_a_bounded_queue() -> None:
         opts = scaling.deployment_options()
         assert 0 < opts["max_queued_requests"] <= 1024, opts
     assert ServeConfig(db="x").call_timeout_s <= 30
+
+
+def test_a_dsm_array_past_the_limit_is_refused_before_any_parse() -> None:
+    """A body of a million heights: 413 from a count of its separators, before JSON or pydantic build a list."""
+    heights = "[" + ",".join(["[" + ",".join(["1"] * 1000) + "]"] * 1000) + "]"
+    body = ('{"query": {"dsm": {"heights": ' + heights + "}}}").encode()
+
+    async def go() -> ServiceError:
+        with pytest.raises(ServiceError) as info:
+            await parse(request(body), SearchRequest, 10 * len(body), max_values=16 * 16 + 1000)
+        return info.value
+
+    refused = asyncio.run(go())
+    assert refused.status == 413 and "more than 1256 values" in refused.message

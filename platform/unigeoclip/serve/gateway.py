@@ -51,6 +51,7 @@ REQUEST_ID_HEADER = "x-request-id"  # Serve's own request id (the client's X-Req
 REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError,
                 DeploymentUnavailableError)  # fmt: skip
 RETRIES = 4
+JSON_VALUES_BESIDE_DSM = 1_000  # a request's other JSON values (k, targets, filters, years): a generous bound
 RETRY_BACKOFF_S = 0.25
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/embed": EmbedRequest,
@@ -129,6 +130,7 @@ class Gateway:
         self.api_key = cfg.resolved_api_key()
         self.metrics_token = cfg.resolved_metrics_token()
         self.offload = Offload(cfg.decode_workers, cfg.decode_queue)  # JSON and input decoding, off the loop
+        self.max_values = cfg.limits.max_dsm_pixels + JSON_VALUES_BESIDE_DSM
         self._ready_lock = asyncio.Lock()
         self._ready: tuple[dict[str, Any] | None, float] = (None, 0.0)
         try:
@@ -224,7 +226,7 @@ class Gateway:
         """Each modality of the query -> its unit vector in the shared space."""
 
         async def work() -> dict[str, Any]:
-            req = await parse(request, EmbedRequest, self.limits.max_body_bytes, self.offload)
+            req = await parse(request, EmbedRequest, self.limits.max_body_bytes, self.offload, self.max_values)
             enc = await self._encode(req.query)
             vectors: dict[str, np.ndarray] = enc["vectors"]
             dim = len(next(iter(vectors.values())))
@@ -237,7 +239,7 @@ class Gateway:
         """The k gallery rows (of the target modalities) most similar to the query, best first."""
 
         async def work() -> dict[str, Any]:
-            req = await parse(request, SearchRequest, self.limits.max_body_bytes, self.offload)
+            req = await parse(request, SearchRequest, self.limits.max_body_bytes, self.offload, self.max_values)
             enc, hits = await self._search(req)
             return {"model_version": enc["model_version"], "query_modalities": list(enc["vectors"]), "hits": hits}
 
@@ -248,7 +250,7 @@ class Gateway:
         """Where the query was taken: the best gallery match's place, a confidence, and the candidates."""
 
         async def work() -> dict[str, Any]:
-            req = await parse(request, GeolocateRequest, self.limits.max_body_bytes, self.offload)
+            req = await parse(request, GeolocateRequest, self.limits.max_body_bytes, self.offload, self.max_values)
             enc, hits = await self._search(req)
             where = ensemble.geolocate(hits)
             return {"model_version": enc["model_version"], "query_modalities": list(enc["vectors"]), **where,

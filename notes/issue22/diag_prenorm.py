@@ -35,8 +35,6 @@ def main(model_dir: str, store_dir: str) -> None:
         print(f"{name:>20}: probe mean R^2 {probe(name, feats, targets, split).mean_r2:.3f}")
 
 
-
-
 def tokens_probe(model_dir: str, store_dir: str) -> None:
     """Also: the K frequency tokens after the blocks, concatenated (K x W), and their mean (W), before the head."""
     model = UniGeoCLIP.from_pretrained(model_dir)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# run.sh NAME [train args...]: train on STORE (default earth100), then evaluate; timings (lock held) in NAME.time
+# run.sh NAME [train args...]: train on STORE (default /work/data/earth100), then evaluate it; the training and
+# evaluation seconds (while holding /tmp/cpu.lock, so runs never share the CPU) go to /work/data/runs/NAME.time
 set -uo pipefail
 name=$1; shift
 store=${STORE:-/work/data/earth100}
-cd /work/main
+cd "$(dirname "$0")/../.."   # the repository root
 exec 9>/tmp/cpu.lock
 flock 9
 start=$(date +%s)

@@ -1,7 +1,7 @@
 """``make demo`` end to end, small: every stage runs, the service answers each example, nothing is left running.
 
 The demo runs on the session's Ray cluster (it must then leave Ray up) with 250 real-Earth
-places and a few training steps; `make demo QUICK=1` and the full demo are the same code.
+places, 250 landscape samples and a few training steps; `make demo QUICK=1` and the full demo are the same code.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_demo_runs_every_stage_and_answers_every_example(ray_cluster: dict, tmp_path: Path) -> None:
     lines: list[str] = []
-    options = DemoOptions(out=tmp_path / "demo", places=250, steps=4, probe_points=250, port=free_port())
+    options = DemoOptions(out=tmp_path / "demo", places=250, landscape=250, steps=4, probe_points=250,
+                          port=free_port())  # fmt: skip
     seconds = run_demo(options, command=main, say=lines.append)
     said = "\n".join(lines)
 
@@ -37,7 +38,8 @@ def test_demo_runs_every_stage_and_answers_every_example(ray_cluster: dict, tmp_
     assert all(a["response"]["model_version"].startswith("earth-") for a in answers)
     report = options.out / "report"
     metrics = json.loads((report / "metrics.json").read_text())
-    assert len(metrics["retrieval"]) == 12  # four modalities: every directed pair
+    assert len(metrics["retrieval"]) == 12  # four modalities: every directed pair (of places)
+    assert len(metrics["groups"]["landscape"]["retrieval"]) == 6  # aerial, dsm, coords among landscape samples
     assert {p.name for p in report.glob("*.png")} >= {"coords_pca_map.png", "retrieval_r1.png", "tsne_modalities.png"}
     # shut down: no Serve app, the port is free again; the session's Ray (not the demo's) stays up
     assert ray.is_initialized() and not serve.status().applications

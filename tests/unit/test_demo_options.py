@@ -25,5 +25,7 @@ def test_full_demo_uses_the_preset_and_quick_sets_every_stage_the_same_size(tmp_
     full = DemoOptions(out=tmp_path)
     assert full.config_sets() == [] and full.train_args() == []
     quick = DemoOptions.quick(tmp_path, port=8123)
-    assert quick.port == 8123 and quick.config_sets() == ["--set", "data.sources.earth.max_places=400"]
+    assert quick.port == 8123 and quick.config_sets() == [
+        "--set", "data.sources.earth.max_places=400", "--set", "data.sources.earth.landscape_max=400"
+    ]  # fmt: skip
     assert quick.train_args() == ["--steps", "30", "--set", "train.val_every=30", "--set", "train.ckpt_every=30"]

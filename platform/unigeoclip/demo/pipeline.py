@@ -32,6 +32,7 @@ class DemoOptions:
 
     out: Path = Path("data/demo")
     places: int | None = None
+    landscape: int | None = None  # cap on the preset's landscape samples (None: all of them)
     steps: int | None = None
     probe_points: int = 5000
     host: str = "127.0.0.1"
@@ -39,12 +40,13 @@ class DemoOptions:
 
     @classmethod
     def quick(cls, out: Path, **kwargs: Any) -> DemoOptions:
-        """The smoke run: 400 places, 30 steps (a few minutes; the model learns little)."""
-        return cls(out=out, places=400, steps=30, probe_points=400, **kwargs)
+        """The smoke run: 400 places and 400 landscape samples, 30 steps (a few minutes; the model learns little)."""
+        return cls(out=out, places=400, landscape=400, steps=30, probe_points=400, **kwargs)
 
     def config_sets(self) -> list[str]:
         """``--set`` arguments shared by every stage (the store and the model must agree on the config)."""
-        return ["--set", f"data.sources.earth.max_places={self.places}"] if self.places else []
+        sets = ["--set", f"data.sources.earth.max_places={self.places}"] if self.places else []
+        return sets + (["--set", f"data.sources.earth.landscape_max={self.landscape}"] if self.landscape else [])
 
     def train_args(self) -> list[str]:
         if self.steps is None:

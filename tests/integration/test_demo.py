@@ -39,7 +39,6 @@ def test_demo_runs_every_stage_and_answers_every_example(ray_cluster: dict, tmp_
     report = options.out / "report"
     metrics = json.loads((report / "metrics.json").read_text())
     assert len(metrics["retrieval"]) == 12  # four modalities: every directed pair (of places)
-    assert len(metrics["groups"]["landscape"]["retrieval"]) == 6  # aerial, dsm, coords among landscape samples
     assert {p.name for p in report.glob("*.png")} >= {"coords_pca_map.png", "retrieval_r1.png", "tsne_modalities.png"}
     # shut down: no Serve app, the port is free again; the session's Ray (not the demo's) stays up
     assert ray.is_initialized() and not serve.status().applications

@@ -116,3 +116,36 @@ def test_evaluate_from_lancedb_matches_encoding(
     assert runs["db"]["geocells"]["results"].keys() == runs["encoded"]["geocells"]["results"].keys()
     for key, cell in runs["encoded"]["geocells"]["results"].items():
         assert runs["db"]["geocells"]["results"][key]["geo"]["median_km"] == pytest.approx(cell["geo"]["median_km"])
+
+
+def test_places_and_landscape_samples_are_reported_apart(
+    ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path
+) -> None:
+    """A real-Earth store of Western Europe with landscape samples between its places: the main figures are the
+    places' alone (text pairs included), the landscape samples get their own retrieval matrix and probes."""
+    from unigeoclip.data.ingest import ingest
+    from unigeoclip.data.sources.earth import EarthSource, is_landscape
+
+    cfg = tiny_world_cfg.updated({"model": {"modalities": ["aerial", "dsm", "text", "coords"]}, "data": {
+        "aerial_px": 32, "dsm_px": 32, "splits": {"region_fraction": 0.0},
+        "sources": {"earth": {"bbox": [42.0, -5.0, 55.0, 15.0], "min_spacing_km": 60, "max_places": 120,
+                              "heldout_fraction": 0.4, "landscape_spacing_km": 50, "seed": 1}}}})  # fmt: skip
+    store = SampleStore(tmp_path / "store")
+    ingest(EarthSource(cfg.data.sources.earth, cfg.data), store, cfg.data)
+    rows = store.samples().to_table(columns=["source_id", "split"], filter="current = true").to_pylist()
+    held = [r for r in rows if r["split"] == "test_year"]
+    places, scape = ([r for r in held if is_landscape(r["source_id"]) == k] for k in (False, True))
+    assert places and scape, "the held-out year has both kinds"
+    model = train_tiny(cfg, tmp_path / "model", steps=2, seed=4)
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", str(model), "--store", str(store.root), "--out", str(out), "--no-pictures",
+                 "--no-geoclip", "--probe-points", "300"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["samples"] == len(places) and len(metrics["retrieval"]) == 12
+    group = metrics["groups"]["landscape"]
+    assert group["samples"] == len(scape) and len(group["retrieval"]) == 6  # aerial, dsm, coords: no text
+    assert all(p["gallery"] == len(scape) for p in group["retrieval"].values())
+    scape_points = sum(is_landscape(r["source_id"]) for r in rows)
+    assert group["probe_points"] == min(scape_points, 300) and math.isfinite(group["probe"])
+    assert metrics["probes"]["points"] == min(len(rows) - scape_points, 300)
+    assert "Landscape samples, apart" in (out / "report.md").read_text()

@@ -61,3 +61,36 @@ def test_write_text_leaves_no_temporary_file(tmp_path: Path) -> None:
     atomic.write_text(tmp_path / "store.json", '{"a": 1}')
     assert [p.name for p in tmp_path.iterdir()] == ["store.json"]
     assert (tmp_path / "store.json").read_text() == '{"a": 1}'
+
+
+def test_a_local_haproxy_runs_through_the_loopback_wrapper_with_files_of_this_process() -> None:
+    """The wrapper binds the stats page and the exporter to 127.0.0.1 (tests/integration/test_serve_process.py
+    checks the sockets); settings a parent unigeoclip process left in the environment are not taken over."""
+    import subprocess
+
+    from unigeoclip.runtime import haproxy_dir
+
+    parent = "/tmp/unigeoclip-haproxy-1/haproxy.cfg"
+    env: dict[str, str] = {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": parent, "RAY_SERVE_HAPROXY_SOCKET_PATH": "/run/x.sock"}
+    use_fast_serve_ingress(env)
+    mine = haproxy_dir()
+    assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == str(mine / "haproxy.cfg")  # the parent's: replaced
+    assert env["RAY_SERVE_HAPROXY_SOCKET_PATH"] == "/run/x.sock"  # an operator's own choice: kept
+    wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    assert wrapper.parent == mine and wrapper.stat().st_mode & 0o777 == 0o700
+    config = mine / "test.cfg"
+    config.write_text(
+        "global\n    stats socket /x/admin.sock mode 666 level admin expose-fd listeners\n"
+        "frontend prometheus\n    bind :9101\n    mode http\n"
+        "frontend http_frontend\n    bind *:8000\n"
+        "listen stats\n  bind *:8404\n  stats enable\n"
+    )
+    fake = mine / "fake-haproxy"  # stands in for the real binary: prints what it was given
+    fake.write_text('#!/bin/sh\necho "ran with $*"\n')
+    fake.chmod(0o700)
+    done = subprocess.run([str(wrapper), "-db", "-f", str(config)], env={"UNIGEOCLIP_HAPROXY_BINARY": str(fake)},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == f"ran with -db -f {config}"
+    text = config.read_text()
+    assert "bind 127.0.0.1:9101" in text and "bind 127.0.0.1:8404" in text and " mode 600 " in text
+    assert "bind *:8000" in text, "the service's own frontend stays as configured"

@@ -15,7 +15,6 @@ import argparse
 import base64
 import io
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -52,25 +51,14 @@ def main() -> None:
 
     import httpx
     from ray import serve
-    from unigeoclip import load_config
-    from unigeoclip.data.ingest import ingest
-    from unigeoclip.data.sources.synthetic import SyntheticSource
-    from unigeoclip.data.store import SampleStore
-    from unigeoclip.embed import EmbedOptions, embed
-    from unigeoclip.runtime import ensure_ray, free_port, shutdown
+    from unigeoclip.runtime import free_port, shutdown
     from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
+    from worlds import tiny_db  # this script's directory is on sys.path
 
-    from tests.helpers import train_tiny
-
-    ensure_ray()
-    cfg = load_config("tiny")
-    work = Path(tempfile.mkdtemp(prefix="bench-decode-"))
-    store = SampleStore(work / "store")
-    ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
-    embed(train_tiny(cfg, work / "model", steps=2, seed=1), store, work / "db", options=EmbedOptions(actors=1))
+    db = tiny_db("bench-decode-")
     one = Scaling(num_replicas=1, num_cpus=0.25)
     limits = Limits()
-    url = start_service(ServeConfig(db=str(work / "db"), gateway=one, encoder=one, retriever=one),
+    url = start_service(ServeConfig(db=db, gateway=one, encoder=one, retriever=one),
                         port=free_port(), log_level="WARNING")  # fmt: skip
     side = int(limits.max_image_pixels**0.5)
     body = {"query": {"aerial": {"image_b64": big_jpeg(side)}}}

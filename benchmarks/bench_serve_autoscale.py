@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,27 +32,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from ray import serve
-    from unigeoclip import load_config
-    from unigeoclip.data.ingest import ingest
-    from unigeoclip.data.sources.synthetic import SyntheticSource
-    from unigeoclip.data.store import SampleStore
-    from unigeoclip.embed import EmbedOptions, embed
-    from unigeoclip.runtime import ensure_ray, free_port
+    from unigeoclip.runtime import free_port
     from unigeoclip.serve import Scaling, ServeConfig, start_service
+    from worlds import tiny_db  # this script's directory is on sys.path
 
-    from tests.helpers import train_tiny
     from tests.serve_scaling import observe
 
-    ensure_ray()
-    cfg = load_config("tiny")
-    work = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
-    store = SampleStore(work / "store")
-    ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
-    embed(train_tiny(cfg, work / "model", steps=2, seed=1), store, work / "db", options=EmbedOptions(actors=1))
+    db = tiny_db("bench-autoscale-")
     auto = Scaling(min_replicas=1, max_replicas=args.max_replicas, target_ongoing_requests=args.target, num_cpus=0.25,
                    upscale_delay_s=args.upscale_delay_s, downscale_delay_s=args.downscale_delay_s,
                    look_back_period_s=args.look_back_s)  # fmt: skip
-    url = start_service(ServeConfig(db=str(work / "db"), gateway=auto, encoder=auto,
+    url = start_service(ServeConfig(db=db, gateway=auto, encoder=auto,
                                     retriever=Scaling(num_replicas=1, num_cpus=0.25)),
                         port=free_port(), log_level="WARNING")  # fmt: skip
     try:

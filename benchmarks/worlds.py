@@ -18,3 +18,23 @@ def one_city_config(preset: str, cells: int) -> Config:
 def ingest_world(cfg: Config, store: SampleStore) -> IngestSummary:
     """Ingest the config's synthetic world into ``store`` through the real Ray Data pipeline."""
     return ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
+
+
+def tiny_db(prefix: str) -> str:
+    """A local Ray, the tiny synthetic world ingested and embedded with a tiny model (two steps): the
+    LanceDB directory a benchmark serves (its figures are the service's, not the model's)."""
+    import tempfile
+    from pathlib import Path
+
+    from unigeoclip.embed import EmbedOptions, embed
+    from unigeoclip.runtime import ensure_ray
+
+    from tests.helpers import train_tiny
+
+    ensure_ray()
+    cfg = load_config("tiny")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    store = SampleStore(work / "store")
+    ingest_world(cfg, store)
+    embed(train_tiny(cfg, work / "model", steps=2, seed=1), store, work / "db", options=EmbedOptions(actors=1))
+    return str(work / "db")

@@ -146,6 +146,15 @@ def search(svc: Service, query: dict[str, Any], **body: Any) -> dict[str, Any]:
     return out
 
 
+def deploy_beside(svc: Service, cfg: ServeConfig, name: str) -> None:
+    """Another app of the service's code at ``/<name>`` on the same Ray, waited for until it is ready."""
+    serve.run(build_app(cfg), name=name, route_prefix=f"/{name}")
+    deadline = time.time() + 120
+    while svc.http.get(f"/{name}/readyz").status_code != 200:
+        assert time.time() < deadline, f"the app {name!r} never became ready"
+        time.sleep(0.5)
+
+
 # -- endpoints -----------------------------------------------------------------------------------------
 
 
@@ -273,12 +282,8 @@ def test_a_storage_fault_is_a_503_that_names_no_path_and_every_answer_has_a_requ
     shutil.copytree(service.db, broken)
     cfg = ServeConfig(db=str(broken), api_key=API_KEY, limits=LIMITS, memory_rows=0, refresh_s=60, gateway=FIXED,
                       colocate=True)  # fmt: skip
-    serve.run(build_app(cfg), name="broken", route_prefix="/broken")
+    deploy_beside(service, cfg, "broken")
     try:
-        deadline = time.time() + 120
-        while service.http.get("/broken/readyz").status_code != 200:
-            assert time.time() < deadline, "the second service never became ready"
-            time.sleep(0.5)
         body = {"query": {"text": items[0]["text"]}, "k": 3}
         ok = service.http.post("/broken/v1/search", json=body, headers={"X-Request-ID": "client-id-7"})
         assert ok.status_code == 200 and ok.headers["x-request-id"] == "client-id-7"  # Serve's request id
@@ -299,12 +304,8 @@ def test_readiness_is_cached_and_metrics_take_a_scrape_token(service: Service) -
     /metrics answers 401 without it and 200 with it, while /v1/* keeps its own API key."""
     cfg = ServeConfig(db=str(service.db), api_key=API_KEY, metrics_token="scrape-5e2", limits=LIMITS, gateway=FIXED,
                       colocate=True, ready_cache_s=30)  # fmt: skip
-    serve.run(build_app(cfg), name="probed", route_prefix="/probed")
+    deploy_beside(service, cfg, "probed")
     try:
-        deadline = time.time() + 120
-        while service.http.get("/probed/readyz").status_code != 200:
-            assert time.time() < deadline, "the second service never became ready"
-            time.sleep(0.5)
         scrape = {"Authorization": "Bearer scrape-5e2"}
 
         def ready_calls() -> float:

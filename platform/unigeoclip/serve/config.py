@@ -142,17 +142,7 @@ class ServeConfig(_Closed):
         Fails closed: a key that is set but empty is a :class:`ConfigError` (never "no auth"), and so is
         no key at all with ``require_api_key``.
         """
-        import os
-
-        key: str | None
-        if self.api_key is not None:
-            key, where = self.api_key.get_secret_value(), "api_key"
-        else:
-            key, where = os.environ.get(self.api_key_env), f"${self.api_key_env}"
-        if key is not None and not key.strip():
-            raise ConfigError(
-                f"{where} is set but empty: give it a key, or unset it to serve without one (loopback only)"
-            )
+        key = _secret(self.api_key, "api_key", self.api_key_env, "to serve without one (loopback only)")
         if key is None and self.require_api_key:
             raise ConfigError(
                 f"this service requires an API key (require_api_key) and ${self.api_key_env} is not set: "
@@ -163,16 +153,7 @@ class ServeConfig(_Closed):
     def resolved_metrics_token(self) -> str | None:
         """The scrape token (``metrics_token``, else ``$metrics_token_env``; None: /metrics is open); set but empty
         is an error, as for the API key."""
-        import os
-
-        token: str | None
-        if self.metrics_token is not None:
-            token, where = self.metrics_token.get_secret_value(), "metrics_token"
-        else:
-            token, where = os.environ.get(self.metrics_token_env), f"${self.metrics_token_env}"
-        if token is not None and not token.strip():
-            raise ConfigError(f"{where} is set but empty: give it a token, or unset it to leave /metrics open")
-        return token
+        return _secret(self.metrics_token, "metrics_token", self.metrics_token_env, "to leave /metrics open")
 
     def check_exposure(self, host: str, *, allow_unauthenticated: bool = False) -> None:
         """Refuse to listen beyond loopback without an API key, unless the operator says so explicitly."""
@@ -182,6 +163,21 @@ class ServeConfig(_Closed):
             f"serving on {host} without an API key would open /v1/* to every host that reaches it: set "
             f"${self.api_key_env} (or api_key), listen on 127.0.0.1, or pass --allow-unauthenticated"
         )
+
+
+def _secret(configured: SecretStr | None, field: str, env: str, unset_means: str) -> str | None:
+    """A secret from the config, else from ``$env`` (read where it is used: inside the replica), else None;
+    set but empty is a :class:`ConfigError` (a blank never means "no secret")."""
+    import os
+
+    value: str | None
+    if configured is not None:
+        value, where = configured.get_secret_value(), field
+    else:
+        value, where = os.environ.get(env), f"${env}"
+    if value is not None and not value.strip():
+        raise ConfigError(f"{where} is set but empty: give it a value, or unset it {unset_means}")
+    return value
 
 
 def is_loopback(host: str) -> bool:

@@ -32,9 +32,14 @@ def figures(report: Path) -> dict[str, float]:
     }
     for k, v in m.get("groups", {}).items():  # places / landscape apart, where the store has both
         out[f"probe_{k}"] = v.get("probe", float("nan"))
-    timing = report.parent.parent / "runs" / f"{report.name}.time"
+    runs = report.parent.parent / "runs"
+    timing = runs / f"{report.name}.time"
     if timing.is_file():
         out["train_s"] = float(re.search(r"train_s=(\d+)", timing.read_text()).group(1))
+    log = runs / report.name / "metrics.jsonl"
+    if log.is_file():  # the steady rate: the median over the logged steps (step 0 and the final report excluded)
+        rates = [json.loads(line).get("samples_per_s", 0.0) for line in log.read_text().splitlines()[1:-1]]
+        out["samples_s"] = float(np.median([r for r in rates if r > 0])) if rates else float("nan")
     return out
 
 
@@ -43,7 +48,7 @@ def main(paths: list[str]) -> None:
     for p in paths:
         name = re.sub(r"-s\d+$", "", Path(p).name)
         groups[name].append(figures(Path(p)))
-    keys = ["probe", "geoclip", "pairs20", "r1", "a2c_km", "t2c_km", "train_s"]
+    keys = ["probe", "geoclip", "pairs20", "r1", "a2c_km", "t2c_km", "train_s", "samples_s"]
     print("| run | seeds | " + " | ".join(keys) + " |")
     print("|" + " --- |" * (len(keys) + 2))
     for name, rows in groups.items():

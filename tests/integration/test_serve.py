@@ -446,7 +446,8 @@ def test_concurrent_queries_share_encoder_batches(service: Service) -> None:
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda i: service.http.post("/v1/embed", json={"query": {"text": f"street {i}"}}),
                                 range(64)))  # fmt: skip
-    assert [r.status_code for r in answers] == [200] * 64
+    refused = {i: (r.status_code, r.text) for i, r in enumerate(answers) if r.status_code != 200}
+    assert not refused, f"16 clients on one gateway replica were refused: {refused}"
     sum1, count1 = text_batches()
     assert count1 - count0 == 64
     assert (sum1 - sum0) / 64 > 1.0, "no two concurrent queries were ever encoded in one batch"

@@ -301,12 +301,15 @@ def test_serving_beyond_loopback_without_a_key_is_refused(host: str, monkeypatch
 def test_the_cli_refuses_an_open_keyless_service_before_starting_anything(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ray
+    from unigeoclip import runtime
     from unigeoclip.cli import main
 
+    started: list[object] = []  # a spy, not a stub: Ray may already run in this process (other tests started it)
+    monkeypatch.setattr(runtime, "ensure_ray", lambda *a, **k: started.append(a) or {})
     monkeypatch.delenv("UNIGEOCLIP_API_KEY", raising=False)
     assert main(["serve", "--db", "nowhere", "--host", "0.0.0.0"]) == 2
-    assert "--allow-unauthenticated" in capsys.readouterr().err and not ray.is_initialized()
+    assert "--allow-unauthenticated" in capsys.readouterr().err
+    assert started == [], "the CLI reached Ray before refusing the keyless exposure"
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "ICO", "PPM"])
@@ -380,6 +383,13 @@ def test_every_deployment_has_a_bounded_queue() -> None:
         opts = scaling.deployment_options()
         assert 0 < opts["max_queued_requests"] <= 1024, opts
     assert ServeConfig(db="x").call_timeout_s <= 30
+
+
+def test_the_decode_pool_admits_every_request_its_replica_admits() -> None:
+    """Shedding is Serve's bounded queue: a pool of 2 threads must not refuse what the gateway let in."""
+    cfg = ServeConfig(db="x")
+    assert cfg.decode_workers + cfg.resolved_decode_queue() >= cfg.gateway.max_ongoing_requests
+    assert ServeConfig(db="x", decode_queue=3).resolved_decode_queue() == 3
 
 
 def test_a_dsm_array_past_the_limit_is_refused_before_any_parse() -> None:

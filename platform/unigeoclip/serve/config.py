@@ -94,8 +94,12 @@ class ServeConfig(_Closed):
         20.0, gt=0, description="longest wait for the encoder or the retriever; then a 503 with Retry-After"
     )
     decode_workers: int = Field(2, ge=1, description="threads per gateway replica that validate and decode requests")
-    decode_queue: int = Field(
-        8, ge=0, description="requests that may wait for a decode thread; more get a 503 with Retry-After at once"
+    decode_queue: int | None = Field(
+        None,
+        ge=0,
+        description="requests that may wait for a decode thread; more get a 503 with Retry-After at once. Unset: "
+        "every request the gateway replica admits (its max_ongoing_requests) may wait, so only Serve's bounded "
+        "queue (max_queued_requests) sheds load and 16 clients are never refused by a pool of 2 threads",
     )
     ready_cache_s: float = Field(2.0, ge=0, description="GET /readyz answers from a state at most this old")
     require_api_key: bool = Field(
@@ -135,6 +139,10 @@ class ServeConfig(_Closed):
                 "would never hold a full batch; raise it to at least the batch"
             )
         return self
+
+    def resolved_decode_queue(self) -> int:
+        """``decode_queue``, else the gateway replica's ``max_ongoing_requests``."""
+        return self.gateway.max_ongoing_requests if self.decode_queue is None else self.decode_queue
 
     def resolved_api_key(self) -> str | None:
         """The configured key, else the one in ``$api_key_env`` (read inside the replica), else None.

@@ -129,7 +129,7 @@ class Gateway:
         self.encoder, self.retriever = encoder, retriever
         self.api_key = cfg.resolved_api_key()
         self.metrics_token = cfg.resolved_metrics_token()
-        self.offload = Offload(cfg.decode_workers, cfg.decode_queue)  # JSON and input decoding, off the loop
+        self.offload = Offload(cfg.decode_workers, cfg.resolved_decode_queue())  # JSON and input decoding, off the loop
         self.max_values = cfg.limits.max_dsm_pixels + JSON_VALUES_BESIDE_DSM
         self._ready_lock = asyncio.Lock()
         self._ready: tuple[dict[str, Any] | None, float] = (None, 0.0)

@@ -299,11 +299,13 @@ def test_a_storage_fault_is_a_503_that_names_no_path_and_every_answer_has_a_requ
         serve.delete("broken")
 
 
-def test_readiness_is_cached_and_metrics_take_a_scrape_token(service: Service) -> None:
+def test_readiness_is_cached_metrics_take_a_scrape_token_and_failed_keys_are_rate_limited(service: Service) -> None:
     """20 probes in a burst cost the encoder one readiness call (the cached state), not 20; with a scrape token,
-    /metrics answers 401 without it and 200 with it, while /v1/* keeps its own API key."""
+    /metrics answers 401 without it and 200 with it, while /v1/* keeps its own API key; an address that sent
+    three wrong keys gets 429s, even with the right key, while another address is served."""
     cfg = ServeConfig(db=str(service.db), api_key=API_KEY, metrics_token="scrape-5e2", limits=LIMITS, gateway=FIXED,
-                      colocate=True, ready_cache_s=30)  # fmt: skip
+                      colocate=True, ready_cache_s=30, auth_failure_limit=3,
+                      trusted_proxies=("127.0.0.0/8",))  # fmt: skip
     deploy_beside(service, cfg, "probed")
     try:
         scrape = {"Authorization": "Bearer scrape-5e2"}
@@ -320,6 +322,20 @@ def test_readiness_is_cached_and_metrics_take_a_scrape_token(service: Service) -
         wrong = service.http.get("/probed/metrics", headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "not valid" in wrong.json()["error"]
         assert "unigeoclip_serve_requests_total" in service.http.get("/probed/metrics", headers=scrape).text
+
+        # The service sees loopback (HAProxy or Serve's proxy), trusted here, so X-Forwarded-For names the client.
+        def search_from(address: str, key: str) -> httpx.Response:
+            return service.http.post("/probed/v1/search", json={"query": {"text": "a harbour town"}, "k": 1},
+                                     headers={"X-API-Key": key, "X-Forwarded-For": f"6.6.6.6, {address}"})  # fmt: skip
+
+        guesser, neighbour = "203.0.113.50", "203.0.113.51"
+        assert [search_from(guesser, f"guess-{i}").status_code for i in range(3)] == [401] * 3
+        for key in ("guess-3", API_KEY):  # blocked: the right key no longer tells itself apart from a wrong one
+            blocked = search_from(guesser, key)
+            assert blocked.status_code == 429 and "too many wrong" in blocked.json()["error"], blocked.text
+            assert 1 <= int(blocked.headers["Retry-After"]) <= 60
+        assert search_from(neighbour, API_KEY).status_code == 200
+        assert search_from("6.6.6.6", API_KEY).status_code == 200  # the spoofed left hop was never counted
     finally:
         serve.delete("probed")
 
@@ -451,6 +467,38 @@ def test_concurrent_queries_share_encoder_batches(service: Service) -> None:
     sum1, count1 = text_batches()
     assert count1 - count0 == 64
     assert (sum1 - sum0) / 64 > 1.0, "no two concurrent queries were ever encoded in one batch"
+
+
+def test_an_open_loop_at_three_times_capacity_is_shed_with_503_and_retry_after(service: Service) -> None:
+    """A gateway with a queue of 8: its capacity measured, then 3x that rate for 8 s whatever the answers.
+
+    Every answer is a 200 or a 503 that says when to retry (no 500, no dropped connection), and the
+    requests beyond the queue are refused, not kept waiting: the service holds at most 8 + 8 requests."""
+    import psutil
+
+    from ..overload import capacity, open_loop, summary
+
+    shed = Scaling(num_replicas=1, num_cpus=0, max_ongoing_requests=8, max_queued_requests=8)
+    cfg = ServeConfig(db=str(service.db), api_key=API_KEY, limits=LIMITS, gateway=shed, colocate=True,
+                      max_batch_size=8)  # fmt: skip
+    deploy_beside(service, cfg, "shed")
+    try:
+        url, key = f"{service.url}/shed", {"X-API-Key": API_KEY}
+        body = {"query": {"text": "a harbour street by the market"}, "k": 5}
+        rate = capacity(url, "/v1/search", body, headers=key, clients=8, seconds=4)
+        assert rate > 0
+        replica = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "shed" in (a.class_name or "")]
+        rss0 = psutil.Process(int(replica[0].pid)).memory_info().rss
+        answers = open_loop(url, "/v1/search", body, headers=key, rate=3 * rate, seconds=8)
+        rss1 = psutil.Process(int(replica[0].pid)).memory_info().rss
+        mix = summary(answers)
+        print(f"capacity {rate:.1f} req/s; open loop at {3 * rate:.1f} req/s for 8 s: {mix}; gateway RSS "
+              f"{rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB")  # fmt: skip
+        assert set(mix["statuses"]) <= {200, 503}, mix
+        assert mix["statuses"].get(200, 0) > 0 and mix["statuses"].get(503, 0) > 0, mix
+        assert mix["refused_with_retry_after"] == mix["statuses"][503], "a refusal that does not say when to retry"
+    finally:
+        serve.delete("shed")
 
 
 # -- fuzz ----------------------------------------------------------------------------------------------

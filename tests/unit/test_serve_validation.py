@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 from starlette.requests import Request
 from unigeoclip import load_config
 from unigeoclip.errors import InputError
@@ -382,6 +383,7 @@ def test_every_deployment_has_a_bounded_queue() -> None:
     for scaling in (Scaling(), Scaling(num_replicas=2), ServeConfig(db="x").gateway):
         opts = scaling.deployment_options()
         assert 0 < opts["max_queued_requests"] <= 1024, opts
+        assert opts["backpressure_config"] == {"status_code": 503, "retry_after_s": 1}, opts
     assert ServeConfig(db="x").call_timeout_s <= 30
 
 
@@ -404,3 +406,48 @@ def test_a_dsm_array_past_the_limit_is_refused_before_any_parse() -> None:
 
     refused = asyncio.run(go())
     assert refused.status == 413 and "more than 1256 values" in refused.message
+
+
+# -- failed-auth rate limit ----------------------------------------------------------------------------
+
+
+def test_an_address_is_blocked_after_its_limit_of_failures_until_the_oldest_leaves_the_window() -> None:
+    from unigeoclip.serve.ratelimit import AuthFailures
+
+    limiter = AuthFailures(limit=3, window_s=60)
+    for t in (0.0, 10.0, 20.0):
+        assert limiter.retry_after("198.51.100.7", t) is None
+        limiter.failed("198.51.100.7", t)
+    assert limiter.retry_after("198.51.100.7", 21.0) == 39  # the failure at 0 s leaves the window at 60 s
+    assert limiter.retry_after("198.51.100.8", 21.0) is None  # another address is not affected
+    assert limiter.retry_after("198.51.100.7", 60.0) is None  # two failures left in the window
+    limiter.failed("198.51.100.7", 61.0)
+    assert limiter.retry_after("198.51.100.7", 61.5) == 9  # now the one at 10 s is the oldest
+    assert AuthFailures(limit=0, window_s=60).retry_after("x", 0) is None
+
+
+def test_the_limiter_forgets_the_least_recently_failing_addresses_past_its_bound() -> None:
+    from unigeoclip.serve.ratelimit import AuthFailures
+
+    limiter = AuthFailures(limit=1, window_s=60, max_addresses=100)
+    for i in range(1000):
+        limiter.failed(f"10.0.{i // 256}.{i % 256}", 0.0)
+    assert len(limiter) == 100
+    assert limiter.retry_after("10.0.3.231", 1.0) == 59 and limiter.retry_after("10.0.0.0", 1.0) is None
+
+
+def test_the_counted_address_is_the_peer_unless_a_trusted_proxy_forwarded_the_request() -> None:
+    from unigeoclip.serve.ratelimit import client_address, parse_networks
+
+    proxies = parse_networks(["10.0.0.0/8", "127.0.0.1"])
+    assert client_address("203.0.113.9", ["1.2.3.4"], proxies) == "203.0.113.9"  # an untrusted peer's header is ignored
+    assert client_address("127.0.0.1", [], proxies) == "127.0.0.1"
+    assert client_address("10.1.2.3", ["203.0.113.9"], proxies) == "203.0.113.9"
+    # the client wrote the left hops itself; the last untrusted one is what the proxy saw
+    assert client_address("10.1.2.3", ["6.6.6.6, 203.0.113.9, 10.4.4.4"], proxies) == "203.0.113.9"
+    assert client_address("10.1.2.3", ["6.6.6.6", "203.0.113.9"], proxies) == "203.0.113.9"  # two header lines
+    assert client_address("127.0.0.1", [], parse_networks([])) == "127.0.0.1"
+    with pytest.raises(ValueError, match=r"'10\.0\.0/33' is not an IP address or CIDR"):
+        parse_networks(["10.0.0/33"])
+    with pytest.raises(ValidationError, match="not an IP address or CIDR"):
+        ServeConfig(db="x", trusted_proxies=("proxy.local",))

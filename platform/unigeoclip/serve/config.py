@@ -9,10 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from ..data.validate import MAX_TEXT_CHARS
 from ..errors import ConfigError
+from .ratelimit import parse_networks
+
+RETRY_AFTER_S = 1  # every 503 for load (a full queue, a busy decode pool, a call timeout) says: retry in 1 s
 
 
 class _Closed(BaseModel):
@@ -58,8 +61,13 @@ class Scaling(_Closed):
         actor: dict[str, Any] = {"num_cpus": self.num_cpus}
         if self.num_gpus:
             actor["num_gpus"] = self.num_gpus
-        opts: dict[str, Any] = {"ray_actor_options": actor, "max_ongoing_requests": self.max_ongoing_requests,
-                                "max_queued_requests": self.max_queued_requests}  # fmt: skip
+        opts: dict[str, Any] = {
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            # what Serve answers a request its full queue refuses: a 503 that says when to come back
+            "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
+        }
         if self.num_replicas is not None:
             opts["num_replicas"] = self.num_replicas
         else:
@@ -89,6 +97,18 @@ class ServeConfig(_Closed):
     metrics_token_env: str = Field(
         "UNIGEOCLIP_METRICS_TOKEN",
         description="environment variable holding a scrape token: when set, GET /metrics needs it as a Bearer token",
+    )
+    auth_failure_limit: int = Field(
+        20,
+        ge=0,
+        description="401s one client address may get per auth_failure_window_s from a gateway replica; then every "
+        "/v1/* request and /metrics scrape from it is a 429 until the window clears (0: no limit)",
+    )
+    auth_failure_window_s: float = Field(60.0, gt=0, description="the window auth_failure_limit counts over")
+    trusted_proxies: tuple[str, ...] = Field(
+        (),
+        description="addresses or CIDRs of proxies that append X-Forwarded-For (a load balancer, an ingress); a "
+        "request from one is counted under the last hop it names that is not itself a trusted proxy",
     )
     call_timeout_s: float = Field(
         20.0, gt=0, description="longest wait for the encoder or the retriever; then a 503 with Retry-After"
@@ -128,6 +148,12 @@ class ServeConfig(_Closed):
     gateway: Scaling = Scaling(max_replicas=4, num_cpus=0.25, max_ongoing_requests=64)
     encoder: Scaling = Scaling()
     retriever: Scaling = Scaling(num_cpus=0.25)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(cidrs)
+        return cidrs
 
     @model_validator(mode="after")
     def _a_batch_can_fill(self) -> Self:

@@ -30,10 +30,11 @@ from ..errors import InputError
 from ..modality import Modality
 from . import ensemble
 from .colocated import InProcess
-from .config import ServeConfig
+from .config import RETRY_AFTER_S, ServeConfig
 from .decode import prepare
 from .metrics import ServiceMetrics
 from .offload import Offload
+from .ratelimit import AuthFailures, client_address, parse_networks
 from .requests import ServiceError, check_api_key, check_bearer, error_response, json_response, parse
 from .schemas import (
     EmbedRequest,
@@ -129,6 +130,8 @@ class Gateway:
         self.encoder, self.retriever = encoder, retriever
         self.api_key = cfg.resolved_api_key()
         self.metrics_token = cfg.resolved_metrics_token()
+        self.auth_failures = AuthFailures(cfg.auth_failure_limit, cfg.auth_failure_window_s)
+        self.trusted_proxies = parse_networks(cfg.trusted_proxies)
         self.offload = Offload(cfg.decode_workers, cfg.resolved_decode_queue())  # JSON and input decoding, off the loop
         self.max_values = cfg.limits.max_dsm_pixels + JSON_VALUES_BESIDE_DSM
         self._ready_lock = asyncio.Lock()
@@ -145,8 +148,8 @@ class Gateway:
         start = time.perf_counter()
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex  # Serve answers with it too
         try:
-            if route.startswith("/v1/"):
-                check_api_key(request, self.api_key)
+            if route.startswith("/v1/") and self.api_key is not None:
+                self._authenticate(request, lambda: check_api_key(request, self.api_key))
             payload = await work()
             status, reason = 200, None
             response = json_response(payload)
@@ -163,10 +166,25 @@ class Gateway:
         self.stats.observe(route, status, time.perf_counter() - start, reason)
         return response
 
+    def _authenticate(self, request: Request, check: Callable[[], None]) -> None:
+        """``check()``, unless this address failed too often lately (a 429); a 401 counts against it."""
+        address = client_address(request.client.host if request.client else None,
+                                 request.headers.getlist("x-forwarded-for"), self.trusted_proxies)  # fmt: skip
+        now = time.monotonic()
+        wait = self.auth_failures.retry_after(address, now)
+        if wait is not None:
+            raise ServiceError(429, f"too many wrong or missing keys from this address: retry in {wait} s",
+                               "rate_limited", {"Retry-After": str(wait)})  # fmt: skip
+        try:
+            check()
+        except ServiceError:
+            self.auth_failures.failed(address, now)
+            raise
+
     async def _call(self, deployment: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """``handle.method.remote(...)``, retried on another replica when the one it reached died."""
         handle = getattr(self, deployment)
-        busy = {"Retry-After": "1"}
+        busy = {"Retry-After": str(RETRY_AFTER_S)}
         for attempt in range(RETRIES + 1):
             try:
                 answer = await asyncio.wait_for(getattr(handle, method).remote(*args, **kwargs),
@@ -221,7 +239,7 @@ class Gateway:
 
     # -- routes -----------------------------------------------------------------------------------
 
-    @api.post("/v1/embed", response_model=EmbedResponse, responses=_errors(400, 401, 413, 415, 422, 500, 503))
+    @api.post("/v1/embed", response_model=EmbedResponse, responses=_errors(400, 401, 413, 415, 422, 429, 500, 503))
     async def embed(self, request: Request) -> Response:
         """Each modality of the query -> its unit vector in the shared space."""
 
@@ -234,7 +252,7 @@ class Gateway:
 
         return await self._answer("/v1/embed", request, work)
 
-    @api.post("/v1/search", response_model=SearchResponse, responses=_errors(400, 401, 413, 415, 422, 500, 503))
+    @api.post("/v1/search", response_model=SearchResponse, responses=_errors(400, 401, 413, 415, 422, 429, 500, 503))
     async def search(self, request: Request) -> Response:
         """The k gallery rows (of the target modalities) most similar to the query, best first."""
 
@@ -245,7 +263,9 @@ class Gateway:
 
         return await self._answer("/v1/search", request, work)
 
-    @api.post("/v1/geolocate", response_model=GeolocateResponse, responses=_errors(400, 401, 413, 415, 422, 500, 503))
+    @api.post(
+        "/v1/geolocate", response_model=GeolocateResponse, responses=_errors(400, 401, 413, 415, 422, 429, 500, 503)
+    )
     async def geolocate(self, request: Request) -> Response:
         """Where the query was taken: the best gallery match's place, a confidence, and the candidates."""
 
@@ -292,7 +312,7 @@ class Gateway:
             raise ServiceError(503, answer["error"], "unavailable")
         return answer
 
-    @api.get("/metrics", responses=_errors(401))
+    @api.get("/metrics", responses=_errors(401, 429))
     async def metrics(self, request: Request) -> Response:
         """Prometheus text format: this replica's requests, errors, latency per route, encoder batch sizes.
 
@@ -300,8 +320,9 @@ class Gateway:
         scrape token configured, a scraper sends it as ``Authorization: Bearer TOKEN``.
         """
         if self.metrics_token is not None:
+            token = self.metrics_token
             try:
-                check_bearer(request, self.metrics_token)
+                self._authenticate(request, lambda: check_bearer(request, token))
             except ServiceError as exc:
                 return error_response(exc)
         return Response(self.stats.render(), media_type=self.stats.content_type)

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .config import RETRY_AFTER_S
 from .requests import ServiceError
 
 T = TypeVar("T")
-RETRY_AFTER_S = 1
 
 
 class Offload:

@@ -54,7 +54,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     ensure_ray(args.address)
-    summary = ingest(make_source(args.source, cfg), SampleStore(args.store), cfg.data, plan=cfg.ingest)
+    summary = ingest(make_source(args.source, cfg), SampleStore(args.store), cfg.data, plan=cfg.ingest,
+                     lease_wait_s=args.wait_for_lease)  # fmt: skip
     print(summary)
     return 0
 
@@ -95,7 +96,7 @@ def _embed_options(args: argparse.Namespace) -> Any:
         modalities=modalities, gpu=args.gpu, actors=args.actors, min_actors=args.min_actors,
         max_actors=args.max_actors, batch_size=args.batch_size,
         commit_rows=args.commit_rows, commit_seconds=args.commit_seconds, publish=not args.no_publish, index=index,
-        pushgateway=args.pushgateway, metrics_textfile=args.metrics_textfile,
+        pushgateway=args.pushgateway, metrics_textfile=args.metrics_textfile, lease_wait_s=args.wait_for_lease,
     )  # fmt: skip
 
 
@@ -160,9 +161,18 @@ def _embed_args(p: argparse.ArgumentParser, *, model_required: bool, serving_mod
     p.add_argument(
         "--metrics-textfile", default=None, help="textfile for the figures when there is no gateway [DB/metrics/]"
     )
+    _lease_arg(p)
     if serving_model:  # (the refresh command has --address from _common)
         p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_embed)
+
+
+def _lease_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait-for-lease", type=float, default=0.0, metavar="SECONDS",
+        help="another run is writing to the same store or database: wait this long for it, then refuse [0: refuse "
+        "at once, naming it]",
+    )  # fmt: skip
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -316,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="ingest a source into a Lance sample store (idempotent)")
     p.add_argument("--source", required=True, choices=SOURCE_NAMES)
     p.add_argument("--store", required=True, help="sample store directory or URI")
+    _lease_arg(p)
     _common(p, "small")
     p.set_defaults(func=cmd_ingest)
 

@@ -25,7 +25,7 @@ from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed, reembed
 from unigeoclip.modality import present_key
 from unigeoclip.store import EmbeddingDB, EmbeddingStore
-from unigeoclip.store.schema import table_name
+from unigeoclip.store.schema import ALIASES, table_name
 from unigeoclip.store.versions import model_version_id
 
 from ..helpers import expected_keys, stored_keys, stored_rows, train_tiny
@@ -129,6 +129,30 @@ def test_reembed_embeds_only_a_new_year_and_retires_superseded_samples(
     served = EmbeddingStore.open(db)
     assert served.table_version > pinned and served.count(year=2024) == len(new)
     assert served.count() == len(keys) and not served.get(gone).num_rows
+
+
+def test_two_runs_started_together_on_one_database_take_turns(
+    tiny_store: tuple[SampleStore, IngestSummary], models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An embed and a reembed of the same model at once: the lease makes one wait for the other, so every row is
+    embedded once (the second finds nothing left), no (item, modality) twice, and one serving alias."""
+    db, version = tmp_path / "db", model_version_id(models[0])
+    patient = EmbedOptions(batch_size=8, commit_rows=40, lease_wait_s=600)
+    embed(models[0], tiny_store[0], db, options=patient, model_version=version)  # a version to reembed: served
+    EmbeddingDB(db).embeddings(version).delete("true")  # ... with every row gone, so both runs have all to do
+    runs: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda: runs.update(a=embed(models[0], tiny_store[0], db, options=patient))),
+               threading.Thread(target=lambda: runs.update(b=reembed(tiny_store[0], db, options=patient)))]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert set(runs) == {"a", "b"}, "a run failed (see its traceback above)"
+    done = sorted(sum(r.embedded.values()) for r in runs.values())  # type: ignore[attr-defined]
+    keys = stored_keys(db, version)
+    assert done == [0, len(expected_keys(tiny_store[0]))], f"the runs interleaved: {done}"
+    assert len(keys) == len(set(keys)) and set(keys) == expected_keys(tiny_store[0])
+    assert EmbeddingDB(db).conn.open_table(ALIASES).count_rows() == 1
 
 
 def test_a_bad_input_is_recorded_and_the_rest_embedded(

@@ -56,6 +56,28 @@ def test_rerun_adds_no_rows(
     assert store.samples().count_rows() == before
 
 
+def test_two_ingests_started_together_on_one_store_take_turns(tiny_world_cfg: Config, tmp_path: Path) -> None:
+    """The lease makes the second wait for the first: every sample is written once, one current per (cell, year)."""
+    import threading
+
+    cfg = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"years": [2021]}}}})
+    store, runs = SampleStore(tmp_path / "store"), {}
+    source = SyntheticSource(cfg.data.sources.synthetic, cfg.data)
+
+    def run(name: str) -> None:
+        runs[name] = ingest(source, store, cfg.data, lease_wait_s=600)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert set(runs) == {"a", "b"}, "an ingest failed (see its traceback above)"
+    assert sorted(r.written for r in runs.values()) == [0, len(source.plan())], "the runs interleaved"
+    keys = store.samples().to_table(columns=["cell_token", "year"], filter="current = true").to_pylist()
+    assert len(keys) == len({(k["cell_token"], k["year"]) for k in keys}) == len(source.plan())
+
+
 class PlantedSource(SyntheticSource):
     """The synthetic world with planted bad input: a corrupt aerial image and a point off the globe."""
 

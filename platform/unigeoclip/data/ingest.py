@@ -28,6 +28,7 @@ import pyarrow as pa
 import ray
 
 from ..config import DataConfig, IngestConfig
+from ..lease import held
 from ..obs.metrics import push_run_metrics, textfile_beside
 from ..runtime import actor_pool
 from .records import RawSample, Reject, Source
@@ -189,12 +190,21 @@ class IngestSummary:
         return "\n".join(lines)
 
 
-def ingest(source: Source, store: SampleStore, data: DataConfig, *, plan: IngestConfig | None = None) -> IngestSummary:
+def ingest(
+    source: Source, store: SampleStore, data: DataConfig, *, plan: IngestConfig | None = None, lease_wait_s: float = 0.0
+) -> IngestSummary:
     """Run the pipeline on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`).
 
     The extraction actors form an autoscaling pool (``plan``: min and max actors, one CPU each), so
-    on an autoscaling cluster the pool grows as the nodes its demand brings join.
+    on an autoscaling cluster the pool grows as the nodes its demand brings join. One run writes to a
+    store at a time: it holds the store's writer lease (:mod:`unigeoclip.lease`) throughout, waiting
+    ``lease_wait_s`` for another run's, else raising ``LeaseHeld`` naming it.
     """
+    with held(store.root, "ingest", wait_s=lease_wait_s):
+        return _ingest(source, store, data, plan)
+
+
+def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestConfig | None) -> IngestSummary:
     import lance_ray
 
     start = time.perf_counter()

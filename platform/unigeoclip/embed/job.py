@@ -33,6 +33,7 @@ import ray
 from ..config import load_config
 from ..data.store import SampleStore
 from ..errors import ConfigError
+from ..lease import held
 from ..modality import Modality
 from ..obs.metrics import push_run_metrics, textfile_beside
 from ..runtime import actor_pool, can_grow, wait_for_resources
@@ -66,6 +67,8 @@ class EmbedOptions:
     index: IndexPolicy = DEFAULT_POLICY
     pushgateway: str | None = None
     metrics_textfile: str | None = None
+    lease_wait_s: float = 0.0  # another run holds the database's writer lease: wait this long, then refuse
+    lease_ttl_s: float = 300.0  # a run that dies frees the lease this long after its last renewal
 
     def __post_init__(self) -> None:
         if self.min_actors < 1 or (self.actors is not None and self.actors < 1):
@@ -157,10 +160,22 @@ def embed(
     options: EmbedOptions = EmbedOptions(),
     job: str = "embed",
 ) -> EmbedSummary:
-    """Embed every current sample's present modalities that ``model_version`` lacks (see the module docstring)."""
-    start = time.perf_counter()
+    """Embed every current sample's present modalities that ``model_version`` lacks (see the module docstring).
+
+    One run writes to a database at a time: it holds the database's writer lease (:mod:`unigeoclip.lease`)
+    throughout, waiting ``options.lease_wait_s`` for another run's, else raising ``LeaseHeld`` naming it.
+    """
     store = store if isinstance(store, SampleStore) else SampleStore(store)
     db = db if isinstance(db, EmbeddingDB) else EmbeddingDB(db)
+    with held(db.uri, job, ttl_s=options.lease_ttl_s, wait_s=options.lease_wait_s):
+        return _embed(model_dir, store, db, model_version=model_version, options=options, job=job)
+
+
+def _embed(
+    model_dir: str | Path, store: SampleStore, db: EmbeddingDB, *, model_version: str | None, options: EmbedOptions,
+    job: str,
+) -> EmbedSummary:  # fmt: skip
+    start = time.perf_counter()
     model_dir = str(Path(model_dir).resolve()) if "://" not in str(model_dir) else str(model_dir)
     fingerprint = model_fingerprint(model_dir)
     version = check_version_name(model_version) if model_version else model_version_id(model_dir)

@@ -44,5 +44,6 @@ def refresh(
             f"nothing serves from {db.uri} yet, so a refresh has no model to embed new samples with: run "
             "`unigeoclip embed --model MODEL_DIR --store ... --db ...` once first"
         )
-    ingested = ingest(source, store, data, plan=plan)
-    return RefreshSummary(ingested, reembed(store, db, options=options or EmbedOptions()))
+    options = options or EmbedOptions()
+    ingested = ingest(source, store, data, plan=plan, lease_wait_s=options.lease_wait_s)
+    return RefreshSummary(ingested, reembed(store, db, options=options))

@@ -44,23 +44,26 @@ def _client(url: str, headers: dict[str, str], timeout_s: float) -> httpx.AsyncC
 
 
 def capacity(url: str, path: str, body: dict[str, Any], *, headers: dict[str, str], clients: int,
-             seconds: float) -> float:  # fmt: skip
-    """Requests per second answered 200 by ``clients`` closed-loop clients over ``seconds``."""
+             seconds: float, warmup_s: float = 2.0) -> float:  # fmt: skip
+    """Requests per second answered 200 by ``clients`` closed-loop clients over ``seconds``, after ``warmup_s``
+    of the same load (first batches, lazy initialisation) that is not counted."""
 
-    async def run() -> int:
+    async def run() -> float:
         async with _client(url, headers, 60) as client:
             t0 = time.perf_counter()
+            counted = t0 + warmup_s
             done = 0
 
             async def loop() -> None:
                 nonlocal done
-                while time.perf_counter() - t0 < seconds:
-                    done += (await _send(client, path, body, t0)).status == 200
+                while (now := time.perf_counter()) - counted < seconds:
+                    ok = (await _send(client, path, body, t0)).status == 200
+                    done += ok and now >= counted
 
             await asyncio.gather(*(loop() for _ in range(clients)))
-            return done
+            return done / (time.perf_counter() - counted)
 
-    return asyncio.run(run()) / seconds
+    return asyncio.run(run())
 
 
 def open_loop(url: str, path: str, body: dict[str, Any], *, headers: dict[str, str], rate: float, seconds: float,

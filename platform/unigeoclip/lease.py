@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import lance
 import pyarrow as pa
@@ -139,7 +139,7 @@ class Lease:
     def uri(self) -> str:
         return lease_uri(self.root)
 
-    def _mine(self, row: dict[str, Any] | None) -> bool:
+    def _mine(self, row: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
         return row is not None and row["token"] == self.token
 
     def _row(self) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ray import serve
 from ray.util.state import list_actors
+from schemathesis.config import SchemathesisConfig
 from unigeoclip import Config, Modality
 from unigeoclip.data.ingest import IngestSummary
 from unigeoclip.data.store import SampleStore
@@ -470,7 +472,7 @@ def test_concurrent_queries_share_encoder_batches(service: Service) -> None:
 
 
 def test_an_open_loop_at_three_times_capacity_is_shed_with_503_and_retry_after(service: Service) -> None:
-    """A gateway with a queue of 8: its capacity measured, then 3x that rate for 5 s whatever the answers.
+    """A gateway with a queue of 8: its capacity measured, then 3x that rate for 4 s whatever the answers.
 
     Every answer is a 200 or a 503 that says when to retry (no 500, no dropped connection), and the
     requests beyond the queue are refused, not kept waiting: the service holds at most 8 + 8 requests."""
@@ -486,14 +488,14 @@ def test_an_open_loop_at_three_times_capacity_is_shed_with_503_and_retry_after(s
         url, key = f"{service.url}/shed", {"X-API-Key": API_KEY}
         # an image to decode and encode: the server's work, not the client's, sets the capacity
         body = {"query": {"aerial": {"image_b64": b64(png(256, 256))}}, "k": 5}
-        rate = capacity(url, "/v1/search", body, headers=key, clients=16, seconds=3)
+        rate = capacity(url, "/v1/search", body, headers=key, clients=16, seconds=2, warmup_s=1)
         assert rate > 0
         replica = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if "shed" in (a.class_name or "")]
         rss0 = psutil.Process(int(replica[0].pid)).memory_info().rss
-        answers = open_loop(url, "/v1/search", body, headers=key, rate=3 * rate, seconds=5)
+        answers = open_loop(url, "/v1/search", body, headers=key, rate=3 * rate, seconds=4)
         rss1 = psutil.Process(int(replica[0].pid)).memory_info().rss
         mix = summary(answers)
-        print(f"capacity {rate:.1f} req/s; open loop at {3 * rate:.1f} req/s for 5 s: {mix}; gateway RSS "
+        print(f"capacity {rate:.1f} req/s; open loop at {3 * rate:.1f} req/s for 4 s: {mix}; gateway RSS "
               f"{rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB")  # fmt: skip
         assert set(mix["statuses"]) <= {200, 503}, mix
         assert mix["statuses"].get(200, 0) > 0 and mix["statuses"].get(503, 0) > 0, mix
@@ -562,6 +564,38 @@ def test_fuzz_arbitrary_json_never_5xx(service: Service, path: str, payload: Any
     ["application/json", "multipart/form-data; boundary=xyz", "multipart/form-data", "image/png", ""]))  # fmt: skip
 def test_fuzz_raw_bodies_never_5xx(service: Service, path: str, raw: bytes, kind: str) -> None:
     check_no_5xx(service.http.post(path, content=raw, headers={"Content-Type": kind} if kind else {}))
+
+
+# Schemathesis over the service's own /openapi.json: every route, every check, positive and negative data. A request
+# its schema accepts may still be refused with the documented 422 (an image_b64 that is not an image, a DSM of
+# impossible heights), so positive data may be answered 2xx or 422; anything else, and any 5xx, a body that breaks
+# its response schema, an undocumented status or content type, is a failure. (Its pytest plugin's fixture mode
+# does not run on pytest 9, so the cases are drawn with Hypothesis directly.)
+SCHEMATHESIS = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "422"]
+"""
+SCHEMATHESIS_CASES = 2_000
+
+
+def test_schemathesis_finds_no_failure_on_any_route(service: Service) -> None:
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json",
+                                           config=SchemathesisConfig.from_str(SCHEMATHESIS))  # fmt: skip
+    cases = st.one_of(schema.as_strategy(GenerationMode.POSITIVE), schema.as_strategy(GenerationMode.NEGATIVE))
+    sent: Counter[str] = Counter()
+
+    @settings(max_examples=SCHEMATHESIS_CASES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(case=cases)
+    def run(case: Any) -> None:
+        sent[case.operation.label] += 1
+        case.call_and_validate(headers={"X-API-Key": API_KEY})
+
+    run()
+    print(f"schemathesis: {sum(sent.values())} requests, by route: {dict(sent)}")
+    assert sum(sent.values()) >= 2_000 and len(sent) == 6, sent
 
 
 # -- resilience ----------------------------------------------------------------------------------------

@@ -76,6 +76,11 @@ def test_a_valid_request_parses_with_defaults() -> None:
         (b'{"query": ', 400, "not valid JSON"),
         (b"[]", 422, "body"),
         (b"x" * 10_001, 413, "over the limit of 10000 bytes"),
+        # no coercion (found by schemathesis): false is not a height of 0 m, "5" or 5.0 is not k=5
+        (b'{"query": {"dsm": {"heights": [[false, false]]}}}', 422, "query.dsm.heights"),
+        (b'{"query": {"text": "a"}, "k": "5"}', 422, "k: Input should be a valid integer"),
+        (b'{"query": {"text": "a"}, "k": 5.0}', 422, "k: Input should be a valid integer"),
+        (b'{"query": {"coords": {"lat_deg": "52", "lon_deg": 4}}}', 422, "query.coords.lat_deg"),
     ],
 )
 def test_refusals_say_what_was_wrong(body: bytes, status: int, words: str) -> None:
@@ -88,17 +93,29 @@ def test_content_type_and_declared_length_are_checked() -> None:
     assert refusal(b"{}", **{"content-length": "99999999"}).status == 413
 
 
-def test_multipart_files_join_the_query() -> None:
-    boundary = "b0undary"
-    png = base64.b64decode(b64png(8, 8))
+def multipart(request_json: bytes, png: bytes) -> tuple[bytes, dict[str, str]]:
+    """A multipart body of a ``request`` JSON part and an ``aerial`` PNG upload, with its content type."""
     parts = [
-        (b'Content-Disposition: form-data; name="request"\r\n\r\n', b'{"k": 3, "query": {"text": "quay"}}'),
+        (b'Content-Disposition: form-data; name="request"\r\n\r\n', request_json),
         (b'Content-Disposition: form-data; name="aerial"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n', png),
     ]
-    body = b"".join(b"--" + boundary.encode() + b"\r\n" + h + v + b"\r\n" for h, v in parts) + b"--b0undary--\r\n"
-    req = parsed(body, **{"content-type": f"multipart/form-data; boundary={boundary}"})
+    body = b"".join(b"--b0undary\r\n" + h + v + b"\r\n" for h, v in parts) + b"--b0undary--\r\n"
+    return body, {"content-type": "multipart/form-data; boundary=b0undary"}
+
+
+def test_multipart_files_join_the_query() -> None:
+    png = base64.b64decode(b64png(8, 8))
+    body, headers = multipart(b'{"k": 3, "query": {"text": "quay"}}', png)
+    req = parsed(body, **headers)
     assert req.k == 3 and req.query.text == "quay" and req.query.aerial is not None
     assert base64.b64decode(req.query.aerial.image_b64) == png
+
+
+def test_an_input_given_both_in_the_json_and_as_a_file_is_refused() -> None:
+    """Found by schemathesis: the upload silently replaced the image_b64 of the JSON part, valid or not."""
+    body, headers = multipart(b'{"query": {"aerial": {"image_b64": "iVBORw0KGgo="}}}', base64.b64decode(b64png(8, 8)))
+    err = refusal(body, **headers)
+    assert err.status == 422 and "query.aerial.image_b64 is given both as JSON and as an upload" in err.message
 
 
 def test_api_key() -> None:

@@ -24,7 +24,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from ..errors import InputError
 from ..modality import Modality
@@ -35,7 +35,7 @@ from .decode import prepare
 from .metrics import ServiceMetrics
 from .offload import Offload
 from .ratelimit import AuthFailures, client_address, parse_networks
-from .requests import ServiceError, check_api_key, check_bearer, error_response, json_response, parse
+from .requests import UPLOAD_FIELDS, ServiceError, check_api_key, check_bearer, error_response, json_response, parse
 from .schemas import (
     EmbedRequest,
     EmbedResponse,
@@ -97,15 +97,20 @@ def _openapi() -> dict[str, Any]:
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[model.__name__] = body
-        upload = {"type": "object", "properties": {
-            "request": {"type": "string", "description": f"{model.__name__} as JSON (query inputs may be files)"},
-            **{f: {"type": "string", "format": "binary"} for f in ("aerial", "street", "dsm")},
+        # the JSON part of a multipart body: its query may be left out, the files below make it
+        part = {**body, "required": [f for f in body.get("required", []) if f != "query"]}
+        components[f"{model.__name__}Part"] = part if part["required"] else {k: v for k, v in part.items()
+                                                                              if k != "required"}  # fmt: skip
+        upload = {"type": "object", "additionalProperties": False, "properties": {
+            "request": {"$ref": f"#/components/schemas/{model.__name__}Part",
+                        "description": f"{model.__name__} as JSON (its query's inputs may come as the files below)"},
+            **{f: {"type": "string", "format": "binary"} for f in UPLOAD_FIELDS},
         }}  # fmt: skip
         schema["paths"][path]["post"]["requestBody"] = {
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}},
-                "multipart/form-data": {"schema": upload},
+                "multipart/form-data": {"schema": upload, "encoding": {"request": {"contentType": "application/json"}}},
             },
         }
     api.openapi_schema = schema
@@ -312,7 +317,7 @@ class Gateway:
             raise ServiceError(503, answer["error"], "unavailable")
         return answer
 
-    @api.get("/metrics", responses=_errors(401, 429))
+    @api.get("/metrics", response_class=PlainTextResponse, responses=_errors(401, 429))
     async def metrics(self, request: Request) -> Response:
         """Prometheus text format: this replica's requests, errors, latency per route, encoder batch sizes.
 

@@ -112,7 +112,7 @@ def validate(model: type[M], data: bytes | dict[str, Any]) -> M:
             if not data.strip():
                 raise ServiceError(400, f"empty body: send a JSON {model.__name__} object", "bad_json")
             return model.model_validate_json(data)
-        return model.model_validate(data)
+        return model.model_validate_json(orjson.dumps(data))  # one (strict, JSON) mode for both forms of a body
     except ValidationError as exc:
         broken = any(e["type"] == "json_invalid" for e in exc.errors())
         raise ServiceError(400 if broken else 422, describe(exc), "bad_json" if broken else "invalid") from None
@@ -161,10 +161,11 @@ async def parse_multipart(request: Request, body: bytes, max_bytes: int) -> dict
                                     f"{', '.join(UPLOAD_FIELDS)}", "invalid")  # fmt: skip
         if isinstance(value, str):
             raise ServiceError(422, f"multipart field {key!r} must be a file upload", "invalid")
-        if key in query and not isinstance(query[key], dict):
-            raise ServiceError(422, f"query.{key} is given both as JSON and as an upload", "invalid")
-        encoded = base64.b64encode(await value.read()).decode()
         slot = "geotiff_b64" if key == "dsm" else "image_b64"
+        if key in query and (not isinstance(query[key], dict) or slot in query[key]):
+            where = f"query.{key}" if not isinstance(query[key], dict) else f"query.{key}.{slot}"
+            raise ServiceError(422, f"{where} is given both as JSON and as an upload: send one", "invalid")
+        encoded = base64.b64encode(await value.read()).decode()
         query[key] = {**query.get(key, {}), slot: encoded}
     return data
 

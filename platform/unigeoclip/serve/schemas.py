@@ -17,7 +17,7 @@ MODALITY_NAMES = tuple(m.value for m in Modality)
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: false is not 0 m, "5" is not k=5
 
 
 class CoordsInput(_Closed):

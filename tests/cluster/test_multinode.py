@@ -157,7 +157,11 @@ def test_embedding_finishes_with_exactly_the_expected_rows_after_losing_a_node(
 def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
     cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
 ) -> None:
-    """Two replicas of each deployment on two nodes; the node of an encoder replica goes, under load."""
+    """Two replicas of each deployment on two nodes; the node of an encoder replica goes, under load.
+
+    The clients enter through the head node's proxy, as they would through a load balancer: with a proxy on
+    every node of one machine the nodes share the port, and a client's kept-alive connection lands on a random
+    node's proxy, which may be the one that goes (its next request is then dropped with the connection)."""
     import httpx
     from ray import serve
     from ray.util.state import list_actors
@@ -169,7 +173,7 @@ def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
     embed(model, store, tmp_path / "db", options=EmbedOptions(batch_size=32, actors=1))
     two = Scaling(num_replicas=2, num_cpus=0.25)  # 0.25 CPU: on the worker nodes (the head has none)
     url = start_service(ServeConfig(db=str(tmp_path / "db"), gateway=two, encoder=two, retriever=two),
-                        port=free_port(), log_level="WARNING")  # fmt: skip
+                        port=free_port(), log_level="WARNING", proxy_location="HeadOnly")  # fmt: skip
 
     def encoders() -> list[Any]:
         found = list_actors(filters=[("class_name", "=", f"ServeReplica:{APP_NAME}:QueryEncoder"),

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -79,12 +80,30 @@ async def _service_error(request: Request, exc: ServiceError) -> Response:
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    return error_response(ServiceError(exc.status_code, str(exc.detail), "http"))
+    return error_response(ServiceError(exc.status_code, str(exc.detail), "http", dict(exc.headers or {})))  # Allow
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
     return error_response(ServiceError(422, str(exc), "invalid"))
+
+
+UPLOADED = {"ImageInput": "image_b64", "StreetInput": "image_b64", "DSMInput": "geotiff_b64"}  # what a file supplies
+
+
+def _multipart_part(components: dict[str, Any], name: str) -> str:
+    """Add ``<name>Part``: the JSON part of a multipart body, in which what the files supply may be left out (the
+    query itself, and the image or GeoTIFF of each input). Returns its reference."""
+    renamed = orjson.dumps(components[name]).decode()
+    for model in ("Query", *UPLOADED):
+        renamed = renamed.replace(f'"#/components/schemas/{model}"', f'"#/components/schemas/{model}Part"')
+    part = orjson.loads(renamed)
+    optional = {"query", UPLOADED.get(name)}
+    part["required"] = [f for f in part.get("required", []) if f not in optional]
+    if not part["required"]:
+        del part["required"]
+    components[f"{name}Part"] = part
+    return f"#/components/schemas/{name}Part"
 
 
 def _openapi() -> dict[str, Any]:
@@ -93,16 +112,15 @@ def _openapi() -> dict[str, Any]:
         return api.openapi_schema
     schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for path, model in REQUEST_BODIES.items():
+    for model in REQUEST_BODIES.values():
         body = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(body.pop("$defs", {}))
         components[model.__name__] = body
-        # the JSON part of a multipart body: its query may be left out, the files below make it
-        part = {**body, "required": [f for f in body.get("required", []) if f != "query"]}
-        components[f"{model.__name__}Part"] = part if part["required"] else {k: v for k, v in part.items()
-                                                                              if k != "required"}  # fmt: skip
+    for name in ("Query", *UPLOADED):
+        _multipart_part(components, name)
+    for path, model in REQUEST_BODIES.items():
         upload = {"type": "object", "additionalProperties": False, "properties": {
-            "request": {"$ref": f"#/components/schemas/{model.__name__}Part",
+            "request": {"$ref": _multipart_part(components, model.__name__),
                         "description": f"{model.__name__} as JSON (its query's inputs may come as the files below)"},
             **{f: {"type": "string", "format": "binary"} for f in UPLOAD_FIELDS},
         }}  # fmt: skip

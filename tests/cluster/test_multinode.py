@@ -66,10 +66,18 @@ def store(cluster: Cluster, cfg: Config, tmp_path_factory: pytest.TempPathFactor
 
 
 def replace_node(cluster: Cluster, node_id: str) -> dict[str, Any]:
-    """Remove the worker node ``node_id`` at once (no graceful drain) and add a fresh one in its place."""
+    """Remove the worker node ``node_id`` at once (no graceful drain) and add a fresh one in its place.
+
+    ``gone`` is when the node's last worker process has exited, not when ``remove_node`` returned."""
+    import psutil
+    from ray.util.state import list_actors
+
     (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
+    pids = [a.pid for a in list_actors(filters=[("node_id", "=", node_id), ("state", "=", "ALIVE")]) if a.pid]
     at = time.time()
     cluster.remove_node(node, allow_graceful=False)
+    # Its workers (a Serve proxy, replicas) exit a moment after their raylet: "gone" is when none is left.
+    cluster_wait(lambda: not any(psutil.pid_exists(p) for p in pids), 30, "exit of the removed node's workers")
     gone = time.time()
     cluster.add_node(**NODE)
     return {"node_id": node_id, "at": at, "gone": gone}
@@ -157,7 +165,10 @@ def test_embedding_finishes_with_exactly_the_expected_rows_after_losing_a_node(
 def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
     cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
 ) -> None:
-    """Two replicas of each deployment on two nodes; the node of an encoder replica goes, under load."""
+    """Two replicas of each deployment on two nodes; the node of an encoder replica goes, under load.
+
+    Clients enter through the head node's proxy, as through a load balancer: on one machine every node's proxy
+    shares the port, so a connection could land on a proxy still starting, or on the one that goes."""
     import httpx
     from ray import serve
     from ray.util.state import list_actors
@@ -169,7 +180,7 @@ def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
     embed(model, store, tmp_path / "db", options=EmbedOptions(batch_size=32, actors=1))
     two = Scaling(num_replicas=2, num_cpus=0.25)  # 0.25 CPU: on the worker nodes (the head has none)
     url = start_service(ServeConfig(db=str(tmp_path / "db"), gateway=two, encoder=two, retriever=two),
-                        port=free_port(), log_level="WARNING")  # fmt: skip
+                        port=free_port(), log_level="WARNING", proxy_location="HeadOnly")  # fmt: skip
 
     def encoders() -> list[Any]:
         found = list_actors(filters=[("class_name", "=", f"ServeReplica:{APP_NAME}:QueryEncoder"),

@@ -35,14 +35,6 @@ def big_jpeg(side: int) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def gateway_rss_mib() -> float:
-    import psutil
-    from ray.util.state import list_actors
-
-    pids = [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")]) if "Gateway" in (a.class_name or "")]
-    return sum(psutil.Process(p).memory_info().rss for p in pids) / 2**20
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16)
@@ -53,7 +45,7 @@ def main() -> None:
     from ray import serve
     from unigeoclip.runtime import free_port, shutdown
     from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
-    from worlds import tiny_db  # this script's directory is on sys.path
+    from worlds import replica_rss_mib, tiny_db  # this script's directory is on sys.path
 
     db = tiny_db("bench-decode-")
     one = Scaling(num_replicas=1, num_cpus=0.25)
@@ -88,13 +80,13 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
             while http.get("/readyz").status_code != 200:
                 time.sleep(0.5)
-        quiet = gateway_rss_mib()
+        quiet = replica_rss_mib()["Gateway"]
         threads = [threading.Thread(target=client) for _ in range(args.clients)] + [threading.Thread(target=prober)]
         for t in threads:
             t.start()
         end = time.time() + args.seconds
         while time.time() < end:
-            rss.append(gateway_rss_mib())
+            rss.append(replica_rss_mib()["Gateway"])
             time.sleep(1.0)
         stop.set()
         for t in threads:

@@ -21,18 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def replica_rss_mib() -> dict[str, float]:
-    import psutil
-    from ray.util.state import list_actors
-
-    out: dict[str, float] = {}
-    for a in list_actors(filters=[("state", "=", "ALIVE")]):
-        name = (a.class_name or "").rsplit(":", 1)[-1]
-        if a.class_name and a.class_name.startswith("ServeReplica") and a.pid:
-            out[name] = out.get(name, 0.0) + psutil.Process(int(a.pid)).memory_info().rss / 2**20
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factor", type=float, default=3.0)
@@ -44,7 +32,7 @@ def main() -> None:
     from ray import serve
     from unigeoclip.runtime import free_port, shutdown
     from unigeoclip.serve import Scaling, ServeConfig, start_service
-    from worlds import tiny_db  # this script's directory is on sys.path
+    from worlds import replica_rss_mib, tiny_db  # this script's directory is on sys.path
 
     from tests.overload import capacity, open_loop, summary
 

@@ -38,3 +38,16 @@ def tiny_db(prefix: str) -> str:
     ingest_world(cfg, store)
     embed(train_tiny(cfg, work / "model", steps=2, seed=1), store, work / "db", options=EmbedOptions(actors=1))
     return str(work / "db")
+
+
+def replica_rss_mib() -> dict[str, float]:
+    """Resident memory of the live Serve replicas, MiB, summed per deployment (``Gateway``, ``QueryEncoder``, ...)."""
+    import psutil
+    from ray.util.state import list_actors
+
+    out: dict[str, float] = {}
+    for a in list_actors(filters=[("state", "=", "ALIVE")]):
+        name = (a.class_name or "").rsplit(":", 1)[-1]
+        if a.class_name and a.class_name.startswith("ServeReplica") and a.pid:
+            out[name] = out.get(name, 0.0) + psutil.Process(int(a.pid)).memory_info().rss / 2**20
+    return out

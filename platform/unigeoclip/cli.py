@@ -181,13 +181,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .eval.report import write_report
     from .eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
+    from .geo.bbox import BBox
 
     bbox = None
     if args.map_bbox:
-        values = [float(v) for v in args.map_bbox.split(",")]
-        if len(values) != 4:
-            raise UniGeoCLIPError(f"--map-bbox expects lat_min,lon_min,lat_max,lon_max, got {args.map_bbox!r}")
-        bbox = (values[0], values[1], values[2], values[3])
+        try:
+            values = [float(v) for v in args.map_bbox.split(",")]
+        except ValueError:
+            wanted = "lat_min,lon_min,lat_max,lon_max"
+            raise UniGeoCLIPError(f"--map-bbox expects {wanted}, got {args.map_bbox!r}") from None
+        bbox = BBox.parse(values, what="--map-bbox")
     peers = tuple(p for p in PEERS if not (p == "geoclip" and args.no_geoclip))
     options = EvalOptions(
         split=args.split, ensembles=tuple(parse_ensemble(e) for e in args.ensemble), max_samples=args.max_samples,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import InputError
+from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..geo.s2 import cell_token
 from ..modality import ALL_MODALITIES, Modality
 from .imaging import decode_rgb
@@ -51,8 +51,8 @@ def check_sample(sample: RawSample, data: DataConfig, run_id: str) -> Checked:
         rejects.append(Reject(sample.source, sample.source_id, reason, detail, modality, sample.year, token))
 
     lat, lon = sample.lat_deg, sample.lon_deg
-    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-        reject("coords_out_of_range", f"({lat}, {lon}) is not a valid lat_deg in [-90, 90], lon_deg in [-180, 180]")
+    if not valid_latlon(lat, lon):
+        reject("coords_out_of_range", f"({lat}, {lon}) is not a valid position: give {LATLON_RANGE}")
         return Checked(None, rejects)
     if not 1800 <= sample.year <= 2200:
         reject("bad_year", f"year {sample.year} is not a plausible acquisition year")
@@ -71,8 +71,8 @@ def check_sample(sample: RawSample, data: DataConfig, run_id: str) -> Checked:
     for view in sample.street:
         try:
             decode_rgb(view.image)
-            if not (-90 <= view.lat_deg <= 90 and -180 <= view.lon_deg <= 180):
-                raise InputError(f"view position ({view.lat_deg}, {view.lon_deg}) is out of range")
+            if not valid_latlon(view.lat_deg, view.lon_deg):
+                raise InputError(f"view position ({view.lat_deg}, {view.lon_deg}) is out of range: give {LATLON_RANGE}")
             views.append(view)
         except InputError as exc:
             reject("unreadable_image", f"street view {view.source_id or '?'}: {exc}", "street", token)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..geo.bbox import BBox
 from ..geo.distance import EARTH_RADIUS_KM
 from ..geo.s2 import cover_bbox, token_center
 from ..modality import Modality
@@ -23,8 +24,6 @@ from ..models import UniGeoCLIP
 from .embeddings import SplitEmbeddings
 from .peers import coords_features
 from .retrieval import DEFAULT_THRESHOLDS_KM, GeoAccuracy, geo_accuracy
-
-BBox = tuple[float, float, float, float]  # lat_min, lon_min, lat_max, lon_max
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def padded_bbox(latlon: np.ndarray, pad: float = 0.05, min_deg: float = 0.01) ->
     lat_max, lon_max = latlon.max(axis=0)
     dlat = max((lat_max - lat_min) * pad, min_deg)
     dlon = max((lon_max - lon_min) * pad, min_deg)
-    return (
+    return BBox(
         float(max(lat_min - dlat, -90.0)),
         float(max(lon_min - dlon, -180.0)),
         float(min(lat_max + dlat, 90.0)),

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from ..geo.bbox import BBox
 from ..modality import Modality
 from .embeddings import SplitEmbeddings
 from .retrieval import PairRecall
 
-BBox = tuple[float, float, float, float]
 MARKERS = {Modality.AERIAL: "s", Modality.STREET: "^", Modality.DSM: "D", Modality.TEXT: "P", Modality.COORDS: "o"}
 
 

@@ -21,11 +21,12 @@ import numpy as np
 from ..data.sources.earth import is_landscape
 from ..data.store import SampleStore
 from ..errors import InputError
+from ..geo.bbox import BBox
 from ..geo.s2 import stable_fraction
 from ..modality import Modality
 from ..models import UniGeoCLIP
 from .embeddings import SplitEmbeddings, encode_split, read_split_from_db
-from .geocells import BBox, CellGallery, GeocellResult, cell_gallery, geolocate, padded_bbox
+from .geocells import CellGallery, GeocellResult, cell_gallery, geolocate, padded_bbox
 from .peers import LocationFeatures, coords_features, geoclip_features, raw_features
 from .pictures import pca_map, recall_heatmap, tsne_modalities
 from .probes import BlockSplit, ProbeResult, probe, spatial_blocks

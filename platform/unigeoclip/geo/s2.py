@@ -8,13 +8,14 @@ from collections.abc import Iterable
 import s2sphere
 
 from ..errors import InputError
+from .coords import LATLON_RANGE, valid_latlon
 
 DEFAULT_LEVEL = 16
 
 
 def cell_id(lat_deg: float, lon_deg: float, level: int = DEFAULT_LEVEL) -> s2sphere.CellId:
-    if not (-90.0 <= lat_deg <= 90.0 and -180.0 <= lon_deg <= 180.0):
-        raise InputError(f"({lat_deg}, {lon_deg}) is not a valid lat_deg, lon_deg")
+    if not valid_latlon(lat_deg, lon_deg):
+        raise InputError(f"({lat_deg}, {lon_deg}) is not a valid position: give {LATLON_RANGE}")
     return s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(lat_deg, lon_deg)).parent(level)
 
 

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from .. import atomic
 from ..config import Config, load_config
 from ..errors import CheckpointError, InputError, ModalityError
+from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..modality import INPUT_KEYS, Modality, features_key, modalities_in, present_key
 from .blocks import LockableTower
 from .coords import build_location_encoder
@@ -182,8 +183,7 @@ class UniGeoCLIP(nn.Module):
 def _check_coords(coords: torch.Tensor) -> None:
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise InputError(f"coords must be (B, 2) lat_deg, lon_deg, got shape {tuple(coords.shape)}")
-    lat, lon = coords[:, 0], coords[:, 1]
     if not bool(torch.isfinite(coords).all()):
         raise InputError("coords contain NaN or infinite values")
-    if bool((lat.abs() > 90).any()) or bool((lon.abs() > 180).any()):
-        raise InputError("coords out of range: lat_deg must be in [-90, 90] and lon_deg in [-180, 180]")
+    if not bool(valid_latlon(coords[:, 0], coords[:, 1]).all()):
+        raise InputError(f"coords out of range: give {LATLON_RANGE}")

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..geo.bbox import BBox
 from ..store import EmbeddingStore
-from ..store.filters import bbox_bounds, cell_id_range, modality_names, split_values, year_values
+from ..store.filters import cell_id_range, modality_names, split_values, year_values
 from ..store.schema import VECTOR
 
 COLUMNS = ["item_id", "modality", "cell_token", "cell_id", "lat_deg", "lon_deg", "year", "split"]
@@ -55,12 +56,7 @@ class MemorySnapshot:
         if modality is not None:
             keep &= np.isin(self.modality, modality_names(modality))
         if bbox is not None:
-            lat_min, lon_min, lat_max, lon_max = bbox_bounds(bbox)
-            keep &= (self.lat >= lat_min) & (self.lat <= lat_max)
-            if lon_min <= lon_max:
-                keep &= (self.lon >= lon_min) & (self.lon <= lon_max)
-            else:
-                keep &= (self.lon >= lon_min) | (self.lon <= lon_max)
+            keep &= BBox.parse(bbox).contains(self.lat, self.lon)
         if cell_prefix is not None:
             low, high = cell_id_range(cell_prefix)
             keep &= (self.cell_id >= np.uint64(low)) & (self.cell_id <= np.uint64(high))

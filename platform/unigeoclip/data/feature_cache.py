@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..errors import CheckpointError
+
 FOLDER = "features"
 
 
@@ -96,7 +98,7 @@ def lookup(cache: dict[str, np.ndarray], hashes: list[str], present: np.ndarray,
             continue
         found = cache.get(h)
         if found is None:
-            raise KeyError(
+            raise CheckpointError(
                 f"content {h} has no cached feature: the cache was filled before this sample was ingested; "
                 "training fills it at start (unigeoclip.train.frozen.ensure_features)"
             )

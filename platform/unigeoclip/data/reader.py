@@ -25,6 +25,7 @@ import ray
 from PIL import Image
 
 from ..config import Config
+from ..errors import InputError, NotFoundError
 from ..modality import Modality, features_key, present_key
 from .augment import flip_rotate, jitter_coords, perspective_view, photometric_jitter, resize
 from .decode_cache import BoundedLRU, DecodedImageCache, Row, join_rows, row_nbytes, split_rows
@@ -349,10 +350,10 @@ def build_dataset(
     read in place of those modalities' inputs.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     store = store if isinstance(store, SampleStore) else SampleStore(store)
     if not store.has_samples():
-        raise FileNotFoundError(f"no sample store at {store.root}: run `unigeoclip ingest --store {store.root}` first")
+        raise NotFoundError(f"no sample store at {store.root}: run `unigeoclip ingest --store {store.root}` first")
     augment = split == TRAIN if augment is None else augment
     version, positions = split_positions(store, split)
     items = epoch_chunks(positions, epochs=epochs, shuffle=augment, seed=seed, chunk=batch_size)

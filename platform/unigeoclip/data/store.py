@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 
 from .. import atomic
 from ..config import DataConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 from .schema import REJECT_SCHEMA, SAMPLE_SCHEMA
 
 SAMPLES, REJECTS, META = "samples.lance", "rejects.lance", "store.json"
@@ -82,9 +82,7 @@ class SampleStore:
 
     def samples(self) -> lance.LanceDataset:
         if not self.has_samples():
-            raise FileNotFoundError(
-                f"no sample store at {self.samples_uri}: run `unigeoclip ingest --store {self.root}`"
-            )
+            raise NotFoundError(f"no sample store at {self.samples_uri}: run `unigeoclip ingest --store {self.root}`")
         return lance.dataset(self.samples_uri)
 
     def ensure_samples_table(self) -> None:

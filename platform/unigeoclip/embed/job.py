@@ -32,7 +32,7 @@ import ray
 
 from ..config import load_config
 from ..data.store import SampleStore
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 from ..lease import held
 from ..modality import Modality
 from ..obs.metrics import push_run_metrics, textfile_beside
@@ -237,7 +237,7 @@ def reembed(
     if model_dir is None:
         serving = db.alias()
         if serving is None:
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"nothing serves from {db.uri} yet, so there is no model to re-embed with: "
                 "run `unigeoclip embed --model MODEL_DIR` first, or give `reembed --model MODEL_DIR`"
             )

@@ -9,7 +9,9 @@ pools, so the GPUs never wait for image decoding.
 
 A sample whose modality cannot be decoded or encoded becomes a row with an ``error``
 instead of a vector: the rest of the batch is embedded, the failure is recorded, and a
-rerun retries it.
+rerun retries it. "Cannot" means a ``ValueError``: what the decoders raise for bad bytes
+(:class:`~unigeoclip.errors.InputError`, numpy's shape errors) and what the model raises for
+inputs it refuses. Anything else is a bug and fails the job with its traceback.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class DecodeRows:
         pixel_want = {m: want[m] for m in self.pixel_modalities}
         try:
             return self._decode_only(table, pixel_want)
-        except Exception:  # isolate the bad input below; every other row still gets embedded
+        except ValueError:  # a bad stored input (isolated below; every other row still gets embedded)
             pass
         parts = []
         for i in range(table.num_rows):
@@ -106,7 +108,7 @@ class DecodeRows:
                     continue
                 try:
                     self._decode_only(row, {k: (v if k is m else np.zeros(1, bool)) for k, v in ok.items()})
-                except Exception as exc:
+                except ValueError as exc:
                     errors[m][i] = f"decode: {type(exc).__name__}: {exc}"
                     w[0] = False
             parts.append(self._decode_only(row, ok))
@@ -173,13 +175,13 @@ class EncodeRows:
             return np.zeros((0, self.dim), np.float32), errors
         try:
             return self._forward(m, batch, rows), errors
-        except Exception:  # find the bad rows; keep the others
+        except ValueError:  # an input the model refuses: find the bad rows, keep the others
             pass
         out = np.zeros((len(rows), self.dim), np.float32)
         for j in range(len(rows)):
             try:
                 out[j] = self._forward(m, batch, rows[j : j + 1])[0]
-            except Exception as exc:
+            except ValueError as exc:
                 errors[j] = f"encode: {type(exc).__name__}: {exc}"
         return out, errors
 

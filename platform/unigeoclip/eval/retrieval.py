@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
 from ..geo.distance import haversine_km
 from ..modality import Modality
 
@@ -151,7 +152,7 @@ def ensemble_retrieval(
     """
     query = tuple(query)
     if not query or target in query:
-        raise ValueError(f"an ensemble needs query modalities other than its target, got {query} -> {target}")
+        raise InputError(f"an ensemble needs query modalities other than its target, got {query} -> {target}")
     both = np.logical_and.reduce([present[m] for m in query]) & present[target]
     if not both.any():
         return None

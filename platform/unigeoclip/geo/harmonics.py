@@ -15,11 +15,13 @@ import math
 
 import torch
 
+from ..errors import ConfigError
+
 
 def real_spherical_harmonics(lat_deg: torch.Tensor, lon_deg: torch.Tensor, degree: int) -> torch.Tensor:
     """``(B,)`` degrees -> ``(B, (degree + 1)^2)`` float64 real spherical harmonics."""
     if degree < 0:
-        raise ValueError(f"degree must be >= 0, got {degree}")
+        raise ConfigError(f"degree must be >= 0, got {degree}")
     theta = torch.deg2rad(90.0 - lat_deg.to(torch.float64))  # colatitude
     phi = torch.deg2rad(lon_deg.to(torch.float64))
     x, s = torch.cos(theta), torch.sin(theta)

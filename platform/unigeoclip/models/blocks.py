@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block over ``(B, T, W)`` tokens; attention never mixes samples."""
@@ -67,7 +69,7 @@ class LockableTower(nn.Module):
         if unlocked_layers:
             layers = layer_stack(self.backbone)
             if unlocked_layers > len(layers):
-                raise ValueError(f"unlocked_layers {unlocked_layers} is more than the tower's {len(layers)} layers")
+                raise ConfigError(f"unlocked_layers {unlocked_layers} is more than the tower's {len(layers)} layers")
             for layer in list(layers)[-unlocked_layers:]:
                 for p in layer.parameters():
                     p.requires_grad_(True)
@@ -93,5 +95,5 @@ def layer_stack(backbone: nn.Module) -> nn.ModuleList:
     stacks = [m for name, m in backbone.named_modules() if isinstance(m, nn.ModuleList) and name.split(".")[-1]
               in ("layer", "layers")]  # fmt: skip
     if not stacks:
-        raise ValueError(f"no layer stack found in {type(backbone).__name__}: unlocked_layers cannot apply")
+        raise ConfigError(f"no layer stack found in {type(backbone).__name__}: unlocked_layers cannot apply")
     return max(stacks, key=len)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 from ..store import EmbeddingDB
 from ..store.versions import model_fingerprint
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def serving_pointer(db: EmbeddingDB) -> dict[str, Any]:
     pointer = db.alias()
     if pointer is None:
-        raise FileNotFoundError(
+        raise NotFoundError(
             f"no serving model version in {db.uri}: run `unigeoclip embed --model MODEL_DIR --store STORE "
             f"--db {db.uri}` first"
         )
@@ -38,7 +38,7 @@ def model_dir_for(db: EmbeddingDB, model_version: str, override: Path | None) ->
     space than the vectors they are searched against."""
     info = db.version_info(model_version)
     if info is None:
-        raise FileNotFoundError(f"model version {model_version!r} is not registered in {db.uri}")
+        raise NotFoundError(f"model version {model_version!r} is not registered in {db.uri}")
     if override is not None and model_fingerprint(override) == info["fingerprint"]:
         return override
     recorded = Path(info["model_dir"])

@@ -16,7 +16,7 @@ from typing import Any
 import lancedb
 import pyarrow as pa
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 from .schema import (
     ALIASES,
     ALIASES_SCHEMA,
@@ -116,7 +116,7 @@ class EmbeddingDB:
         name = table_name(model_version)
         if not self.has_table(name):
             known = ", ".join(r["model_version"] for r in self.versions()) or "none"
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"no embeddings for model version {model_version!r} in {self.uri} (known versions: {known}); "
                 "run `unigeoclip embed --model MODEL_DIR` first"
             )

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import InputError
+from ..errors import InputError, NotFoundError
 from ..modality import Modality
 from .db import EmbeddingDB
 from .filters import build_filter, modality_clause
@@ -63,7 +63,7 @@ class EmbeddingStore:
             return cls(db, named, alias=None, policy=policy)
         pointer = db.alias(alias)
         if pointer is None:
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"no {alias!r} model version in {db.uri} yet: run `unigeoclip embed --model MODEL_DIR --store STORE "
                 f"--db {db.uri}` (a version serves once it is completely embedded)"
             )

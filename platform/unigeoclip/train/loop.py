@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from ..config import Config, TrainConfig
 from ..data.reader import batch_rows
 from ..distributed import all_reduce_mean
+from ..errors import ConfigError
 from ..eval.retrieval import PairRecall, format_matrix, recall_matrix
 from ..losses import ContrastiveLoss
 from ..modality import Modality, present_key
@@ -116,7 +117,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if step >= tc.steps:
                 break
         if batches == 0:
-            raise RuntimeError(
+            raise ConfigError(
                 f"the train split gave worker {rank} no full batch of {tc.micro_batch}: ingest more data "
                 f"or lower train.micro_batch (it needs at least workers x micro_batch training samples)"
             )

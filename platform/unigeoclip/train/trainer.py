@@ -31,7 +31,7 @@ from .. import atomic
 from ..config import Config, load_config
 from ..data.reader import build_dataset, load_batches
 from ..data.store import SampleStore
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UniGeoCLIPError
 from ..obs.metrics import push_run_metrics
 from ..runtime import wait_for_resources
 from .frozen import ensure_features
@@ -194,7 +194,7 @@ def train(
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"training finished without a checkpoint; see {run_dir / 'ray'}")
+        raise UniGeoCLIPError(f"training finished without a checkpoint; see {run_dir / 'ray'}")
     model_dir = run_dir / EXPORT_DIR
     with result.checkpoint.as_directory() as directory:
         # Never rewritten in place (a resumed run exports again): written whole beside it, then swapped in at once.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...config import Config
+from ...errors import ConfigError
 from ..records import Source
 
 SOURCE_NAMES = ("synthetic", "earth", "files")
@@ -22,4 +23,4 @@ def make_source(name: str, cfg: Config) -> Source:
         from .files import FilesSource
 
         return FilesSource(cfg.data.sources.files, cfg.data)
-    raise ValueError(f"unknown source {name!r}; expected one of {', '.join(SOURCE_NAMES)}")
+    raise ConfigError(f"unknown source {name!r}; expected one of {', '.join(SOURCE_NAMES)}")

@@ -63,7 +63,7 @@ bench: install
 # The cluster of ray_cluster.yaml on this machine (ray_cluster.local.yaml): a 0-CPU head whose real Ray
 # autoscaler starts and stops local worker nodes on demand (Ray's fake multi-node provider). Submit jobs
 # to it with RAY_ADDRESS=http://127.0.0.1:8265 ray job submit --working-dir . -- python jobs/...
-# (README, "Running on a cluster"). The dashboard and the job API listen on loopback only.
+# (docs/cluster.md). The dashboard and the job API listen on loopback only.
 # Token authentication on (Ray 2.60's default for a local Ray): clients need RAY_AUTH_MODE=token.
 CLUSTER_ENV := PATH=$(CURDIR)/$(VENV)/bin:$$PATH RAY_FAKE_CLUSTER=1 AUTOSCALER_UPDATE_INTERVAL_S=1 RAY_AUTH_MODE=token
 cluster-up: install

@@ -1,7 +1,7 @@
 """A real Prometheus and Pushgateway (Debian's packages, installed by ``make test``) for the cluster tests.
 
 Prometheus runs the project's own ``infra/prometheus/prometheus.local.yml``, with only the paths and
-ports of this test's cluster put in and a 1 s scrape interval, so the scrape config the README ships
+ports of this test's cluster put in and a 1 s scrape interval, so the scrape config docs/serving.md ships
 is the one under test.
 """
 

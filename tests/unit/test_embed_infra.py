@@ -6,7 +6,8 @@ import shlex
 from pathlib import Path
 
 import yaml
-from unigeoclip.cli import build_parser, parse_overrides
+from unigeoclip.cli import build_parser
+from unigeoclip.config import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,10 +34,10 @@ def test_raycronjob_runs_the_same_refresh() -> None:
     _check_refresh(shlex.split(cron["spec"]["jobTemplate"]["entrypoint"]))
 
 
-def test_readme_cron_line_runs_the_same_job() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_cron_line_runs_the_same_job() -> None:
+    readme = (ROOT / "docs" / "embedding-store.md").read_text()
     lines = [line for line in readme.splitlines() if "ray job submit" in line and "jobs/refresh.py" in line]
-    assert lines, "the README gives the cron line for the refresh job"
+    assert lines, "docs/embedding-store.md gives the cron line for the refresh job"
     entry = lines[0].split(" -- ", 1)[1].split(">>")[0].split()
     assert entry[:2] == ["python", "jobs/refresh.py"]
     build_parser().parse_args(["refresh", *entry[2:]])

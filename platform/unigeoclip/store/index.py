@@ -2,7 +2,7 @@
 
 Small tables stay exact: a flat scan of a few tens of thousands of vectors is fast, and
 an index trained on too few rows partitions badly. Past ``min_rows`` the table gets an
-IVF_PQ index (the measured choice, see ``benchmarks/bench_ann.py`` and the README's
+IVF_PQ index (the measured choice, see ``benchmarks/bench_ann.py`` and docs/embedding-store.md's
 benchmark table) searched with ``nprobes`` partitions and a re-ranking of
 ``refine_factor * k`` candidates on the full vectors. Rows added later go into the
 index incrementally (``optimize``); once too large a share of the table was never seen
@@ -32,7 +32,7 @@ class IndexPolicy:
     index_type: IndexType = "IVF_PQ"
     rows_per_partition: int = 4096  # IVF partitions = rows / this (at least 1)
     sub_vector_dim: int = 16  # PQ: dims per sub-vector (num_sub_vectors = dim / this)
-    nprobes: int = 80  # IVF partitions probed per query (a third of them at 1M rows: see the README)
+    nprobes: int = 80  # IVF partitions probed per query (a third of them at 1M rows: docs/embedding-store.md)
     refine_factor: int = 10  # re-rank refine_factor * k PQ candidates on the full vectors
     ef: int = 100  # IVF_HNSW_SQ: candidate list size of the graph search
     max_iterations: int = 20  # k-means iterations (IVF and PQ training)

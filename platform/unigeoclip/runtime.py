@@ -25,9 +25,9 @@ from .errors import ConfigError, ResourcesUnavailableError
 
 # Ray Serve's high-throughput ingress (Ray >= 2.56; the Ray docs' "high throughput" mode for KubeRay):
 # HAProxy on the HTTP port instead of the Python proxy actor, and ingress replicas that take HTTP
-# directly (no proxy -> replica actor call, no per-request body fetch back to the proxy). On this
-# machine an empty Serve route drops from ~9.5 ms to ~0.6 ms p50 and the colocated /v1/search at
-# concurrency 1 from ~23 ms to ~13 ms (benchmarks/serve_floor.py; bench_serve.py --ingress --client httpx).
+# directly (no proxy -> replica actor call, no per-request body fetch back to the proxy), which removes
+# most of Serve's own per-request cost (benchmarks/serve_floor.py and bench_serve.py --ingress measure it
+# against the Python proxy; docs/benchmarks.md has the figures).
 # Serve's processes read these when they start, so they belong in every Ray node's environment:
 # a local Ray started here gets them unless already set (set both to 0 for the Python proxy);
 # clusters get them from the project's image (infra/Dockerfile), which ray_cluster.yaml and

@@ -5,8 +5,8 @@ gateway's code is the same in both topologies. A coroutine method is awaited on 
 event loop (the encoder's ``@serve.batch`` still batches concurrent requests; the retriever's
 search picks loop or thread itself); a plain method runs in a worker thread (LanceDB and numpy
 release the GIL), so it never blocks the loop. On one machine this saves the two Ray hops of a
-request (on 2 cores behind HAProxy: ~0.6 ms p50 for an empty FastAPI route, 7-8.5 ms with two
-downstream calls; ``benchmarks/serve_floor.py``).
+request, which cost more than the route's own work on a small CPU host (``benchmarks/serve_floor.py``
+measures them; docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations

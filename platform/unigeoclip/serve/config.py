@@ -27,7 +27,7 @@ class Limits(_Closed):
 
     max_body_bytes: int = Field(8 * 2**20, gt=0, description="request body, bytes (base64 images included)")
     # 2048 x 2048: what the model can use, a few times the towers' inputs (a 360-degree panorama's 80-degree view
-    # at 224 px wants ~1,000 px of width); 16.7 Mpx cost ~50 MB and ~0.3 s of decoding per image for nothing.
+    # at 224 px wants ~1,000 px of width); a 16.7 Mpx image costs 64 MB of RGB and its decoding time for nothing.
     max_image_pixels: int = Field(2048 * 2048, gt=0, description="width x height of one image, read from its header")
     max_dsm_pixels: int = Field(1024 * 1024, gt=0, description="heights in one DSM (array or GeoTIFF)")
     max_text_chars: int = Field(MAX_TEXT_CHARS, gt=0)
@@ -47,7 +47,7 @@ class Scaling(_Closed):
     )
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    # Measured (benchmarks/bench_serve_autoscale.py, README "Serving"): replicas report their load every 10 s
+    # Measured (benchmarks/bench_serve_autoscale.py, docs/serving.md): replicas report their load every 10 s
     # (Ray's metrics interval), so a deployment reacts 10-15 s after load rises whatever the delay; 10 s more
     # rides out a burst, and 2 minutes of quiet before removing replicas keeps a lull from undoing a scale-up.
     upscale_delay_s: float = Field(10.0, ge=0, description="load above target this long before adding replicas")
@@ -131,7 +131,7 @@ class ServeConfig(_Closed):
         0.0,
         ge=0,
         description="how long a batch waits to fill; 0: a batch is whatever queued while the previous one ran "
-        "(no wait at low load; on CPU, 1-2 ms less p50 and the same throughput at concurrency 8). GPUs, "
+        "(no wait at low load, and on CPU fuller batches buy no throughput: benchmarks/bench_serve.py). GPUs, "
         "where fuller batches pay, want a few ms",
     )
     refresh_s: float = Field(1.0, gt=0, description="how often replicas re-read the store's serving alias")

@@ -1,8 +1,8 @@
 """An exact in-memory copy of a small serving snapshot: one matrix product per search instead of a LanceDB scan.
 
-Below the store's ANN threshold a LanceDB search is a flat scan costing ~15-20 ms a query on
-this 2-core machine (mostly per-query overhead); the same exact search over a float32 matrix
-in memory costs well under a millisecond for 20k rows. The retriever loads a snapshot here when
+Below the store's ANN threshold a LanceDB search is a flat scan whose cost is mostly per-query
+overhead; the same exact search over a float32 matrix in memory is one matrix product, an order
+of magnitude cheaper for tens of thousands of rows (benchmarks/bench_serve.py). The retriever loads a snapshot here when
 it has at most ``ServeConfig.memory_rows`` rows, and searches LanceDB otherwise. Filters are
 normalised and validated by the store's own filter functions (same messages) and applied as
 masks with the same meaning as its SQL: inclusive bbox (crossing the antimeridian when

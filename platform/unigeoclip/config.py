@@ -9,7 +9,7 @@ model directory describes itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -311,9 +311,8 @@ class EarthSourceConfig(StrictModel):
     countries: tuple[str, ...] = Field((), description="ISO 3166 alpha-2 codes to keep; empty = the world")
     bbox: tuple[float, float, float, float] | None = Field(None, description="lat_min, lon_min, lat_max, lon_max")
     patch_km: float = Field(100.0, gt=0, description="side of the square aerial/elevation patch")
-    year: int = Field(2022, description="the year training places get")
-    heldout_year: int = Field(2023, description="the year held-out places get (the temporal-style hold-out)")
-    heldout_fraction: float = Field(0.15, ge=0.0, le=1.0)
+    year: int = Field(2022, description="the year training places get (held-out places get data.splits.holdout_year)")
+    heldout_fraction: float = Field(0.15, ge=0.0, le=1.0, description="share of places held out, by year")
     seed: int = 0
     landscape_spacing_km: float | None = Field(
         None,
@@ -328,7 +327,7 @@ class EarthSourceConfig(StrictModel):
 
 
 class FilesSourceConfig(StrictModel):
-    """A user's own data (formats in the README)."""
+    """A user's own data (formats in docs/data.md)."""
 
     aerial_tif: Path | None = Field(None, description="GeoTIFF mosaic, RGB(A), any CRS")
     dsm_tif: Path | None = Field(None, description="GeoTIFF surface model, one band of metres, any CRS")
@@ -362,6 +361,25 @@ class DataConfig(StrictModel):
     splits: SplitConfig = SplitConfig()
     augment: AugmentConfig = AugmentConfig()
     sources: SourcesConfig = SourcesConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_holdout_year(cls, raw: Any) -> Any:
+        """``sources.earth.heldout_year`` (before issue 24) is ``splits.holdout_year`` now: a config that gives
+        both the same year (every saved model directory and store of the earth source) still loads."""
+        earth = raw.get("sources", {}).get("earth") if isinstance(raw, dict) else None
+        if not isinstance(earth, dict) or "heldout_year" not in earth:
+            return raw
+        splits = raw.get("splits", {})
+        holdout = splits.get("holdout_year", SplitConfig().holdout_year) if isinstance(splits, dict) else None
+        if earth["heldout_year"] != holdout:
+            raise ValueError(
+                f"sources.earth.heldout_year ({earth['heldout_year']}) is gone and differs from "
+                f"splits.holdout_year ({holdout}): the earth source's held-out places now get splits.holdout_year; "
+                f"replace the first with `splits: {{holdout_year: {earth['heldout_year']}}}`"
+            )
+        rest = {k: v for k, v in earth.items() if k != "heldout_year"}
+        return {**raw, "sources": {**raw["sources"], "earth": rest}}
 
 
 class TrainConfig(StrictModel):
@@ -465,6 +483,21 @@ PRESETS = ("tiny", "small", "paper", "earth")
 
 def preset_names() -> tuple[str, ...]:
     return PRESETS
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "a.c=[1, 2]"]`` -> ``{"a": {"b": 1, "c": [1, 2]}}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects dotted.key=value, got {pair!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
 
 
 def load_config(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:

@@ -62,8 +62,8 @@ def test_plan_is_thinned_capped_deterministic_with_heldout_years(planned: list[d
     assert cfg.bbox is not None
     assert ((lat >= cfg.bbox[0]) & (lat <= cfg.bbox[2]) & (lon >= cfg.bbox[1]) & (lon <= cfg.bbox[3])).all()
     years = [p["year"] for p in planned]
-    assert set(years) == {cfg.year, cfg.heldout_year}
-    assert 0.15 < years.count(cfg.heldout_year) / len(years) < 0.45
+    assert set(years) == {cfg.year, DATA.splits.holdout_year}
+    assert 0.15 < years.count(DATA.splits.holdout_year) / len(years) < 0.45
     assert EarthSource(cfg, DATA).plan() == planned
 
 
@@ -161,11 +161,25 @@ def test_landscape_samples_cover_the_land_and_no_held_out_place_has_a_training_o
     scape = [i for i in items if i.get("kind") == "landscape"]
     assert places == EarthSource(WESTERN_EUROPE, DATA).plan(), "places stay as they are"
     assert scape and all(42 <= i["lat_deg"] <= 55 and -5 <= i["lon_deg"] <= 15 for i in scape)
-    held = [i for i in places if i["year"] == cfg.heldout_year]
+    held = [i for i in places if i["year"] == DATA.splits.holdout_year]
     for s in scape:
         d = haversine_km(s["lat_deg"], s["lon_deg"], np.array([h["lat_deg"] for h in held]),
                          np.array([h["lon_deg"] for h in held]))  # fmt: skip
-        assert (s["year"] == cfg.heldout_year) == bool((d < cfg.patch_km).any()), s
+        assert (s["year"] == DATA.splits.holdout_year) == bool((d < cfg.patch_km).any()), s
     sample = EarthSource(cfg, DATA).extract(scape[0])[0]
     assert isinstance(sample, RawSample) and is_landscape(sample.source_id)
     assert sample.text is None and sample.aerial is not None and sample.dsm is not None and not sample.street
+
+
+def test_one_holdout_year_and_the_old_earth_key_loads_only_when_it_agrees() -> None:
+    from unigeoclip.config import load_config
+    from unigeoclip.errors import ConfigError
+
+    old = {"data": {"sources": {"earth": {"heldout_year": 2023}}}}  # as every model directory saved it
+    assert load_config("earth", overrides=old) == load_config("earth")
+    with pytest.raises(ConfigError, match=r"replace the first with `splits: \{holdout_year: 2021\}`"):
+        load_config("earth", overrides={"data": {"sources": {"earth": {"heldout_year": 2021}}}})
+    no_year = DATA.model_copy(update={"splits": DATA.splits.model_copy(update={"holdout_year": None})})
+    with pytest.raises(ConfigError, match=r"set data\.sources\.earth\.heldout_fraction: 0"):
+        EarthSource(WESTERN_EUROPE, no_year)
+    assert EarthSource(WESTERN_EUROPE.model_copy(update={"heldout_fraction": 0.0}), no_year).heldout_year == 2022

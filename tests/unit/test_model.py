@@ -250,3 +250,19 @@ def test_a_locked_minilm_with_an_mlp_head_from_the_package_name_saves_and_reload
     assert not tower.backbone.training, "a locked backbone stays in eval mode (no dropout)"
     model.save_pretrained(tmp_path / "saved")
     assert_same_embeddings(model, UniGeoCLIP.from_pretrained(tmp_path / "saved"))
+
+
+def test_towers_declare_their_no_decay_parameters_and_the_optimizer_groups_follow() -> None:
+    """timm's no_weight_decay(): learned tokens, positions and token tables are declared by their tower; every
+    parameter of fewer than two dimensions (biases, norms, temperatures) is flat anyway."""
+    from unigeoclip.train.loop import _param_groups, no_weight_decay_names
+
+    model = UniGeoCLIP(load_config("tiny"))
+    declared = {"towers.dsm.cls_token", "towers.dsm.registers", "towers.dsm.pos_embed", "towers.coords.registers",
+                "towers.text.backbone.embeddings.token_embedding.weight"}  # fmt: skip
+    flat = {n for n, p in model.named_parameters() if p.ndim < 2}
+    assert no_weight_decay_names(model) == flat | declared
+    decay, no_decay = _param_groups(model, 0.05)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    assert {by_id[id(p)] for p in no_decay["params"]} == flat | declared and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))

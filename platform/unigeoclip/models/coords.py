@@ -71,6 +71,10 @@ class ScaledLocationEncoder(nn.Module):
         self.norm: nn.Module = nn.LayerNorm(width) if cfg.depth > 0 else nn.Identity()
         self.head = ProjectionHead(width, embed_dim)
 
+    def no_weight_decay(self) -> set[str]:
+        """The registers are learned inputs, not weights: no decay (timm's convention)."""
+        return {"registers"}
+
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """``(B, 2)`` lat_deg, lon_deg -> ``(B, D)`` unit vectors."""
         dtype = self.head.linear.weight.dtype

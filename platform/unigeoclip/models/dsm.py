@@ -54,6 +54,10 @@ class DSMTower(nn.Module):
         self.altitude_scale_m = cfg.altitude_scale_m
         self.altitude = nn.Linear(1, width) if cfg.altitude_scale_m else None
 
+    def no_weight_decay(self) -> set[str]:
+        """Learned tokens and positions are inputs, not weights: no decay (timm's convention)."""
+        return {"cls_token", "registers", "pos_embed"}
+
     def forward(self, dsm: torch.Tensor) -> torch.Tensor:
         if dsm.ndim != 4 or dsm.shape[1] != 1 or dsm.shape[-1] != self.image_size or dsm.shape[-2] != self.image_size:
             raise InputError(

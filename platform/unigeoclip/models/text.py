@@ -95,6 +95,12 @@ class TextTower(LockableTower):
     def hf_config(self) -> dict[str, Any]:
         return self.backbone.config.to_dict()
 
+    def no_weight_decay(self) -> set[str]:
+        """The token lookup tables (timm's convention: names relative to this tower). Rows of ids a batch does not
+        use get no gradient, so decay alone would shrink them toward zero."""
+        tables = [m for name, m in self.backbone.named_modules() if name.rsplit(".", 1)[-1].startswith("token")]
+        return {f"backbone.{n}" for n, p in self.backbone.named_parameters() if any(p is t.weight for t in tables)}
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(input_ids, attention_mask))  # (B, D)
 

@@ -153,15 +153,24 @@ def optimizer_and_schedule(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+def no_weight_decay_names(module: torch.nn.Module) -> set[str]:
+    """Parameters that take no weight decay: every one of fewer than two dimensions (biases, norms, the
+    temperatures), and what each submodule declares with timm's ``no_weight_decay()`` (names relative to it)."""
+    names = {name for name, p in module.named_parameters() if p.ndim < 2}
+    for prefix, sub in module.named_modules():
+        declared = getattr(sub, "no_weight_decay", None)
+        if callable(declared):
+            names |= {f"{prefix}.{n}" if prefix else n for n in declared()}
+    return names
+
+
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms, embeddings of position/registers and the temperature."""
+    flat = no_weight_decay_names(module)
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        flat = p.ndim < 2 or "log_scale" in name or "registers" in name or "token" in name or "pos_embed" in name
-        (no_decay if flat else decay).append(p)
+        if p.requires_grad:
+            (no_decay if name in flat else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -20,8 +20,7 @@ import time
 import numpy as np
 import torch
 from unigeoclip import UniGeoCLIP, load_config
-from unigeoclip.cli import parse_overrides
-from unigeoclip.config import Config
+from unigeoclip.config import Config, parse_overrides
 from unigeoclip.data.reader import DecodeBatch, batch_rows, load_batches
 from unigeoclip.eval.retrieval import format_matrix
 from unigeoclip.losses import ContrastiveLoss
@@ -29,6 +28,7 @@ from unigeoclip.modality import INPUT_KEYS, Modality, present_key
 from unigeoclip.runtime import ensure_ray
 from unigeoclip.train.loop import held_out_recall, optimizer_and_schedule
 from unigeoclip.train.module import TrainModule
+from unigeoclip.train.step import PlainEngine, train_step
 
 Tensors = dict[str, torch.Tensor]
 
@@ -71,7 +71,7 @@ def main() -> None:
     jitter = DecodeBatch(cfg, augment=True, seed=tc.seed)  # only its per-epoch jitter: the rest is decoded above
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, modalities))
-    optimizer, scheduler = optimizer_and_schedule(module, tc)
+    engine = PlainEngine(module, *optimizer_and_schedule(module, tc), grad_clip=tc.grad_clip)
     order, generator, cursor = torch.empty(0, dtype=torch.long), torch.Generator().manual_seed(tc.seed), rows
     started = time.perf_counter()
     for step in range(1, tc.steps + 1):
@@ -80,13 +80,7 @@ def main() -> None:
         picked = order[cursor : cursor + batch]
         cursor += batch
         drawn = jitter.jitter({k: v[picked].numpy() for k, v in train.items()})  # the reader's jitter
-        out = module({k: torch.from_numpy(v) for k, v in drawn.items()})
-        optimizer.zero_grad()
-        out.total.backward()
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), tc.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        out = train_step(engine, {k: torch.from_numpy(v) for k, v in drawn.items()})
         if step % args.report_every == 0 or step == tc.steps:
             results = held_out_recall(model, val, torch.device("cpu"))
             mean = float(np.mean([r.recall[1] for r in results]))

@@ -11,6 +11,8 @@ from unigeoclip.data.store import SampleStore
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
 from unigeoclip.store import EmbeddingDB
+from unigeoclip.train.module import TrainModule
+from unigeoclip.train.step import PlainEngine, train_step
 
 
 def random_locations(n: int, seed: int = 0) -> torch.Tensor:
@@ -52,14 +54,10 @@ def train_tiny(cfg: Config, out: Path, *, steps: int, seed: int) -> Path:
     """A few optimizer steps of the real loss in this process (no Ray): weights a version can be told apart by."""
     torch.manual_seed(seed)
     model = UniGeoCLIP.from_config(cfg)
-    loss = ContrastiveLoss(cfg.loss, cfg.model.modalities)
-    opt = torch.optim.AdamW([*model.parameters(), *loss.parameters()], lr=3e-3)
+    module = TrainModule(model, ContrastiveLoss(cfg.loss, cfg.model.modalities))
+    engine = PlainEngine(module, torch.optim.AdamW(module.parameters(), lr=3e-3))
     for step in range(steps):
-        batch = make_batch(model, 16, seed=seed * 1000 + step)
-        z = model(batch)
-        opt.zero_grad()
-        loss(z, {m: batch[present_key(m)] for m in z}).total.backward()
-        opt.step()
+        train_step(engine, make_batch(model, 16, seed=seed * 1000 + step))
     return model.eval().save_pretrained(out)
 
 

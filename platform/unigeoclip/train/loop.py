@@ -41,6 +41,7 @@ from ..obs.metrics import LiveGauges
 from .deepspeed_config import deepspeed_config
 from .module import TrainModule
 from .schedule import warmup_cosine
+from .step import train_step
 
 EXPORT_DIR = "model"
 PROBE_FILE = "probe.safetensors"
@@ -97,9 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for batch in batches_iter:
             batches += 1
             engine.train()
-            out = engine(batch)
-            engine.backward(out.total)
-            engine.step()
+            out = train_step(engine, batch)
             meter.add(out, tc.micro_batch)
             if not engine.is_gradient_accumulation_boundary():
                 continue

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import s2sphere
 import torch
 from unigeoclip import Config, Modality, UniGeoCLIP
 from unigeoclip.data.store import SampleStore
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
 from unigeoclip.store import EmbeddingDB
+from unigeoclip.store.schema import embedding_schema
+from unigeoclip.store.writer import upsert
 from unigeoclip.train.module import TrainModule
 from unigeoclip.train.step import PlainEngine, train_step
 
@@ -78,3 +83,64 @@ def stored_rows(db: Path, version: str) -> pa.Table:
 def stored_keys(db: Path, version: str) -> list[tuple[str, str, str]]:
     t = stored_rows(db, version)
     return list(zip(t["item_id"].to_pylist(), t["modality"].to_pylist(), t["content_hash"].to_pylist(), strict=True))
+
+
+# A small embedding database without a model: random unit vectors around two cities, two modalities per item.
+DB_DIM = 16
+DB_MODALITIES = ("aerial", "text")
+
+
+def embedding_rows(n: int, version: str, seed: int = 0) -> pa.Table:
+    """Random unit vectors at random places around two cities, two modalities per item."""
+    rng = np.random.default_rng(seed)
+    items = n // len(DB_MODALITIES)
+    lat = np.where(rng.random(items) < 0.5, 48.85, -33.87) + rng.normal(0, 0.05, items)
+    lon = np.where(lat > 0, 2.35, 151.2) + rng.normal(0, 0.05, items)
+    cells = [
+        s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).parent(16)
+        for a, b in zip(lat, lon, strict=True)
+    ]
+    vec = rng.standard_normal((items * len(DB_MODALITIES), DB_DIM)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    rep = np.repeat(np.arange(items), len(DB_MODALITIES))
+    data = {
+        "item_id": [f"item{i}" for i in rep],
+        "modality": [DB_MODALITIES[j % len(DB_MODALITIES)] for j in range(len(rep))],
+        "model_version": [version] * len(rep),
+        "content_hash": [f"h{i}" for i in rep],
+        "cell_token": [cells[i].to_token() for i in rep],
+        "cell_id": pa.array([cells[i].id() for i in rep], pa.uint64()),
+        "lat_deg": lat[rep],
+        "lon_deg": lon[rep],
+        "year": pa.array(2021 + rep % 3, pa.int16()),
+        "split": ["train"] * len(rep),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DB_DIM),
+        "embed_run": ["test"] * len(rep),
+        "written_at": pa.array([datetime.now(UTC)] * len(rep), pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table(data, schema=embedding_schema(DB_DIM))
+
+
+def db_with(tmp_path: Path, rows: pa.Table, version: str = "v1") -> tuple[EmbeddingDB, object]:
+    """An embedding database with one version holding ``rows`` (from :func:`embedding_rows`)."""
+    db = EmbeddingDB(tmp_path / "db")
+    table = db.register_version(
+        version, fingerprint="f" * 64, model_dir="/m", embed_dim=DB_DIM, modalities=list(DB_MODALITIES)
+    )
+    upsert(table, rows)
+    return db, table
+
+
+def tiny_train_cfg(cfg: Config, **train: object) -> Config:
+    """``cfg`` with a short two-worker training run that fits this machine (keys of ``train`` override)."""
+    base = {"workers": 2, "micro_batch": 16, "steps": 30, "lr": 3e-3, "warmup_steps": 3, "log_every": 5,
+            "ckpt_every": 10, "val_every": 10, "cpus_per_worker": 0.5, "cpus_per_decoder": 0.25}  # fmt: skip
+    return cfg.updated({"train": base | train})
+
+
+def store_copy(store: SampleStore, dest: Path) -> SampleStore:
+    """A private copy of a shared store, for tests that write to it."""
+    import shutil
+
+    shutil.copytree(store.root, dest)
+    return SampleStore(dest)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import ray
@@ -35,11 +34,3 @@ def tiny_store(
     source = SyntheticSource(tiny_world_cfg.data.sources.synthetic, tiny_world_cfg.data)
     summary = ingest(source, store, tiny_world_cfg.data)
     return store, summary
-
-
-def store_copy(store: SampleStore, dest: Path) -> SampleStore:
-    """A private copy of a shared store, for tests that write to it."""
-    import shutil
-
-    shutil.copytree(store.root, dest)
-    return SampleStore(dest)

@@ -28,8 +28,7 @@ from unigeoclip.store import EmbeddingDB, EmbeddingStore
 from unigeoclip.store.schema import ALIASES, table_name
 from unigeoclip.store.versions import model_version_id
 
-from ..helpers import expected_keys, stored_keys, stored_rows, train_tiny
-from .conftest import store_copy
+from ..helpers import expected_keys, store_copy, stored_keys, stored_rows, train_tiny
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

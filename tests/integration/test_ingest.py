@@ -21,7 +21,7 @@ from unigeoclip.geo.s2 import contains, parent_token
 
 from ..files_world import DATA as FILES_DATA
 from ..files_world import build_world
-from .conftest import store_copy
+from ..helpers import store_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

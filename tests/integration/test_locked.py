@@ -21,8 +21,7 @@ from unigeoclip.errors import ConfigError
 from unigeoclip.train.frozen import cache_refs, ensure_features
 from unigeoclip.train.trainer import train
 
-from .conftest import store_copy
-from .test_train import tiny_train_cfg
+from ..helpers import store_copy, tiny_train_cfg
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LOCKED_TEXT = {"kind": "hf", "pretrained_dir": PACKAGED_MINILM, "tokenizer": "auto", "locked": True,

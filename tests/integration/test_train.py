@@ -21,13 +21,9 @@ from unigeoclip.data.store import SampleStore
 from unigeoclip.errors import ConfigError
 from unigeoclip.train.trainer import train
 
+from ..helpers import tiny_train_cfg
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def tiny_train_cfg(cfg: Config, **train: object) -> Config:
-    base = {"workers": 2, "micro_batch": 16, "steps": 30, "lr": 3e-3, "warmup_steps": 3, "log_every": 5,
-            "ckpt_every": 10, "val_every": 10, "cpus_per_worker": 0.5, "cpus_per_decoder": 0.25}  # fmt: skip
-    return cfg.updated({"train": base | train})
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,7 @@ from unigeoclip.store.schema import embedding_schema
 from unigeoclip.store.versions import check_version_name, model_fingerprint, model_version_id
 from unigeoclip.store.writer import BufferedUpserter, upsert
 
-DIM = 16
-MODALITIES = ("aerial", "text")
+from ..helpers import DB_DIM, db_with, embedding_rows
 
 
 def test_version_file_names_match_what_save_pretrained_writes() -> None:
@@ -64,51 +63,11 @@ def test_filters_compose_and_bad_values_say_how_to_fix_them() -> None:
             build_filter(**kwargs)
 
 
-def _rows(n: int, version: str, seed: int = 0) -> pa.Table:
-    """Random unit vectors at random places around two cities, two modalities per item."""
-    rng = np.random.default_rng(seed)
-    items = n // len(MODALITIES)
-    lat = np.where(rng.random(items) < 0.5, 48.85, -33.87) + rng.normal(0, 0.05, items)
-    lon = np.where(lat > 0, 2.35, 151.2) + rng.normal(0, 0.05, items)
-    cells = [
-        s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).parent(16)
-        for a, b in zip(lat, lon, strict=True)
-    ]
-    vec = rng.standard_normal((items * len(MODALITIES), DIM)).astype(np.float32)
-    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
-    rep = np.repeat(np.arange(items), len(MODALITIES))
-    data = {
-        "item_id": [f"item{i}" for i in rep],
-        "modality": [MODALITIES[j % len(MODALITIES)] for j in range(len(rep))],
-        "model_version": [version] * len(rep),
-        "content_hash": [f"h{i}" for i in rep],
-        "cell_token": [cells[i].to_token() for i in rep],
-        "cell_id": pa.array([cells[i].id() for i in rep], pa.uint64()),
-        "lat_deg": lat[rep],
-        "lon_deg": lon[rep],
-        "year": pa.array(2021 + rep % 3, pa.int16()),
-        "split": ["train"] * len(rep),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel()), DIM),
-        "embed_run": ["test"] * len(rep),
-        "written_at": pa.array([datetime.now(UTC)] * len(rep), pa.timestamp("us", tz="UTC")),
-    }
-    return pa.table(data, schema=embedding_schema(DIM))
-
-
-def _db_with(tmp_path: Path, rows: pa.Table, version: str = "v1") -> tuple[EmbeddingDB, object]:
-    db = EmbeddingDB(tmp_path / "db")
-    table = db.register_version(
-        version, fingerprint="f" * 64, model_dir="/m", embed_dim=DIM, modalities=list(MODALITIES)
-    )
-    upsert(table, rows)
-    return db, table
-
-
 def test_upserts_are_idempotent_and_a_version_name_stays_bound_to_its_model(tmp_path: Path) -> None:
-    rows = _rows(400, "v1")
-    db, table = _db_with(tmp_path, rows)
+    rows = embedding_rows(400, "v1")
+    db, table = db_with(tmp_path, rows)
     assert upsert(table, rows) == (0, 400)  # the same keys again: updated in place, nothing added
-    writer = BufferedUpserter(table, embedding_schema(DIM), commit_rows=150, commit_seconds=1e9)
+    writer = BufferedUpserter(table, embedding_schema(DB_DIM), commit_rows=150, commit_seconds=1e9)
     for start in range(0, 400, 50):
         writer.add(rows.slice(start, 50))
     writer.flush()
@@ -117,12 +76,12 @@ def test_upserts_are_idempotent_and_a_version_name_stays_bound_to_its_model(tmp_
     keys = table.to_lance().to_table(columns=["item_id", "modality"]).to_pylist()
     assert len({(k["item_id"], k["modality"]) for k in keys}) == 400
     with pytest.raises(ConfigError, match="another model"):
-        db.register_version("v1", fingerprint="0" * 64, model_dir="/other", embed_dim=DIM, modalities=["aerial"])
+        db.register_version("v1", fingerprint="0" * 64, model_dir="/other", embed_dim=DB_DIM, modalities=["aerial"])
 
 
 def test_searches_read_only_the_published_snapshot(tmp_path: Path) -> None:
-    rows = _rows(400, "v1")
-    db, table = _db_with(tmp_path, rows.slice(0, 200))
+    rows = embedding_rows(400, "v1")
+    db, table = db_with(tmp_path, rows.slice(0, 200))
     with pytest.raises(FileNotFoundError, match="run `unigeoclip embed"):
         EmbeddingStore.open(db)
     db.publish("v1")
@@ -138,12 +97,12 @@ def test_searches_read_only_the_published_snapshot(tmp_path: Path) -> None:
 
 
 def test_search_with_filters_matches_brute_force(tmp_path: Path) -> None:
-    rows = _rows(2000, "v1")
-    db, _ = _db_with(tmp_path, rows)
+    rows = embedding_rows(2000, "v1")
+    db, _ = db_with(tmp_path, rows)
     db.publish("v1")
     store = EmbeddingStore.open(db)
-    vec = rows["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DIM)
-    queries = np.random.default_rng(1).standard_normal((3, DIM)).astype(np.float32)
+    vec = rows["vector"].combine_chunks().flatten().to_numpy().reshape(-1, DB_DIM)
+    queries = np.random.default_rng(1).standard_normal((3, DB_DIM)).astype(np.float32)
     paris = s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(48.85, 2.35)).parent(9)
     cases = [
         ({}, np.ones(len(vec), bool)),

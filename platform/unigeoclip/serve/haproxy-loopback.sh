@@ -38,4 +38,9 @@ if [ -n "$config" ] && [ -f "$config" ]; then
         }
     ' "$config" > "$config.loopback" && mv "$config.loopback" "$config"
 fi
-exec "${UNIGEOCLIP_HAPROXY_BINARY:?set by unigeoclip.runtime: the real HAProxy binary}" "$@"
+real="${UNIGEOCLIP_HAPROXY_BINARY:?set by unigeoclip.runtime: the real HAProxy binary}"
+if [ "$real" -ef "$0" ]; then
+    echo "haproxy-loopback.sh: UNIGEOCLIP_HAPROXY_BINARY ($real) is this wrapper, not HAProxy" >&2
+    exit 2
+fi
+exec "$real" "$@"

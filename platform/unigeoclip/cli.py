@@ -15,23 +15,8 @@ from typing import Any
 
 import yaml
 
-from .config import Config, load_config, preset_names
+from .config import Config, load_config, parse_overrides, preset_names
 from .errors import UniGeoCLIPError
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["a.b=1", "a.c=[1, 2]"]`` -> ``{"a": {"b": 1, "c": [1, 2]}}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UniGeoCLIPError(f"--set expects dotted.key=value, got {pair!r}")
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return out
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -179,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from .eval.report import write_report
+    from .eval.report import tables_text, write_report
     from .eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
     from .geo.bbox import BBox
 
@@ -201,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = evaluate(args.model, args.store, args.out, options)
     report = write_report(result, args.out)
-    print(report.read_text().split("## Pictures")[0].rstrip())
+    print(tables_text(report))
     print(f"\nevaluation of {result.samples} samples in {time.perf_counter() - start:.1f} s; report: {report}")
     return 0
 
@@ -234,7 +219,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
     from pathlib import Path
 
-    import yaml
     from ray import serve
 
     from .runtime import ensure_ray, shutdown
@@ -308,7 +292,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.quick
         else DemoOptions(out, host=args.host, port=args.port)
     )
-    run_demo(options, command=main)
+    run_demo(options)
     return 0
 
 

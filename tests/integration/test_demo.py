@@ -1,48 +1,75 @@
-"""``make demo`` end to end, small: every stage runs, the service answers each example, nothing is left running.
+"""``make demo``'s orchestration: each stage runs once, in order, on what the one before left; the rest as promised.
 
-The demo runs on the session's Ray cluster (it must then leave Ray up) with 250 real-Earth
-places, 250 landscape samples and a few training steps; `make demo QUICK=1` and the full demo are the same code.
+The stages themselves are thin calls of the library functions that the per-stage tests run in full
+(ingest, train, embed, serve, evaluate); here they are replaced by recording ones that leave the
+files their real counterparts leave, so the test checks what run_demo adds: order, paths, banners,
+timings, a fresh run/embeddings/report beside a kept store, and the session's Ray left up.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 import ray
-from ray import serve
-from unigeoclip.cli import main
-from unigeoclip.demo import DemoOptions, run_demo
-from unigeoclip.demo.pipeline import STAGES, port_is_free
+from unigeoclip.demo import DemoOptions, DemoRun, Stages, run_demo
+from unigeoclip.demo.pipeline import DEMO_STAGES, STAGES
 from unigeoclip.runtime import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]
 
 
-def test_demo_runs_every_stage_and_answers_every_example(ray_cluster: dict, tmp_path: Path) -> None:
+def test_each_stage_runs_once_in_order_on_what_the_one_before_left(ray_cluster: dict, tmp_path: Path) -> None:
+    options = DemoOptions.quick(tmp_path / "demo", port=free_port())
+    stale = options.out / "report" / "old.md"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier run")
+    (options.out / "store").mkdir()
+    (options.out / "store" / "kept").write_text("samples of an earlier run")
+    ran: list[str] = []
+    seen: list[DemoRun] = []
+
+    def ingest(run: DemoRun) -> None:
+        assert not stale.exists(), "the report of an earlier run is removed before anything runs"
+        assert (run.store / "kept").exists(), "the store is kept between runs"
+
+    def train(run: DemoRun) -> None:
+        run.model.mkdir(parents=True)
+
+    def embed(run: DemoRun) -> None:
+        assert run.model.is_dir()
+        run.db.mkdir()
+
+    def serve(run: DemoRun) -> None:
+        assert run.db.is_dir()
+        (run.options.out / "examples.json").write_text("[]")
+
+    def evaluate(run: DemoRun) -> None:
+        assert (run.options.out / "examples.json").exists()
+        run.report.mkdir()
+
+    def recorded(name: str, stage: object) -> object:
+        def call(run: DemoRun) -> None:
+            ran.append(name)
+            seen.append(run)
+            stage(run)  # type: ignore[operator]
+
+        return call
+
+    fakes = {"ingest": ingest, "train": train, "embed": embed, "serve": serve, "evaluate": evaluate}
+    titles = [title for title, _ in DEMO_STAGES.steps]
+    stages = Stages(tuple((t, recorded(n, f)) for t, (n, f) in zip(titles, fakes.items(), strict=True)))  # type: ignore[misc]
     lines: list[str] = []
-    options = DemoOptions(out=tmp_path / "demo", places=250, landscape=250, steps=4, probe_points=250,
-                          port=free_port())  # fmt: skip
-    seconds = run_demo(options, command=main, say=lines.append)
-    said = "\n".join(lines)
+    seconds = run_demo(options, stages=stages, say=lines.append)
 
-    assert len(seconds) == STAGES and all(s > 0 for s in seconds.values())
+    assert ran == ["ingest", "train", "embed", "serve", "evaluate"]
+    assert [s.__name__ for _, s in DEMO_STAGES.steps] == [f"{n}_stage" for n in fakes], "the real stages, same order"
+    assert all(run is seen[0] for run in seen), "one config and set of paths for every stage"
+    cfg = seen[0].cfg
+    assert cfg.data.sources.earth.max_places == 400 and cfg.train.steps == 30 and cfg.train.ckpt_every == 30
+    assert list(seconds) == [*titles, "shut down"] and len(seconds) == STAGES
     assert json.loads((options.out / "timings.json").read_text()) == pytest.approx(seconds)
-    # every example was asked and answered with labelled hits / a geolocation error
-    assert said.count("POST /v1/search") == 2 and said.count("POST /v1/geolocate") == 3
-    assert said.count(" km away ") == 5 and said.count(" km off (confidence ") == 3
-    answers = json.loads((options.out / "examples.json").read_text())
-    assert [a["path"] for a in answers] == ["/v1/search"] * 2 + ["/v1/geolocate"] * 3
-    assert all(a["response"]["model_version"].startswith("earth-") for a in answers)
-    report = options.out / "report"
-    metrics = json.loads((report / "metrics.json").read_text())
-    assert len(metrics["retrieval"]) == 12  # four modalities: every directed pair (of places)
-    assert {p.name for p in report.glob("*.png")} >= {"coords_pca_map.png", "retrieval_r1.png", "tsne_modalities.png"}
-    # shut down: no Serve app, the port is free again; the session's Ray (not the demo's) stays up
-    assert ray.is_initialized() and not serve.status().applications
-    deadline = time.monotonic() + 30  # the proxy actor exits shortly after serve.shutdown() returns
-    while not port_is_free(options.host, options.port):
-        assert time.monotonic() < deadline, f"port {options.port} still taken 30 s after the demo ended"
-        time.sleep(0.5)
+    banners = [line for line in lines if line.startswith("\n=== [")]
+    assert [b.split("]")[0] for b in banners] == [f"\n=== [{i}/{STAGES}" for i in range(1, STAGES + 1)]
+    assert ray.is_initialized(), "the session's Ray (not the demo's) stays up"

@@ -1,4 +1,4 @@
-"""The demo's stages, each the code of one ``unigeoclip`` sub-command, on one local Ray, timed.
+"""The demo's stages (``stages``), each the library call of one ``unigeoclip`` sub-command, on one local Ray, timed.
 
     ingest (earth) -> train (Ray Train + DeepSpeed) -> embed (LanceDB) -> serve + example requests
     -> evaluate (report) -> shut down
@@ -14,16 +14,18 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import parse_overrides
 from ..errors import UniGeoCLIPError
+from .stages import CONFIG, DemoRun, Stages
 
-CONFIG = "earth"
-STAGES = 6
+DEMO_STAGES = Stages()
+STAGES = len(DEMO_STAGES.steps) + 1  # and the shut-down
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,15 @@ class DemoOptions:
             return []
         every = str(self.steps)  # validate and checkpoint once, at the end
         return ["--steps", every, "--set", f"train.val_every={every}", "--set", f"train.ckpt_every={every}"]
+
+    def overrides(self) -> dict[str, Any]:
+        """The printed ``--set`` and ``--steps`` arguments as the config overrides the stages run with."""
+        args = self.config_sets() + self.train_args()
+        pairs = list(zip(args[::2], args[1::2], strict=True))
+        out = parse_overrides([value for flag, value in pairs if flag == "--set"])
+        if self.steps is not None:
+            out.setdefault("train", {})["steps"] = self.steps
+        return out
 
 
 @dataclass
@@ -94,63 +105,26 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-# Runs one ``unigeoclip`` sub-command in this process from its argv and returns its exit code: the CLI's
-# ``main``, handed in by the caller so that this layer never imports the CLI above it.
-Command = Callable[[list[str]], int]
-
-
-def _command(run: Command, argv: Sequence[str], say: Callable[[str], None]) -> None:
-    """Run one sub-command in this process (on the Ray this demo holds), as ``unigeoclip ARGV`` would."""
-    say("$ unigeoclip " + " ".join(argv))
-    code = run(list(argv))
-    if code != 0:
-        raise UniGeoCLIPError(f"`unigeoclip {argv[0]}` failed (exit {code}); its error is printed above")
-
-
-def run_demo(options: DemoOptions, *, command: Command, say: Callable[[str], None] = print) -> dict[str, float]:
-    """Run every stage through ``command`` (``unigeoclip.cli.main``); returns each stage's wall time in seconds
-    (also written to ``OUT/timings.json``)."""
+def run_demo(options: DemoOptions, *, stages: Stages = DEMO_STAGES, say: Callable[[str], None] = print
+             ) -> dict[str, float]:  # fmt: skip
+    """Run every stage in order; returns each stage's wall time in seconds (also written to ``OUT/timings.json``)."""
     import ray
-    from ray import serve
 
-    from ..data.store import SampleStore
+    from ..config import load_config
     from ..runtime import ensure_ray, shutdown
-    from ..serve import ServeConfig, start_service
-    from .examples import run_examples, wait_until_ready
 
     if not port_is_free(options.host, options.port):
         raise UniGeoCLIPError(f"port {options.port} on {options.host} is taken: pass another (make demo PORT=8001)")
-    out = options.out
-    store, run, db, report = out / "store", out / "run", out / "embeddings", out / "report"
-    for stale in (run, db, report):
+    run = DemoRun(load_config(CONFIG, overrides=options.overrides()), options, say)
+    for stale in (run.run, run.db, run.report):
         shutil.rmtree(stale, ignore_errors=True)
-    sets = options.config_sets()
     clock = StageClock(say)
     own_ray = not ray.is_initialized()
     ensure_ray()
     try:
-        with clock.stage("ingest the real-Earth sample (Ray Data -> Lance)"):
-            _command(command, ["ingest", "--source", "earth", "--store", str(store), "--config", CONFIG, *sets], say)
-        with clock.stage("train (Ray Train + DeepSpeed, CPU workers)"):
-            steps = options.train_args()
-            _command(
-                command, ["train", "--store", str(store), "--out", str(run), "--config", CONFIG, *steps, *sets], say
-            )
-        with clock.stage("embed into LanceDB"):
-            _command(command, ["embed", "--model", str(run / "model"), "--store", str(store), "--db", str(db)], say)
-        with clock.stage("serve (Ray Serve) and ask it"):
-            say(f"$ unigeoclip serve --db {db} --port {options.port}")
-            url = start_service(ServeConfig(db=str(db)), host=options.host, port=options.port, log_level="WARNING")
-            try:
-                say(f"ready: {wait_until_ready(url)}")
-                answers = run_examples(url, SampleStore(store), say)
-                (out / "examples.json").write_text(json.dumps([asdict(a) for a in answers], indent=1))
-            finally:
-                serve.shutdown()
-        with clock.stage("evaluate (report with tables and pictures)"):
-            probe = ["--probe-points", str(options.probe_points)]
-            _command(command, ["evaluate", "--model", str(run / "model"), "--store", str(store), "--db", str(db),
-                      "--out", str(report), *probe], say)  # fmt: skip
+        for title, stage in stages.steps:
+            with clock.stage(title):
+                stage(run)
         with clock.stage("shut down"):
             if own_ray:
                 shutdown()
@@ -158,6 +132,7 @@ def run_demo(options: DemoOptions, *, command: Command, say: Callable[[str], Non
         if own_ray:
             shutdown()
     say("\n" + clock.summary())
-    (out / "timings.json").write_text(json.dumps(clock.seconds, indent=2))
-    say(f"report: {report / 'report.md'}; answers: {out / 'examples.json'}; model: {run / 'model'}; embeddings: {db}")
+    (options.out / "timings.json").write_text(json.dumps(clock.seconds, indent=2))
+    say(f"report: {run.report / 'report.md'}; answers: {options.out / 'examples.json'}; model: {run.model}; "
+        f"embeddings: {run.db}")  # fmt: skip
     return clock.seconds

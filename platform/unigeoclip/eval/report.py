@@ -265,6 +265,11 @@ def to_markdown(res: EvalResult) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def tables_text(report: Path) -> str:
+    """The report's tables, everything before its pictures: what ``evaluate`` (and the demo) print."""
+    return report.read_text().split("## Pictures")[0].rstrip()
+
+
 def write_report(res: EvalResult, out: str | Path) -> Path:
     """Write ``report.md`` and ``metrics.json`` into ``out``; returns the report's path."""
     out = Path(out)

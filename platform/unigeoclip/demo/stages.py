@@ -1,0 +1,139 @@
+"""The demo's stages as library calls, each printing the ``unigeoclip`` command that runs it alone.
+
+Each stage takes the :class:`DemoRun` (config, paths, options, printer) and does what its
+sub-command does, with the same defaults; the CLI is never re-entered. :class:`Stages` names
+the five in order, so a test can hand in its own to check the orchestration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import UniGeoCLIPError
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .pipeline import DemoOptions
+
+CONFIG = "earth"
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What every stage reads: the demo's config and options, its paths, and where to print."""
+
+    cfg: Config
+    options: DemoOptions
+    say: Callable[[str], None] = print
+
+    @property
+    def store(self) -> Path:
+        return self.options.out / "store"
+
+    @property
+    def run(self) -> Path:
+        return self.options.out / "run"
+
+    @property
+    def model(self) -> Path:
+        return self.run / "model"
+
+    @property
+    def db(self) -> Path:
+        return self.options.out / "embeddings"
+
+    @property
+    def report(self) -> Path:
+        return self.options.out / "report"
+
+    def command(self, *argv: str) -> None:
+        """Print the command a user would type for this stage (argv as ``unigeoclip`` takes it)."""
+        self.say("$ unigeoclip " + " ".join(argv))
+
+
+def ingest_stage(run: DemoRun) -> None:
+    from ..data.ingest import ingest
+    from ..data.sources import make_source
+    from ..data.store import SampleStore
+
+    run.command("ingest", "--source", "earth", "--store", str(run.store), "--config", CONFIG,
+                *run.options.config_sets())  # fmt: skip
+    run.say(str(ingest(make_source("earth", run.cfg), SampleStore(run.store), run.cfg.data, plan=run.cfg.ingest)))
+
+
+def train_stage(run: DemoRun) -> None:
+    from ..train.trainer import train
+
+    run.command("train", "--store", str(run.store), "--out", str(run.run), "--config", CONFIG,
+                *run.options.train_args(), *run.options.config_sets())  # fmt: skip
+    result = train(run.cfg, str(run.store), run.run)
+    run.say(f"model: {result.model_dir}")
+    if "val_r1" in result.metrics:
+        run.say(f"final mean recall@1 on {run.cfg.train.val_split}: {result.metrics['val_r1']:.3f}")
+
+
+def embed_stage(run: DemoRun) -> None:
+    from ..embed import embed
+
+    run.command("embed", "--model", str(run.model), "--store", str(run.store), "--db", str(run.db))
+    summary = embed(run.model, str(run.store), str(run.db))
+    run.say(str(summary))
+    if summary.failed:
+        raise UniGeoCLIPError(f"embedding left failed rows: {dict(summary.failed)} (see above)")
+
+
+def serve_stage(run: DemoRun) -> None:
+    from ray import serve
+
+    from ..data.store import SampleStore
+    from ..serve import ServeConfig, start_service
+    from .examples import run_examples, wait_until_ready
+
+    run.command("serve", "--db", str(run.db), "--port", str(run.options.port))
+    url = start_service(ServeConfig(db=str(run.db)), host=run.options.host, port=run.options.port,
+                        log_level="WARNING")  # fmt: skip
+    try:
+        run.say(f"ready: {wait_until_ready(url)}")
+        answers = run_examples(url, SampleStore(run.store), run.say)
+        (run.options.out / "examples.json").write_text(json.dumps([asdict(a) for a in answers], indent=1))
+    finally:
+        serve.shutdown()
+
+
+def evaluate_stage(run: DemoRun) -> None:
+    import time
+
+    from ..eval.report import tables_text, write_report
+    from ..eval.suite import EvalOptions, evaluate
+
+    probe = str(run.options.probe_points)
+    run.command("evaluate", "--model", str(run.model), "--store", str(run.store), "--db", str(run.db),
+                "--out", str(run.report), "--probe-points", probe)  # fmt: skip
+    start = time.perf_counter()
+    options = EvalOptions(db=str(run.db), probe_max_points=run.options.probe_points)
+    result = evaluate(run.model, str(run.store), run.report, options)
+    report = write_report(result, run.report)
+    run.say(tables_text(report))
+    run.say(f"\nevaluation of {result.samples} samples in {time.perf_counter() - start:.1f} s; report: {report}")
+
+
+Stage = Callable[[DemoRun], None]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The demo's stages in order, each with the banner it prints."""
+
+    steps: tuple[tuple[str, Stage], ...] = field(
+        default=(
+            ("ingest the real-Earth sample (Ray Data -> Lance)", ingest_stage),
+            ("train (Ray Train + DeepSpeed, CPU workers)", train_stage),
+            ("embed into LanceDB", embed_stage),
+            ("serve (Ray Serve) and ask it", serve_stage),
+            ("evaluate (report with tables and pictures)", evaluate_stage),
+        )
+    )

@@ -183,8 +183,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         probe_block_level=args.probe_block_level, probe_max_points=args.probe_points, peers=peers,
         ablation_models=tuple(Path(a) for a in args.ablation), map_bbox=bbox, pictures=not args.no_pictures,
     )  # fmt: skip
+    model_dir = args.model
+    if args.checkpoint:
+        from .train.checkpoint import load_checkpoint, parse_checkpoint_ref
+
+        run_dir, step = parse_checkpoint_ref(args.checkpoint)
+        model = load_checkpoint(run_dir, step)
+        model_dir = model.save_pretrained(Path(args.out) / "checkpoint-model")  # what the report evaluated
+        print(f"evaluating {args.checkpoint}: its weights are in {model_dir}")
     start = time.perf_counter()
-    result = evaluate(args.model, args.store, args.out, options)
+    result = evaluate(model_dir, args.store, args.out, options)
     report = write_report(result, args.out)
     print(tables_text(report))
     print(f"\nevaluation of {result.samples} samples in {time.perf_counter() - start:.1f} s; report: {report}")
@@ -192,7 +200,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model directory (save_pretrained / `unigeoclip train` output)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="model directory (save_pretrained / `unigeoclip train` output)")
+    kept = "a kept training checkpoint instead (the latest without @STEP), consolidated by DeepSpeed"
+    which.add_argument("--checkpoint", metavar="RUN_DIR[@STEP]", help=kept)
     p.add_argument("--store", required=True, help="sample store directory or URI")
     p.add_argument("--out", required=True, help="report directory (report.md, metrics.json, PNGs)")
     p.add_argument("--db", default=None, help="read the split's embeddings from this LanceDB instead of encoding")

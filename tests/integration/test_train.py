@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 from unigeoclip import Config, Modality, UniGeoCLIP
 from unigeoclip.data.ingest import IngestSummary
 from unigeoclip.data.store import SampleStore
-from unigeoclip.errors import ConfigError
+from unigeoclip.errors import CheckpointError, ConfigError
+from unigeoclip.train.checkpoint import kept_steps, load_checkpoint
 from unigeoclip.train.trainer import train
 
 from ..helpers import tiny_train_cfg
@@ -132,3 +134,15 @@ def test_resume_after_a_stopped_run_continues_at_the_right_step(
     resumed = [m["step"] for m in metrics(run_dir)[lines_before:]]
     assert resumed[0] == checkpoint_step + 5  # the next log step after the checkpoint: not 5, not stopped_at + 5
     assert resumed == sorted(resumed) and resumed[-1] == target == result.metrics["step"]
+
+    # every kept checkpoint loads through DeepSpeed's consolidation: the last one is the exported model (fp32
+    # on CPU, so exactly), an earlier one is not; a step it did not keep is refused with the ones it has
+    kept = kept_steps(run_dir)
+    assert max(kept) == target and 1 < len(kept) <= cfg.train.keep_checkpoints, kept
+    exported = UniGeoCLIP.from_pretrained(result.model_dir).state_dict()
+    last, first = load_checkpoint(run_dir).state_dict(), load_checkpoint(run_dir, min(kept)).state_dict()
+    assert last.keys() == exported.keys()
+    assert all(torch.equal(last[k], exported[k]) for k in exported)
+    assert not all(torch.equal(first[k], exported[k]) for k in exported)
+    with pytest.raises(CheckpointError, match=re.escape(f"kept no checkpoint of step 3; it has steps {sorted(kept)}")):
+        load_checkpoint(run_dir, 3)

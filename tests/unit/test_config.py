@@ -83,3 +83,16 @@ def test_val_split_is_one_of_the_three_splits() -> None:
     assert load_config("tiny", overrides={"train": {"val_split": "test_region"}}).train.val_split == "test_region"
     with pytest.raises(ConfigError, match=r"train\.val_split: Input should be 'train', 'test_year' or 'test_region'"):
         load_config("tiny", overrides={"train": {"val_split": "test"}})
+
+
+def test_a_checkpoint_reference_is_a_run_directory_and_an_optional_step(tmp_path: Path) -> None:
+    from unigeoclip.errors import CheckpointError, InputError
+    from unigeoclip.train.checkpoint import load_checkpoint, parse_checkpoint_ref
+
+    assert parse_checkpoint_ref("runs/a@250") == (Path("runs/a"), 250)
+    assert parse_checkpoint_ref("runs/a") == (Path("runs/a"), None)
+    assert parse_checkpoint_ref("runs/x@y@12") == (Path("runs/x@y"), 12)
+    with pytest.raises(InputError, match="RUN_DIR@STEP with STEP a number"):
+        parse_checkpoint_ref("runs/a@last")
+    with pytest.raises(CheckpointError, match="holds no kept checkpoint"):
+        load_checkpoint(tmp_path)

@@ -209,3 +209,22 @@ def test_resume_refuses_a_run_directory_others_could_have_written(tmp_path: Any)
             prepare_run(cfg, run, resume=True)
         os.chown(ckpt, 0, 0)
     assert prepare_run(cfg, run, resume=True) == cfg
+
+
+def test_resume_ignores_ingest_only_source_settings_but_not_the_model_or_the_data_it_reads(tmp_path: Any) -> None:
+    """data.sources only say where ingest finds samples; a resumed run reads the store, so they may change."""
+    from unigeoclip import load_config
+    from unigeoclip.errors import ConfigError
+    from unigeoclip.train.trainer import RUN_NAME, prepare_run
+
+    cfg = load_config("tiny")
+    run = tmp_path / "run"
+    prepare_run(cfg, run, resume=False)
+    (run / "ray" / RUN_NAME).mkdir(parents=True)
+    other_source = cfg.updated({"data": {"sources": {"earth": {"max_places": 7}}}, "train": {"steps": 99}})
+    resumed = prepare_run(other_source, run, resume=True)
+    assert resumed.train.steps == 99 and resumed.data == cfg.data, "the saved config, with only the steps raised"
+    for change in ({"data": {"dsm_px": 48}}, {"data": {"splits": {"region_fraction": 0.5}}},
+                   {"model": {"embed_dim": 16}}):  # fmt: skip
+        with pytest.raises(ConfigError, match=r"only train\.steps and the ingest-only data\.sources may change"):
+            prepare_run(cfg.updated(change), run, resume=True)

@@ -67,10 +67,13 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
             raise ConfigError(f"nothing to resume in {run_dir}: start a run there without --resume first")
         check_run_dir_trust(run_dir)  # before anything in it is read: DeepSpeed unpickles its checkpoints
         previous = load_config(saved)
-        if previous.model != cfg.model or previous.loss != cfg.loss or previous.data != cfg.data:
+        # data.sources only tell ingest where samples come from: a run reads the store, so they may differ
+        read = {"sources"}
+        if (previous.model != cfg.model or previous.loss != cfg.loss
+                or previous.data.model_dump(exclude=read) != cfg.data.model_dump(exclude=read)):  # fmt: skip
             raise ConfigError(
                 f"{run_dir} was trained with another model, loss or data config; resume with the same config "
-                f"(only train.steps may change) or start a new --out"
+                f"(only train.steps and the ingest-only data.sources may change) or start a new --out"
             )
         cfg = previous.updated({"train": {"steps": cfg.train.steps}})
     elif (run_dir / "ray" / RUN_NAME).exists() or (run_dir / EXPORT_DIR).exists():

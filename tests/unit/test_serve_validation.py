@@ -370,6 +370,18 @@ def test_a_dsm_geotiff_is_one_band_of_real_heights_in_bounded_blocks() -> None:
         prepare(query(dsm={"geotiff_b64": huge_tile}), Limits(max_dsm_pixels=64 * 64))
 
 
+def test_a_server_without_the_files_extra_refuses_a_geotiff_with_a_422_that_names_both_fixes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    tiff = _geotiff(np.full((1, 8, 8), 12.5, np.float32))  # made while rasterio is there
+    for name in [m for m in sys.modules if m == "rasterio" or m.startswith("rasterio.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(InputError, match=r"send dsm\.heights instead.*pip install 'unigeoclip\[files\]'"):
+        prepare(query(dsm={"geotiff_b64": tiff}), LIMITS)
+
+
 def test_the_default_pixel_limit_is_what_the_model_can_use() -> None:
     assert Limits().max_image_pixels == 2048 * 2048
 

@@ -72,8 +72,14 @@ def dsm_from_geotiff(data: bytes, limits: Limits) -> np.ndarray:
     """Band 1 of an in-memory GeoTIFF in metres; its nodata value and mask become NaN."""
     if not data.startswith(TIFF_MAGIC):
         raise InputError("dsm.geotiff_b64 is not a TIFF file (it must start with a TIFF header)")
-    from rasterio.errors import RasterioError
-    from rasterio.io import MemoryFile
+    try:
+        from rasterio.errors import RasterioError
+        from rasterio.io import MemoryFile
+    except ImportError:  # the 'files' extra: without it a GeoTIFF is refused, never a 500
+        raise InputError(
+            "this server cannot read dsm.geotiff_b64 (rasterio, the 'files' extra, is not installed): send "
+            "dsm.heights instead, or install it on the server: pip install 'unigeoclip[files]'"
+        ) from None
 
     try:
         with MemoryFile(data) as mem, mem.open(driver="GTiff") as ds:

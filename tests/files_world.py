@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 import pyproj
-import rasterio
 from affine import Affine
 from PIL import Image
 from unigeoclip.config import DataConfig
 from unigeoclip.geo.s2 import cell_token, token_center
+
+from .helpers import requires_extra
+
+rasterio = requires_extra("files", "rasterio")  # the world is GeoTIFFs
 
 PARIS = (48.8566, 2.3522)
 YEAR = 2021

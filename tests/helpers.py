@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import s2sphere
 import torch
 from unigeoclip import Config, Modality, UniGeoCLIP
@@ -144,3 +146,9 @@ def store_copy(store: SampleStore, dest: Path) -> SampleStore:
 
     shutil.copytree(store.root, dest)
     return SampleStore(dest)
+
+
+def requires_extra(extra: str, module: str) -> Any:
+    """``module``, or a skip of the caller (a test, or the test module importing it at collection) saying which of
+    the project's extras to install; ``make install`` installs them all, so CI never skips."""
+    return pytest.importorskip(module, reason=f"needs the '{extra}' extra: pip install -e '.[{extra}]'")

@@ -14,7 +14,9 @@ from unigeoclip.data.ingest import IngestSummary
 from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed
 
-from ..helpers import train_tiny
+from ..helpers import requires_extra, train_tiny
+
+requires_extra("eval", "sklearn")  # the probes; the pictures need matplotlib, in the same extra
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -19,8 +19,6 @@ from unigeoclip.data.store import SampleStore
 from unigeoclip.geo.distance import haversine_km
 from unigeoclip.geo.s2 import contains, parent_token
 
-from ..files_world import DATA as FILES_DATA
-from ..files_world import build_world
 from ..helpers import store_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -118,6 +116,9 @@ def test_corrupt_image_and_out_of_range_point_go_to_rejects(
 
 
 def test_files_source_ingests_through_ray(ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path) -> None:
+    from ..files_world import DATA as FILES_DATA
+    from ..files_world import build_world
+
     world = build_world(tmp_path / "files")
     cfg = tiny_world_cfg.updated({
         "data": {
@@ -296,6 +297,9 @@ def test_a_driver_killed_between_append_and_supersede_is_repaired_by_the_rerun(
     import json
     import subprocess
     import sys
+
+    from ..files_world import DATA as FILES_DATA
+    from ..files_world import build_world
 
     world = build_world(tmp_path / "files")
     files = {"aerial_tif": str(world.aerial), "raster_year": 2021, "street_index": str(world.street_index),

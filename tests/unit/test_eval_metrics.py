@@ -15,6 +15,8 @@ from unigeoclip.eval.retrieval import ensemble_retrieval, geo_accuracy, recall_m
 from unigeoclip.eval.suite import parse_ensemble
 from unigeoclip.geo.distance import EARTH_RADIUS_KM
 
+from ..helpers import requires_extra
+
 A, T, C = Modality.AERIAL, Modality.TEXT, Modality.COORDS
 KM_PER_DEG = math.pi / 180.0 * EARTH_RADIUS_KM  # along the equator
 
@@ -114,7 +116,7 @@ def test_geocell_level_and_box() -> None:
 
 
 def test_ridge_matches_sklearn() -> None:
-    from sklearn.linear_model import Ridge
+    Ridge = requires_extra("eval", "sklearn.linear_model").Ridge
 
     rng = np.random.default_rng(0)
     x, y, xt = rng.normal(size=(60, 5)), rng.normal(size=(60, 2)), rng.normal(size=(15, 5))

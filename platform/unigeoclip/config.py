@@ -314,7 +314,7 @@ class EarthSourceConfig(StrictModel):
     bbox: tuple[float, float, float, float] | None = Field(None, description="lat_min, lon_min, lat_max, lon_max")
     patch_km: float = Field(100.0, gt=0, description="side of the square aerial/elevation patch")
     year: int = Field(2022, description="the year training places get (held-out places get data.splits.holdout_year)")
-    heldout_fraction: float = Field(0.15, ge=0.0, le=1.0, description="share of places held out, by year")
+    holdout_fraction: float = Field(0.15, ge=0.0, le=1.0, description="share of places held out, by year")
     seed: int = 0
     landscape_spacing_km: float | None = Field(
         None,
@@ -326,6 +326,17 @@ class EarthSourceConfig(StrictModel):
         0.0, ge=0.0, le=1.0, description="share of the lattice's sea points kept as landscape samples (0: land only)"
     )
     landscape_max: int | None = Field(None, ge=1, description="cap on landscape samples (a stable, uniform subset)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _holdout_spelling(cls, raw: Any) -> Any:
+        """``heldout_fraction`` (before issue 24) is ``holdout_fraction``, the spelling of ``splits.holdout_year``."""
+        if not isinstance(raw, dict) or "heldout_fraction" not in raw:
+            return raw
+        old = raw["heldout_fraction"]
+        if "holdout_fraction" in raw and raw["holdout_fraction"] != old:
+            raise ValueError(f"heldout_fraction ({old}) is the old name of holdout_fraction: give only the new one")
+        return {**{k: v for k, v in raw.items() if k != "heldout_fraction"}, "holdout_fraction": old}
 
 
 class FilesSourceConfig(StrictModel):

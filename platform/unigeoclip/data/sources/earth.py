@@ -475,15 +475,15 @@ class EarthSource:
     name = "earth"
 
     def __init__(self, cfg: EarthSourceConfig, data: DataConfig) -> None:
-        if data.splits.holdout_year is None and cfg.heldout_fraction > 0:
+        if data.splits.holdout_year is None and cfg.holdout_fraction > 0:
             raise ConfigError(
                 "the earth source holds places out by giving them data.splits.holdout_year, which is unset: "
-                "set it (e.g. 2023), or set data.sources.earth.heldout_fraction: 0"
+                "set it (e.g. 2023), or set data.sources.earth.holdout_fraction: 0"
             )
         self.cfg = cfg
         self.data = data
         # The one hold-out year: the year held-out places get is the year the 'test_year' split takes.
-        self.heldout_year = data.splits.holdout_year if data.splits.holdout_year is not None else cfg.year
+        self.holdout_year = data.splits.holdout_year if data.splits.holdout_year is not None else cfg.year
 
     def plan(self) -> list[dict[str, Any]]:
         """Filter GeoNames places, thin them to ``min_spacing_km`` (biggest first), cap, assign years.
@@ -512,7 +512,7 @@ class EarthSource:
         points = landscape_points(self.cfg)
         if not points:
             return []
-        held = [p for p in places if p["year"] == self.heldout_year]
+        held = [p for p in places if p["year"] == self.holdout_year]
         lat = np.array([p["lat_deg"] for p in held] + [q[1] for q in points])
         lon = np.array([p["lon_deg"] for p in held] + [q[2] for q in points])
         near_held = _SpacingIndex(lat, lon, self.cfg.patch_km)
@@ -520,18 +520,18 @@ class EarthSource:
             near_held.add(i)
         return [
             {"kind": "landscape", "landscape_id": index, "lat_deg": la, "lon_deg": lo, "sea": sea,
-             "year": self.heldout_year if near_held.has_close(len(held) + j) else self.cfg.year}
+             "year": self.holdout_year if near_held.has_close(len(held) + j) else self.cfg.year}
             for j, (index, la, lo, sea) in enumerate(points)
         ]  # fmt: skip
 
     def _item(self, row: dict[str, Any], admin1_name: str) -> dict[str, Any]:
-        held_out = stable_fraction(str(row["geonameid"]), salt=str(self.cfg.seed)) < self.cfg.heldout_fraction
+        held_out = stable_fraction(str(row["geonameid"]), salt=str(self.cfg.seed)) < self.cfg.holdout_fraction
         return {
             "geonameid": int(row["geonameid"]),
             "name": row["name"],
             "lat_deg": float(row["latitude"]),
             "lon_deg": float(row["longitude"]),
-            "year": self.heldout_year if held_out else self.cfg.year,
+            "year": self.holdout_year if held_out else self.cfg.year,
             "country_code": row["countrycode"],
             "admin1_code": row["admin1code"],
             "admin1_name": admin1_name,

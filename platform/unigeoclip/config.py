@@ -357,6 +357,8 @@ class FilesSourceConfig(StrictModel):
 
 
 class SourcesConfig(StrictModel):
+    """Settings of every source; only the one an ingest names is used (ingest-only: a run ignores them)."""
+
     synthetic: SyntheticSourceConfig = SyntheticSourceConfig()
     earth: EarthSourceConfig = EarthSourceConfig()
     files: FilesSourceConfig = FilesSourceConfig()

@@ -148,6 +148,8 @@ def _item_id(item: dict[str, Any]) -> str:
 
 @dataclass
 class IngestSummary:
+    """What one ingest run did: items planned, samples written, already stored and superseded, rejects by reason."""
+
     run_id: str
     store: str
     planned_items: int

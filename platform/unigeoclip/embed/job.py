@@ -88,6 +88,8 @@ class EmbedOptions:
 
 @dataclass
 class EmbedSummary:
+    """What one embedding run did: rows embedded and failed per modality, and whether the version serves."""
+
     job: str
     run_id: str
     model_version: str

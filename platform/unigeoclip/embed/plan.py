@@ -24,6 +24,8 @@ _SEP = "\x1f"  # a unit separator: never inside a sample id, a modality name or 
 
 @dataclass
 class EmbedPlan:
+    """The rows an embedding run must write, read from one pinned version of the sample store."""
+
     samples_uri: str
     samples_version: int  # the store version every actor reads (a concurrent ingest does not move it)
     modalities: tuple[Modality, ...]

@@ -21,6 +21,8 @@ from .job import EmbedOptions, EmbedSummary, reembed
 
 @dataclass
 class RefreshSummary:
+    """One refresh: the ingest of new samples and the embedding of what it added."""
+
     ingest: IngestSummary
     embed: EmbedSummary
 

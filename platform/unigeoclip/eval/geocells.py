@@ -28,6 +28,8 @@ from .retrieval import DEFAULT_THRESHOLDS_KM, GeoAccuracy, geo_accuracy
 
 @dataclass(frozen=True)
 class CellGallery:
+    """Every S2 cell of one level over a box, its centroid embedded by the coordinate encoder."""
+
     level: int
     bbox: BBox
     tokens: list[str]
@@ -42,6 +44,8 @@ class CellGallery:
 
 @dataclass(frozen=True)
 class GeocellResult:
+    """Geolocation of a split by nearest cell of the gallery, for one set of query modalities."""
+
     query: tuple[Modality, ...]
     queries: int
     geo: GeoAccuracy

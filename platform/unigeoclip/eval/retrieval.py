@@ -36,6 +36,8 @@ class GeoAccuracy:
 
 @dataclass(frozen=True)
 class PairRecall:
+    """Recall@k of one directed modality pair (query -> target) over a split."""
+
     query: Modality
     target: Modality
     recall: dict[int, float]  # k -> recall@k

@@ -51,6 +51,8 @@ def parse_ensemble(spec: str) -> Ensemble:
 
 @dataclass(frozen=True)
 class EvalOptions:
+    """What ``evaluate`` measures and on which split (the flags of ``unigeoclip evaluate``)."""
+
     split: str = "test_year"
     ks: tuple[int, ...] = DEFAULT_KS
     thresholds_km: tuple[float, ...] = DEFAULT_THRESHOLDS_KM
@@ -73,6 +75,8 @@ class EvalOptions:
 
 @dataclass
 class AblationResult:
+    """One ablation model evaluated beside the main one."""
+
     model_dir: str
     coords_depth: int
     mean_r1: float
@@ -92,6 +96,8 @@ class GroupResult:
 
 @dataclass
 class EvalResult:
+    """Every figure of one evaluation: retrieval, ensembles, geolocation, probes, peers and ablations."""
+
     model_dir: str
     store: str
     split: str

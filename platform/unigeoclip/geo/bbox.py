@@ -18,6 +18,8 @@ from ..errors import InputError, UniGeoCLIPError
 
 
 class BBox(NamedTuple):
+    """Degrees, inclusive; ``lon_min > lon_max`` crosses the antimeridian."""
+
     lat_min: float
     lon_min: float
     lat_max: float

@@ -34,6 +34,8 @@ MAX_BLOCK_PIXELS = 1024 * 1024  # one GeoTIFF block (tile or strip) is read whol
 
 @dataclass(frozen=True)
 class StreetImage:
+    """A decoded street-level image with how it was taken (projection, field of view)."""
+
     rgb: np.ndarray  # (H, W, 3) uint8
     projection: str
     fov_deg: float

@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 
 class Offload:
+    """A bounded thread pool for decoding off the event loop: refuses with 503 past workers + queue."""
+
     def __init__(self, workers: int, queue: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
         self.capacity = workers + queue

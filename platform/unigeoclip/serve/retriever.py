@@ -35,6 +35,8 @@ HIT_COLUMNS = ["item_id", "modality", "cell_token", "lat_deg", "lon_deg", "year"
 
 
 class Retriever:
+    """Serve deployment: searches the serving version of the embedding store (in memory when small)."""
+
     def __init__(self, cfg: ServeConfig) -> None:
         self.cfg = cfg
         self.db = EmbeddingDB(cfg.db)

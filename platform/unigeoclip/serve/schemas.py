@@ -21,6 +21,8 @@ class _Closed(BaseModel):
 
 
 class CoordsInput(_Closed):
+    """A point in WGS84 degrees, latitude first."""
+
     lat_deg: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lon_deg: float = Field(ge=-180, le=180, allow_inf_nan=False)
 
@@ -32,6 +34,8 @@ class ImageInput(_Closed):
 
 
 class StreetInput(ImageInput):
+    """A street-level image: a photo or an equirectangular panorama."""
+
     projection: Literal["perspective", "equirectangular"] = Field(
         "perspective", description="a photo, or a 360 x 180 panorama whose centre column faces the heading"
     )
@@ -67,6 +71,8 @@ class Query(_Closed):
 
 
 class Filters(_Closed):
+    """Restrictions on the hits: a box, an S2 cell, years."""
+
     bbox: tuple[float, float, float, float] | None = Field(
         None, description="lat_min, lon_min, lat_max, lon_max (lon_min > lon_max crosses the antimeridian)"
     )
@@ -85,10 +91,14 @@ class Filters(_Closed):
 
 
 class EmbedRequest(_Closed):
+    """Inputs to embed, one vector per modality given."""
+
     query: Query
 
 
 class SearchRequest(_Closed):
+    """A query of any modalities against the stored items of some target modalities."""
+
     query: Query
     targets: list[Modality] | None = Field(
         None, min_length=1, max_length=5, description="modalities to retrieve [every modality in the store]"
@@ -98,6 +108,8 @@ class SearchRequest(_Closed):
 
 
 class GeolocateRequest(_Closed):
+    """A query to place on Earth, by its nearest stored items."""
+
     query: Query
     targets: list[Modality] = Field(
         [Modality.COORDS], min_length=1, max_length=5, description="the gallery the query is matched against"
@@ -110,12 +122,16 @@ class GeolocateRequest(_Closed):
 
 
 class EmbedResponse(BaseModel):
+    """One unit vector per input modality, in the serving model's space."""
+
     model_version: str
     dim: int
     embeddings: dict[str, list[float]] = Field(description="modality -> unit vector")
 
 
 class Hit(BaseModel):
+    """One stored item that matched, with its place and score."""
+
     item_id: str
     modality: str
     cell_token: str
@@ -126,12 +142,16 @@ class Hit(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    """The best hits first."""
+
     model_version: str
     query_modalities: list[str]
     hits: list[Hit]
 
 
 class GeolocateResponse(BaseModel):
+    """The predicted place, its confidence and the candidates it came from."""
+
     model_version: str
     query_modalities: list[str]
     lat_deg: float
@@ -143,6 +163,8 @@ class GeolocateResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every refusal and error: what was wrong and how to fix it."""
+
     error: str = Field(description="what was wrong and how to fix it")
     status: int
     request_id: str | None = Field(None, description="5xx only: the id the server's log lines are filed under")

@@ -31,6 +31,8 @@ COMMIT_ROWS = 4096  # features appended per write: a crash recomputes at most th
 
 @dataclass
 class CacheStats:
+    """A locked tower's feature cache for a run: contents wanted, cached and computed, and its size."""
+
     modality: str
     uri: str
     wanted: int  # distinct contents of the store's current samples

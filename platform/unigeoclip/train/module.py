@@ -13,6 +13,8 @@ from ..models import UniGeoCLIP
 
 
 class TrainModule(nn.Module):
+    """The model and the loss as one module: what DeepSpeed wraps (the temperatures train too)."""
+
     def __init__(self, model: UniGeoCLIP, loss: ContrastiveLoss) -> None:
         super().__init__()
         self.model = model

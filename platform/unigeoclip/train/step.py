@@ -18,6 +18,8 @@ from ..losses import LossOutput
 
 
 class Engine(Protocol):
+    """What a training step drives: DeepSpeed's engine interface."""
+
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> LossOutput: ...
 
     def backward(self, loss: torch.Tensor) -> Any: ...

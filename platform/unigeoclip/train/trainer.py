@@ -43,6 +43,8 @@ RUN_FIGURES = ("step", "loss", "acc1", "samples_per_s", "val_r1")  # of the last
 
 @dataclass
 class TrainResult:
+    """A finished run: its directory, the exported model, its last metrics and checkpoint."""
+
     run_dir: Path
     model_dir: Path
     metrics: dict[str, Any]

@@ -67,6 +67,8 @@ CHANGES: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class City:
+    """One procedural city: its name, where it lies (an anchor of a real metro area), its block size and its hills."""
+
     seed: int
     index: int
     name: str
@@ -98,6 +100,8 @@ def make_city(seed: int, index: int) -> City:
 
 @dataclass(frozen=True)
 class Road:
+    """A straight road of the city grid, north-south or east-west."""
+
     axis: str  # "x": runs north-south at x = position; "y": runs east-west at y = position
     index: int
     position: float
@@ -129,6 +133,8 @@ def road_range(city: City, lo: float, hi: float) -> range:
 
 @dataclass(frozen=True)
 class District:
+    """A named area whose profile (historic, residential, commercial, industrial, suburban) sets its land use."""
+
     name: str
     profile: str
 
@@ -143,6 +149,8 @@ def district(city: City, di: int, dj: int) -> District:
 
 @dataclass(frozen=True)
 class Building:
+    """An axis-aligned building: footprint, height, roof and facade colours, kind and an optional name."""
+
     x0: float
     y0: float
     x1: float
@@ -156,6 +164,8 @@ class Building:
 
 @dataclass(frozen=True)
 class Tree:
+    """A tree: a crown of some radius and height at a point."""
+
     x: float
     y: float
     radius: float
@@ -164,6 +174,8 @@ class Tree:
 
 @dataclass(frozen=True)
 class Block:
+    """One block between roads: its use, district, buildings and trees, and what changed there by this year."""
+
     i: int
     j: int
     x0: float

@@ -94,6 +94,8 @@ def window_roads(city: City, win: Window) -> list[Road]:
 
 @dataclass
 class Layers:
+    """The rendered world as co-registered rasters (top colour, side colour, height), the source of every modality."""
+
     top_rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]: what is seen from above
     side_rgb: np.ndarray  # (H, W, 3) float32: colour of vertical surfaces (facades, foliage)
     height: np.ndarray  # (H, W) float32 metres above the ground (negative = a pit)

@@ -17,53 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from ..config import parse_overrides
 from ..errors import UniGeoCLIPError
-from .stages import CONFIG, DemoRun, Stages
+from .options import CONFIG, DemoOptions
+from .stages import DemoRun, Stages
 
 DEMO_STAGES = Stages()
 STAGES = len(DEMO_STAGES.steps) + 1  # and the shut-down
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """Where the demo writes and how big it is (None: the ``earth`` preset's full size)."""
-
-    out: Path = Path("data/demo")
-    places: int | None = None
-    landscape: int | None = None  # cap on the preset's landscape samples (None: all of them)
-    steps: int | None = None
-    probe_points: int = 5000
-    host: str = "127.0.0.1"
-    port: int = 8000
-
-    @classmethod
-    def quick(cls, out: Path, **kwargs: Any) -> DemoOptions:
-        """The smoke run: 400 places and 400 landscape samples, 30 steps (a few minutes; the model learns little)."""
-        return cls(out=out, places=400, landscape=400, steps=30, probe_points=400, **kwargs)
-
-    def config_sets(self) -> list[str]:
-        """``--set`` arguments shared by every stage (the store and the model must agree on the config)."""
-        sets = ["--set", f"data.sources.earth.max_places={self.places}"] if self.places else []
-        return sets + (["--set", f"data.sources.earth.landscape_max={self.landscape}"] if self.landscape else [])
-
-    def train_args(self) -> list[str]:
-        if self.steps is None:
-            return []
-        every = str(self.steps)  # validate and checkpoint once, at the end
-        return ["--steps", every, "--set", f"train.val_every={every}", "--set", f"train.ckpt_every={every}"]
-
-    def overrides(self) -> dict[str, Any]:
-        """The printed ``--set`` and ``--steps`` arguments as the config overrides the stages run with."""
-        args = self.config_sets() + self.train_args()
-        pairs = list(zip(args[::2], args[1::2], strict=True))
-        out = parse_overrides([value for flag, value in pairs if flag == "--set"])
-        if self.steps is not None:
-            out.setdefault("train", {})["steps"] = self.steps
-        return out
 
 
 @dataclass

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UniGeoCLIPError
+from .options import CONFIG, DemoOptions
 
 if TYPE_CHECKING:
     from ..config import Config
-    from .pipeline import DemoOptions
-
-CONFIG = "earth"
 
 
 @dataclass(frozen=True)

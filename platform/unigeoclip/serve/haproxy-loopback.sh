@@ -10,6 +10,11 @@
 # with Retry-After) in place of Ray's, which turn all three into a text/plain 500. (HAProxy 2.8 answers a
 # request its HTTP/1 parser refuses with built-in HTML whatever the errorfiles say: haproxy/haproxy#3032.)
 set -eu
+real="${UNIGEOCLIP_HAPROXY_BINARY:?set by unigeoclip.runtime: the real HAProxy binary}"
+if [ "$real" -ef "$0" ]; then
+    echo "haproxy-loopback.sh: UNIGEOCLIP_HAPROXY_BINARY ($real) is this wrapper, not HAProxy" >&2
+    exit 2
+fi
 errors="$(dirname "$0")/haproxy-errors"
 pages=""
 for page in "$errors"/*.http; do
@@ -37,10 +42,5 @@ if [ -n "$config" ] && [ -f "$config" ]; then
             }
         }
     ' "$config" > "$config.loopback" && mv "$config.loopback" "$config"
-fi
-real="${UNIGEOCLIP_HAPROXY_BINARY:?set by unigeoclip.runtime: the real HAProxy binary}"
-if [ "$real" -ef "$0" ]; then
-    echo "haproxy-loopback.sh: UNIGEOCLIP_HAPROXY_BINARY ($real) is this wrapper, not HAProxy" >&2
-    exit 2
 fi
 exec "$real" "$@"

@@ -164,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from .eval.report import tables_text, write_report
+    from .eval.report import printed_summary, write_report
     from .eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
     from .geo.bbox import BBox
 
@@ -194,8 +194,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = evaluate(model_dir, args.store, args.out, options)
     report = write_report(result, args.out)
-    print(tables_text(report))
-    print(f"\nevaluation of {result.samples} samples in {time.perf_counter() - start:.1f} s; report: {report}")
+    print(printed_summary(report, result.samples, time.perf_counter() - start))
     return 0
 
 

@@ -105,7 +105,7 @@ def serve_stage(run: DemoRun) -> None:
 def evaluate_stage(run: DemoRun) -> None:
     import time
 
-    from ..eval.report import tables_text, write_report
+    from ..eval.report import printed_summary, write_report
     from ..eval.suite import EvalOptions, evaluate
 
     probe = str(run.options.probe_points)
@@ -115,8 +115,7 @@ def evaluate_stage(run: DemoRun) -> None:
     options = EvalOptions(db=str(run.db), probe_max_points=run.options.probe_points)
     result = evaluate(run.model, str(run.store), run.report, options)
     report = write_report(result, run.report)
-    run.say(tables_text(report))
-    run.say(f"\nevaluation of {result.samples} samples in {time.perf_counter() - start:.1f} s; report: {report}")
+    run.say(printed_summary(report, result.samples, time.perf_counter() - start))
 
 
 Stage = Callable[[DemoRun], None]

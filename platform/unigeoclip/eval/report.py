@@ -265,9 +265,10 @@ def to_markdown(res: EvalResult) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def tables_text(report: Path) -> str:
-    """The report's tables, everything before its pictures: what ``evaluate`` (and the demo) print."""
-    return report.read_text().split("## Pictures")[0].rstrip()
+def printed_summary(report: Path, samples: int, seconds: float) -> str:
+    """What ``evaluate`` (and the demo) print: the report's tables, everything before its pictures, and a line."""
+    tables = report.read_text().split("## Pictures")[0].rstrip()
+    return f"{tables}\n\nevaluation of {samples} samples in {seconds:.1f} s; report: {report}"
 
 
 def write_report(res: EvalResult, out: str | Path) -> Path:

@@ -2,7 +2,7 @@
 
 Vectors are synthetic but shaped like contrastive embeddings (unit vectors clustered
 around many centres, each cluster spread in its own low-dimensional subspace; see
-``unigeoclip.store.tuning.synthetic_embeddings``); queries are fresh draws from the same
+``unigeoclip.vectors.tuning.synthetic_embeddings``); queries are fresh draws from the same
 distribution, not stored rows. Ground truth is an exact matmul. Every latency is one
 query at a time, after a warm-up, on this machine (2 cores, local disk). The sweep gives
 the recall/latency curve the index policy's defaults were chosen from; the summary
@@ -24,9 +24,9 @@ from pathlib import Path
 import lancedb
 import numpy as np
 import pyarrow as pa
-from unigeoclip.store.index import DEFAULT_POLICY
-from unigeoclip.store.schema import VECTOR
-from unigeoclip.store.tuning import CurvePoint, exact_neighbours, measure, synthetic_embeddings
+from unigeoclip.vectors.index import DEFAULT_POLICY
+from unigeoclip.vectors.schema import VECTOR
+from unigeoclip.vectors.tuning import CurvePoint, exact_neighbours, measure, synthetic_embeddings
 
 SWEEP = {
     "IVF_PQ": [{"nprobes": p, "refine_factor": r} for p in (10, 20, 40, 80, 120) for r in (5, 10)],

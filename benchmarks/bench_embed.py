@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from unigeoclip import Modality, UniGeoCLIP
-from unigeoclip.data.store import SampleStore
+from unigeoclip.cluster.runtime import cluster_cpus, ensure_ray
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.embed.plan import plan_embedding
 from unigeoclip.embed.rows import DecodeRows
-from unigeoclip.runtime import cluster_cpus, ensure_ray
-from unigeoclip.store import EmbeddingDB
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.vectors import EmbeddingDB
 from worlds import ingest_world, one_city_config
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import lance
 import pyarrow as pa
-from unigeoclip.data.ingest import extract_locally, ingest
-from unigeoclip.data.schema import SAMPLE_SCHEMA
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
-from unigeoclip.runtime import cluster_cpus, ensure_ray
+from unigeoclip.cluster.runtime import cluster_cpus, ensure_ray
+from unigeoclip.ingest.pipeline import extract_locally, ingest
+from unigeoclip.samples.schema import SAMPLE_SCHEMA
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSource
 from worlds import one_city_config
 
 

@@ -30,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from ray import serve
-    from unigeoclip.runtime import free_port, shutdown
+    from unigeoclip.cluster.ingress import free_port
+    from unigeoclip.cluster.runtime import shutdown
     from unigeoclip.serve import Scaling, ServeConfig, start_service
     from worlds import replica_rss_mib, tiny_db  # this script's directory is on sys.path
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 from unigeoclip import UniGeoCLIP
-from unigeoclip.data.reader import build_dataset
-from unigeoclip.data.store import SampleStore
+from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.losses import ContrastiveLoss
-from unigeoclip.runtime import ensure_ray
+from unigeoclip.reader.pipeline import build_dataset
+from unigeoclip.samples.store import SampleStore
 from worlds import ingest_world, one_city_config
 
 

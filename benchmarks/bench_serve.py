@@ -52,15 +52,15 @@ from loopback_http import LoopbackClient  # this script's directory is on sys.pa
 from PIL import Image
 from ray import serve
 from unigeoclip import UniGeoCLIP, load_config
+from unigeoclip.cluster.ingress import FAST_SERVE_INGRESS, free_port, use_fast_serve_ingress
 from unigeoclip.geo.s2 import cell_id
 from unigeoclip.modality import Modality
-from unigeoclip.runtime import FAST_SERVE_INGRESS, free_port, use_fast_serve_ingress
 from unigeoclip.serve import Scaling, ServeConfig, start_service
 from unigeoclip.serve.app import build_app
-from unigeoclip.store import EmbeddingDB, EmbeddingStore
-from unigeoclip.store.schema import embedding_schema
-from unigeoclip.store.versions import model_fingerprint, model_version_id
-from unigeoclip.store.writer import upsert
+from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
+from unigeoclip.vectors.schema import embedding_schema
+from unigeoclip.vectors.versions import model_fingerprint, model_version_id
+from unigeoclip.vectors.writer import upsert
 
 CENTRE = (52.37, 4.89)  # one city, as benchmarks/worlds.py builds
 

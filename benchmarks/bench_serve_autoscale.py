@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from ray import serve
-    from unigeoclip.runtime import free_port
+    from unigeoclip.cluster.ingress import free_port
     from unigeoclip.serve import Scaling, ServeConfig, start_service
     from worlds import tiny_db  # this script's directory is on sys.path
 

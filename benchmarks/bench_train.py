@@ -23,10 +23,10 @@ from pathlib import Path
 
 import ray
 from unigeoclip import load_config
+from unigeoclip.cluster.runtime import cluster_cpus, ensure_ray
 from unigeoclip.config import Config
-from unigeoclip.data.reader import build_dataset
-from unigeoclip.data.store import SampleStore
-from unigeoclip.runtime import cluster_cpus, ensure_ray
+from unigeoclip.reader.pipeline import build_dataset
+from unigeoclip.samples.store import SampleStore
 from unigeoclip.train.trainer import train
 
 

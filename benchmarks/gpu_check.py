@@ -126,15 +126,15 @@ def placement(device: str) -> str:
     import numpy as np
     import pyarrow.compute as pc
     import ray
-    from unigeoclip.data.ingest import ingest
-    from unigeoclip.data.reader import DecodeBatch
-    from unigeoclip.data.sources.synthetic import SyntheticSource
-    from unigeoclip.data.store import SampleStore
+    from unigeoclip.cluster.runtime import actor_device, ensure_ray
     from unigeoclip.embed import EmbedOptions, embed
-    from unigeoclip.runtime import actor_device, ensure_ray
+    from unigeoclip.ingest.pipeline import ingest
+    from unigeoclip.reader.pipeline import DecodeBatch
+    from unigeoclip.samples.store import SampleStore
     from unigeoclip.serve import ServeConfig
-    from unigeoclip.store import EmbeddingDB
-    from unigeoclip.store.versions import model_version_id
+    from unigeoclip.sources.synthetic.source import SyntheticSource
+    from unigeoclip.vectors import EmbeddingDB
+    from unigeoclip.vectors.versions import model_version_id
 
     gpu = device == "cuda"
     cfg = load_config("tiny")

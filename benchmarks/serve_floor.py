@@ -19,7 +19,7 @@ from bench_serve import start_ray, stats  # this script's directory is on sys.pa
 from fastapi import FastAPI
 from loopback_http import LoopbackClient
 from ray import serve
-from unigeoclip.runtime import free_port
+from unigeoclip.cluster.ingress import free_port
 from unigeoclip.serve import Scaling
 
 api = FastAPI()

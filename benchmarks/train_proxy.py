@@ -20,12 +20,12 @@ import time
 import numpy as np
 import torch
 from unigeoclip import UniGeoCLIP, load_config
+from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.config import Config, parse_overrides
-from unigeoclip.data.reader import DecodeBatch, batch_rows, load_batches
 from unigeoclip.eval.retrieval import format_matrix
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import INPUT_KEYS, Modality, present_key
-from unigeoclip.runtime import ensure_ray
+from unigeoclip.reader.pipeline import DecodeBatch, batch_rows, load_batches
 from unigeoclip.train.loop import held_out_recall, optimizer_and_schedule
 from unigeoclip.train.module import TrainModule
 from unigeoclip.train.step import PlainEngine, train_step

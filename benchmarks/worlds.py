@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from unigeoclip import load_config
 from unigeoclip.config import Config
-from unigeoclip.data.ingest import IngestSummary, ingest
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
+from unigeoclip.ingest.pipeline import IngestSummary, ingest
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSource
 
 
 def one_city_config(preset: str, cells: int) -> Config:
@@ -26,8 +26,8 @@ def tiny_db(prefix: str) -> str:
     import tempfile
     from pathlib import Path
 
+    from unigeoclip.cluster.runtime import ensure_ray
     from unigeoclip.embed import EmbedOptions, embed
-    from unigeoclip.runtime import ensure_ray
 
     from tests.helpers import train_tiny
 

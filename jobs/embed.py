@@ -6,7 +6,7 @@ ray job submit --working-dir . -- python jobs/embed.py --model /shared/runs/r1/m
 
 import sys
 
-from unigeoclip.cli import main
+from unigeoclip.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["embed", *sys.argv[1:]]))

@@ -6,7 +6,7 @@ ray job submit --working-dir . -- python jobs/evaluate.py --model /shared/r1/mod
 
 import sys
 
-from unigeoclip.cli import main
+from unigeoclip.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["evaluate", *sys.argv[1:]]))

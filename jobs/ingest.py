@@ -6,7 +6,7 @@ ray job submit --working-dir . -- python jobs/ingest.py --source earth --store s
 
 import sys
 
-from unigeoclip.cli import main
+from unigeoclip.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["ingest", *sys.argv[1:]]))

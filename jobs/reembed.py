@@ -6,7 +6,7 @@ ray job submit --working-dir . -- python jobs/reembed.py --store s3://b/store --
 
 import sys
 
-from unigeoclip.cli import main
+from unigeoclip.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["reembed", *sys.argv[1:]]))

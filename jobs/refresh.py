@@ -8,7 +8,7 @@ ray job submit --working-dir . -- python jobs/refresh.py --source files --set da
 
 import sys
 
-from unigeoclip.cli import main
+from unigeoclip.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["refresh", *sys.argv[1:]]))

@@ -6,7 +6,7 @@ serve status / serve shutdown (with --address http://HEAD:8265) show and stop it
 
 import sys
 
-from unigeoclip.cli import main
+from unigeoclip.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["serve", *sys.argv[1:]]))

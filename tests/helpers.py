@@ -12,14 +12,14 @@ import pytest
 import s2sphere
 import torch
 from unigeoclip import Config, Modality, UniGeoCLIP
-from unigeoclip.data.store import SampleStore
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
-from unigeoclip.store import EmbeddingDB
-from unigeoclip.store.schema import embedding_schema
-from unigeoclip.store.writer import upsert
+from unigeoclip.samples.store import SampleStore
 from unigeoclip.train.module import TrainModule
 from unigeoclip.train.step import PlainEngine, train_step
+from unigeoclip.vectors import EmbeddingDB
+from unigeoclip.vectors.schema import embedding_schema
+from unigeoclip.vectors.writer import upsert
 
 
 def random_locations(n: int, seed: int = 0) -> torch.Tensor:

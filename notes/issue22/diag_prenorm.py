@@ -10,12 +10,12 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from unigeoclip.data.store import SampleStore
 from unigeoclip.eval.peers import batched
 from unigeoclip.eval.probes import probe, spatial_blocks
 from unigeoclip.eval.suite import probe_points, store_locations
 from unigeoclip.eval.targets import location_targets
 from unigeoclip.models import UniGeoCLIP
+from unigeoclip.samples.store import SampleStore
 
 
 def main(model_dir: str, store_dir: str) -> None:

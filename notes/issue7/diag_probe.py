@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import torch
 from unigeoclip import UniGeoCLIP
-from unigeoclip.data.store import SampleStore
 from unigeoclip.eval.peers import batched, coords_features
 from unigeoclip.eval.probes import probe, spatial_blocks
 from unigeoclip.eval.suite import probe_points, store_locations
 from unigeoclip.eval.targets import location_targets
+from unigeoclip.samples.store import SampleStore
 
 
 def main(store: str, model_dir: str) -> None:

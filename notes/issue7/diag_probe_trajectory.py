@@ -10,11 +10,11 @@ step come from ``unigeoclip.train.checkpoint`` (DeepSpeed's consolidation; one s
 
 import sys
 
-from unigeoclip.data.store import SampleStore
 from unigeoclip.eval.peers import coords_features
 from unigeoclip.eval.probes import probe, spatial_blocks
 from unigeoclip.eval.suite import probe_points, store_locations
 from unigeoclip.eval.targets import location_targets
+from unigeoclip.samples.store import SampleStore
 from unigeoclip.train.checkpoint import kept_steps, load_checkpoint
 
 

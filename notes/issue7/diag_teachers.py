@@ -11,14 +11,14 @@ import sys
 
 import numpy as np
 from unigeoclip import Modality, UniGeoCLIP
-from unigeoclip.data.splits import SPLITS
-from unigeoclip.data.store import SampleStore
 from unigeoclip.errors import InputError
 from unigeoclip.eval.embeddings import encode_split
 from unigeoclip.eval.peers import coords_features
 from unigeoclip.eval.probes import probe, spatial_blocks
 from unigeoclip.eval.suite import probe_points, store_locations
 from unigeoclip.eval.targets import location_targets
+from unigeoclip.samples.splits import SPLITS
+from unigeoclip.samples.store import SampleStore
 
 
 def main(store_dir: str, model_dir: str) -> None:

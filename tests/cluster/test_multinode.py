@@ -20,15 +20,15 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 from unigeoclip import Config, load_config
-from unigeoclip.data.ingest import ingest
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
+from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.embed import EmbedOptions, embed
-from unigeoclip.runtime import ensure_ray
-from unigeoclip.store import EmbeddingDB
-from unigeoclip.store.schema import table_name
-from unigeoclip.store.versions import model_version_id
+from unigeoclip.ingest.pipeline import ingest
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSource
 from unigeoclip.train.trainer import train
+from unigeoclip.vectors import EmbeddingDB
+from unigeoclip.vectors.schema import table_name
+from unigeoclip.vectors.versions import model_version_id
 
 from ..helpers import expected_keys, stored_keys, train_tiny
 
@@ -172,7 +172,7 @@ def test_serve_loses_a_node_under_load_and_every_later_request_succeeds(
     import httpx
     from ray import serve
     from ray.util.state import list_actors
-    from unigeoclip.runtime import free_port
+    from unigeoclip.cluster.ingress import free_port
     from unigeoclip.serve import Scaling, ServeConfig, start_service
     from unigeoclip.serve.app import APP_NAME
 
@@ -234,7 +234,7 @@ def test_serve_scales_up_under_load_and_back_down_after(
     cluster: Cluster, cfg: Config, store: SampleStore, tmp_path: Path
 ) -> None:
     from ray import serve
-    from unigeoclip.runtime import free_port
+    from unigeoclip.cluster.ingress import free_port
     from unigeoclip.serve import Scaling, ServeConfig, start_service
 
     from ..serve_scaling import observe

@@ -25,13 +25,13 @@ import rasterio
 import torch
 import yaml
 from unigeoclip import Modality, UniGeoCLIP, load_config
-from unigeoclip.data.ingest import extract_locally
-from unigeoclip.data.reader import DecodeBatch
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
 from unigeoclip.geo.s2 import cell_token, token_center
-from unigeoclip.store import EmbeddingDB
-from unigeoclip.store.versions import model_version_id
+from unigeoclip.ingest.pipeline import extract_locally
+from unigeoclip.reader.pipeline import DecodeBatch
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.vectors import EmbeddingDB
+from unigeoclip.vectors.versions import model_version_id
 
 from ..files_world import PARIS, build_world
 from ..helpers import expected_keys, stored_keys, stored_rows
@@ -343,7 +343,7 @@ def test_a_command_without_an_address_starts_its_own_ray_beside_a_running_cluste
     import sys
 
     env = {k: v for k, v in cluster.env.items() if k != "RAY_ADDRESS"}
-    code = ("from unigeoclip import runtime; r = runtime.ensure_ray(num_cpus=1); "
+    code = ("from unigeoclip.cluster import runtime; r = runtime.ensure_ray(num_cpus=1); "
             "print('RESULT', r.get('CPU'), runtime.can_grow())")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]

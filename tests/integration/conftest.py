@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 import ray
 from unigeoclip import Config, load_config
-from unigeoclip.data.ingest import IngestSummary, ingest
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
-from unigeoclip.runtime import ensure_ray
+from unigeoclip.cluster.runtime import ensure_ray
+from unigeoclip.ingest.pipeline import IngestSummary, ingest
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSource
 
 
 @pytest.fixture(scope="session")

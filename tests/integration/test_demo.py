@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import ray
-from unigeoclip.demo import DemoOptions, DemoRun, Stages, run_demo
-from unigeoclip.demo.pipeline import DEMO_STAGES, STAGES
-from unigeoclip.runtime import free_port
+from unigeoclip.app.demo import DemoOptions, DemoRun, Stages, run_demo
+from unigeoclip.app.demo.pipeline import DEMO_STAGES, STAGES
+from unigeoclip.cluster.ingress import free_port
 
 pytestmark = [pytest.mark.integration]
 

@@ -18,15 +18,15 @@ import pytest
 import ray
 import torch
 from unigeoclip import Config, Modality, UniGeoCLIP
-from unigeoclip.data.ingest import IngestSummary, ingest
-from unigeoclip.data.reader import DecodeBatch
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
 from unigeoclip.embed import EmbedOptions, embed, reembed
+from unigeoclip.ingest.pipeline import IngestSummary, ingest
 from unigeoclip.modality import present_key
-from unigeoclip.store import EmbeddingDB, EmbeddingStore
-from unigeoclip.store.schema import ALIASES, table_name
-from unigeoclip.store.versions import model_version_id
+from unigeoclip.reader.pipeline import DecodeBatch
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
+from unigeoclip.vectors.schema import ALIASES, table_name
+from unigeoclip.vectors.versions import model_version_id
 
 from ..helpers import expected_keys, store_copy, stored_keys, stored_rows, train_tiny
 

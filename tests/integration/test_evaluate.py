@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from unigeoclip import Config
-from unigeoclip.cli import main
-from unigeoclip.data.ingest import IngestSummary
-from unigeoclip.data.store import SampleStore
+from unigeoclip.app.cli import main
 from unigeoclip.embed import EmbedOptions, embed
+from unigeoclip.ingest.pipeline import IngestSummary
+from unigeoclip.samples.store import SampleStore
 
 from ..helpers import requires_extra, train_tiny
 
@@ -125,8 +125,8 @@ def test_places_and_landscape_samples_are_reported_apart(
 ) -> None:
     """A real-Earth store of Western Europe with landscape samples between its places: the main figures are the
     places' alone (text pairs included), the landscape samples get their own retrieval matrix and probes."""
-    from unigeoclip.data.ingest import ingest
-    from unigeoclip.data.sources.earth import EarthSource, is_landscape
+    from unigeoclip.ingest.pipeline import ingest
+    from unigeoclip.sources.earth import EarthSource, is_landscape
 
     cfg = tiny_world_cfg.updated({"model": {"modalities": ["aerial", "dsm", "text", "coords"]}, "data": {
         "aerial_px": 32, "dsm_px": 32, "splits": {"region_fraction": 0.0},

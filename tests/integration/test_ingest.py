@@ -10,14 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from unigeoclip import Config, Modality
-from unigeoclip.data.ingest import IngestSummary, ingest
-from unigeoclip.data.reader import ROW_COLUMNS, DecodeBatch, TakeAndDecode, build_dataset, split_positions
-from unigeoclip.data.records import RawSample, Reject
-from unigeoclip.data.sources.files import FilesSource
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.store import SampleStore
 from unigeoclip.geo.distance import haversine_km
 from unigeoclip.geo.s2 import contains, parent_token
+from unigeoclip.ingest.pipeline import IngestSummary, ingest
+from unigeoclip.reader.pipeline import ROW_COLUMNS, DecodeBatch, TakeAndDecode, build_dataset, split_positions
+from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.base import RawSample, Reject
+from unigeoclip.sources.files import FilesSource
+from unigeoclip.sources.synthetic.source import SyntheticSource
 
 from ..helpers import store_copy
 
@@ -277,10 +277,10 @@ def test_splits_are_by_year_and_by_region(
 CRASH_AFTER_APPEND = """
 import os, sys
 from unigeoclip import load_config
-from unigeoclip.data import store as store_module
-from unigeoclip.data.ingest import ingest
-from unigeoclip.data.sources.files import FilesSource
-from unigeoclip.runtime import ensure_ray
+from unigeoclip.samples import store as store_module
+from unigeoclip.ingest.pipeline import ingest
+from unigeoclip.sources.files import FilesSource
+from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.config import Config
 
 # The driver dies at the instant between its two commits: the new versions appended, the old not yet superseded.

@@ -14,10 +14,10 @@ import pytest
 import torch
 from unigeoclip import Config, Modality, UniGeoCLIP
 from unigeoclip.config import PACKAGED_MINILM
-from unigeoclip.data.feature_cache import FeatureCache
-from unigeoclip.data.ingest import IngestSummary
-from unigeoclip.data.store import SampleStore
 from unigeoclip.errors import ConfigError
+from unigeoclip.ingest.pipeline import IngestSummary
+from unigeoclip.reader.feature_cache import FeatureCache
+from unigeoclip.samples.store import SampleStore
 from unigeoclip.train.frozen import cache_refs, ensure_features
 from unigeoclip.train.trainer import train
 

@@ -11,9 +11,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from unigeoclip import Modality
+from unigeoclip.cluster.ingress import free_port
 from unigeoclip.config import LossConfig
 from unigeoclip.losses import ContrastiveLoss
-from unigeoclip.runtime import free_port
 
 MODS = tuple(Modality)
 WORLD, LOCAL_B, FEAT, D = 2, 6, 10, 8

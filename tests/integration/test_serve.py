@@ -31,15 +31,15 @@ from ray import serve
 from ray.util.state import list_actors
 from schemathesis.config import SchemathesisConfig
 from unigeoclip import Config, Modality
-from unigeoclip.data.ingest import IngestSummary
-from unigeoclip.data.store import SampleStore
+from unigeoclip.cluster.ingress import free_port
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.geo.s2 import parent_token
-from unigeoclip.runtime import free_port
+from unigeoclip.ingest.pipeline import IngestSummary
+from unigeoclip.samples.store import SampleStore
 from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
 from unigeoclip.serve.app import APP_NAME, GATEWAY, build_app
-from unigeoclip.store import EmbeddingStore
-from unigeoclip.store.versions import model_version_id
+from unigeoclip.vectors import EmbeddingStore
+from unigeoclip.vectors.versions import model_version_id
 
 from ..helpers import train_tiny
 
@@ -284,7 +284,7 @@ def test_a_storage_fault_is_a_503_that_names_no_path_and_every_answer_has_a_requ
     """The serving table's files vanish under a running service (memory_rows 0: each search reads LanceDB)."""
     import shutil
 
-    from unigeoclip.store.schema import table_name
+    from unigeoclip.vectors.schema import table_name
 
     broken = tmp_path / "db"
     shutil.copytree(service.db, broken)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from unigeoclip.data.ingest import IngestSummary
-from unigeoclip.data.store import SampleStore
+from unigeoclip.cluster.ingress import free_port, haproxy_dir
 from unigeoclip.embed import EmbedOptions, embed
-from unigeoclip.runtime import free_port, haproxy_dir
+from unigeoclip.ingest.pipeline import IngestSummary
+from unigeoclip.samples.store import SampleStore
 
 from ..helpers import train_tiny
 
@@ -59,7 +59,7 @@ def test_serve_binds_haproxy_to_loopback_and_sigterm_stops_everything_it_started
     embed(model, tiny_store[0], tmp_path / "db", options=EmbedOptions(batch_size=32, actors=1))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
-    proc = subprocess.Popen([sys.executable, "-m", "unigeoclip.cli", "serve", "--db", str(tmp_path / "db"),
+    proc = subprocess.Popen([sys.executable, "-m", "unigeoclip.app.cli", "serve", "--db", str(tmp_path / "db"),
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     try:

@@ -17,9 +17,9 @@ import ray
 import torch
 from safetensors.torch import load_file
 from unigeoclip import Config, Modality, UniGeoCLIP
-from unigeoclip.data.ingest import IngestSummary
-from unigeoclip.data.store import SampleStore
 from unigeoclip.errors import CheckpointError, ConfigError
+from unigeoclip.ingest.pipeline import IngestSummary
+from unigeoclip.samples.store import SampleStore
 from unigeoclip.train.checkpoint import kept_steps, load_checkpoint
 from unigeoclip.train.trainer import train
 

@@ -77,7 +77,7 @@ def test_modality_parse_names_the_valid_values() -> None:
 
 
 def test_val_split_is_one_of_the_three_splits() -> None:
-    from unigeoclip.data.splits import SPLITS
+    from unigeoclip.samples.splits import SPLITS
 
     assert SPLITS == ("train", "test_year", "test_region")
     assert load_config("tiny", overrides={"train": {"val_split": "test_region"}}).train.val_split == "test_region"

@@ -96,7 +96,7 @@ def test_real_spherical_harmonics_match_scipy_and_are_orthonormal() -> None:
     """Against SciPy's complex harmonics (an independent implementation): real Y_l^m = sqrt(2) Re/Im of
     the complex one for m > 0 / m < 0, the complex one for m = 0, up to each function's sign convention."""
     from scipy.special import sph_harm_y
-    from unigeoclip.data.sources.earth import fibonacci_lattice
+    from unigeoclip.sources.earth import fibonacci_lattice
 
     lat, lon = fibonacci_lattice(4000)
     ours = real_spherical_harmonics(torch.from_numpy(lat), torch.from_numpy(lon), 8).numpy()  # (N, 81)

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from unigeoclip.demo import DemoOptions, run_demo
+from unigeoclip.app.demo import DemoOptions, run_demo
 from unigeoclip.errors import UniGeoCLIPError
 
 

@@ -9,9 +9,9 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
-from unigeoclip.store.index import DEFAULT_POLICY, IndexPolicy, vector_index
-from unigeoclip.store.schema import VECTOR
-from unigeoclip.store.tuning import exact_neighbours, measure, synthetic_embeddings
+from unigeoclip.vectors.index import DEFAULT_POLICY, IndexPolicy, vector_index
+from unigeoclip.vectors.schema import VECTOR
+from unigeoclip.vectors.tuning import exact_neighbours, measure, synthetic_embeddings
 
 ROWS, DIM = 100_000, 128
 

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 import yaml
-from unigeoclip.cli import build_parser
+from unigeoclip.app.cli import build_parser
 from unigeoclip.config import parse_overrides
 
 ROOT = Path(__file__).resolve().parents[2]

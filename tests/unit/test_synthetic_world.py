@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from unigeoclip import load_config
-from unigeoclip.data.sources.synthetic import SyntheticSource
-from unigeoclip.data.synthetic.layout import block, make_city
-from unigeoclip.data.synthetic.raster import BUILDING
+from unigeoclip.sources.synthetic.layout import block, make_city
+from unigeoclip.sources.synthetic.raster import BUILDING
+from unigeoclip.sources.synthetic.source import SyntheticSource
 
 CFG = load_config("tiny")
 

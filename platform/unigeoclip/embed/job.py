@@ -30,18 +30,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from ..cluster.runtime import actor_pool, can_grow, wait_for_resources
 from ..config import load_config
-from ..data.store import SampleStore
 from ..errors import ConfigError, NotFoundError
 from ..lease import held
 from ..modality import Modality
 from ..obs.metrics import push_run_metrics, textfile_beside
-from ..runtime import actor_pool, can_grow, wait_for_resources
-from ..store.db import EmbeddingDB
-from ..store.index import DEFAULT_POLICY, IndexPolicy, maintain_index
-from ..store.schema import embedding_schema
-from ..store.versions import CONFIG_FILE, check_version_name, model_fingerprint, model_version_id
-from ..store.writer import BufferedUpserter, delete_items
+from ..samples.store import SampleStore
+from ..vectors.db import EmbeddingDB
+from ..vectors.index import DEFAULT_POLICY, IndexPolicy, maintain_index
+from ..vectors.schema import embedding_schema
+from ..vectors.versions import CONFIG_FILE, check_version_name, model_fingerprint, model_version_id
+from ..vectors.writer import BufferedUpserter, delete_items
 from .plan import EmbedPlan, plan_embedding
 from .rows import DecodeRows, EmbedRows, EncodeRows
 

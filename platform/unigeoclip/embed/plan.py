@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..data.store import SampleStore
 from ..modality import Modality
+from ..samples.store import SampleStore
 
 _SEP = "\x1f"  # a unit separator: never inside a sample id, a modality name or a hex hash
 

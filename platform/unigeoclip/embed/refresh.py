@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import DataConfig, IngestConfig
-from ..data.ingest import IngestSummary, ingest
-from ..data.records import Source
-from ..data.store import SampleStore
 from ..errors import ConfigError
-from ..store.db import EmbeddingDB
+from ..ingest.pipeline import IngestSummary, ingest
+from ..samples.store import SampleStore
+from ..sources.base import Source
+from ..vectors.db import EmbeddingDB
 from .job import EmbedOptions, EmbedSummary, reembed
 
 

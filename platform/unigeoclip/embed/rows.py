@@ -24,13 +24,13 @@ import numpy as np
 import pyarrow as pa
 import s2sphere
 
+from ..cluster.runtime import actor_device
 from ..config import load_config
-from ..data.reader import DecodeBatch, bool_column, take_chunk
 from ..errors import CheckpointError
 from ..modality import Modality
-from ..runtime import actor_device
-from ..store.schema import embedding_schema
-from ..store.versions import CONFIG_FILE, model_fingerprint
+from ..reader.pipeline import DecodeBatch, bool_column, take_chunk
+from ..vectors.schema import embedding_schema
+from ..vectors.versions import CONFIG_FILE, model_fingerprint
 
 META_COLUMNS = ["sample_id", "cell_token", "lat_deg", "lon_deg", "year", "split"]
 # What each modality reads from the store (coords: the metadata): a run over some modalities reads only theirs.

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.reader import ROW_COLUMNS, DecodeBatch, bool_column, split_positions
-from ..data.store import SampleStore
 from ..errors import InputError
 from ..modality import INPUT_KEYS, Modality
 from ..models import UniGeoCLIP
+from ..reader.pipeline import ROW_COLUMNS, DecodeBatch, bool_column, split_positions
+from ..samples.store import SampleStore
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,9 @@ def read_split_from_db(
     modalities: Sequence[Modality] | None = None,
 ) -> SplitEmbeddings:
     """The split's vectors as the embedding job wrote them (the model version of ``model_dir`` unless named)."""
-    from ..store import EmbeddingStore
-    from ..store.db import EmbeddingDB
-    from ..store.versions import model_version_id
+    from ..vectors import EmbeddingStore
+    from ..vectors.db import EmbeddingDB
+    from ..vectors.versions import model_version_id
 
     version = model_version or model_version_id(model_dir)
     edb = EmbeddingDB(db)

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data.sources.earth import is_landscape
-from ..data.store import SampleStore
 from ..errors import InputError
 from ..geo.bbox import BBox
 from ..geo.s2 import stable_fraction
 from ..modality import Modality
 from ..models import UniGeoCLIP
+from ..samples.store import SampleStore
+from ..sources.earth import is_landscape
 from .embeddings import SplitEmbeddings, encode_split, read_split_from_db
 from .geocells import CellGallery, GeocellResult, cell_gallery, geolocate, padded_bbox
 from .peers import LocationFeatures, coords_features, geoclip_features, raw_features

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..data.sources.earth import PVLIB_GRID, load_places, package_file, pvlib_altitude
-from ..data.sources.raster_patch import LatLonGrid, sample_bilinear
 from ..geo.distance import EARTH_RADIUS_KM
+from ..geo.raster import LatLonGrid, sample_bilinear
+from ..sources.earth import PVLIB_GRID, load_places, package_file, pvlib_altitude
 
 # Pixel centres at 90, 89.75, ... -90 and 0, 0.25, ... 359.75: outer edges half a pixel beyond.
 ERA5_GRID = LatLonGrid(lat_top=90.125, lon_left=-0.125, deg_per_px=0.25, rows=721, cols=1440, wraps=True)

@@ -70,7 +70,7 @@ class ContrastiveLoss(nn.Module):
     ) -> None:
         super().__init__()
         if world_size > 1 and gather is None:
-            from ..distributed import gather_with_grad
+            from .gather import gather_with_grad
 
             gather = gather_with_grad
         if not 0 <= rank < world_size:

@@ -1,6 +1,7 @@
 """A job's figures for Prometheus: live through Ray while it runs, and once at its end for the record.
 
-* **While it runs** (:class:`LiveGauges`): gauges recorded in the job's Ray processes, which every
+* **While it runs** (:class:`unigeoclip.train.live.LiveGauges`; Ray's, so it lives with the Ray code):
+  gauges recorded in the job's Ray processes, which every
   node's metrics agent exports as ``ray_unigeoclip_<job>_<figure>`` (Prometheus finds the nodes in
   Ray's service-discovery file, or the pods' annotations). They say how far a long run is; they
   disappear with the processes that set them.
@@ -17,7 +18,6 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
@@ -85,27 +85,3 @@ def push_run_metrics(
     except OSError as exc:
         return f"{note}not written to {path} ({exc})"
     return f"{note}written to {path}"
-
-
-class LiveGauges:
-    """A running job's progress through Ray's metrics export: ``ray_unigeoclip_<job>_<figure>{tags}``.
-
-    Create it inside the Ray process that sets it (Ray's metric objects are per process). Outside Ray
-    the values go nowhere, so library code can set them unconditionally.
-    """
-
-    def __init__(self, job: str, figures: tuple[str, ...], tags: Mapping[str, str]) -> None:
-        from ray.util.metrics import Gauge as RayGauge
-
-        self.tags = dict(tags)
-        self.gauges: dict[str, Any] = {
-            f: RayGauge(f"unigeoclip_{job}_{f}", description=f"{job}: {f.replace('_', ' ')}", tag_keys=tuple(tags))
-            for f in figures
-        }
-
-    def set(self, values: Mapping[str, float]) -> None:
-        """Set the figures given (others keep their last value); a NaN is skipped, not exported."""
-        for figure, value in values.items():
-            gauge = self.gauges.get(figure)
-            if gauge is not None and value == value:
-                gauge.set(float(value), tags=self.tags)

@@ -11,8 +11,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from ..data.validate import MAX_TEXT_CHARS
 from ..errors import ConfigError
+from ..samples.validate import MAX_TEXT_CHARS
 from .ratelimit import parse_networks
 
 RETRY_AFTER_S = 1  # every 503 for load (a full queue, a busy decode pool, a call timeout) says: retry in 1 s

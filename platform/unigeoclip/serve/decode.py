@@ -18,11 +18,11 @@ import numpy as np
 from PIL import Image
 
 from ..config import Config
-from ..data.augment import perspective_view, resize
-from ..data.imaging import open_rgb
-from ..data.validate import DSM_RANGE_M, MIN_DSM_VALID
 from ..errors import InputError
 from ..modality import Modality
+from ..preprocess.augment import perspective_view, resize
+from ..preprocess.imaging import open_rgb
+from ..samples.validate import DSM_RANGE_M, MIN_DSM_VALID
 from .config import Limits
 from .schemas import DSMInput, ImageInput, Query, StreetInput
 

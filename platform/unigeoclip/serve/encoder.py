@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from ray import serve
 
+from ..cluster.runtime import actor_device
 from ..errors import InputError
 from ..modality import Modality
-from ..runtime import actor_device
-from ..store import EmbeddingDB
+from ..vectors import EmbeddingDB
 from .config import ServeConfig
 from .decode import Prepared, model_input
 from .versions import AliasWatcher, check_override, model_dir_for, serving_pointer

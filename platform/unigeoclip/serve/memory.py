@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..geo.bbox import BBox
-from ..store import EmbeddingStore
-from ..store.filters import cell_id_range, modality_names, split_values, year_values
-from ..store.schema import VECTOR
+from ..vectors import EmbeddingStore
+from ..vectors.filters import cell_id_range, modality_names, split_values, year_values
+from ..vectors.schema import VECTOR
 
 COLUMNS = ["item_id", "modality", "cell_token", "cell_id", "lat_deg", "lon_deg", "year", "split"]
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..store import EmbeddingDB, EmbeddingStore
-from ..store.db import is_storage_fault
+from ..vectors import EmbeddingDB, EmbeddingStore
+from ..vectors.db import is_storage_fault
 from .config import ServeConfig
 from .memory import MemorySnapshot
 from .versions import AliasWatcher, serving_pointer

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, NotFoundError
-from ..store import EmbeddingDB
-from ..store.versions import model_fingerprint
+from ..vectors import EmbeddingDB
+from ..vectors.versions import model_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..data.feature_cache import CacheRef, FeatureCache, table_uri
-from ..data.reader import DecodeBatch
-from ..data.store import SampleStore
 from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
 from ..models.blocks import LockableTower
+from ..reader.feature_cache import CacheRef, FeatureCache, table_uri
+from ..reader.pipeline import DecodeBatch
+from ..samples.store import SampleStore
 
 CACHEABLE = (Modality.AERIAL, Modality.STREET, Modality.TEXT)
 COMMIT_ROWS = 4096  # features appended per write: a crash recomputes at most this many

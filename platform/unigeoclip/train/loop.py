@@ -30,15 +30,15 @@ import torch
 from safetensors.torch import save_file
 
 from ..config import Config, TrainConfig
-from ..data.reader import batch_rows
-from ..distributed import all_reduce_mean
 from ..errors import ConfigError
 from ..eval.retrieval import PairRecall, format_matrix, recall_matrix
 from ..losses import ContrastiveLoss
+from ..losses.gather import all_reduce_mean
 from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
-from ..obs.metrics import LiveGauges
+from ..reader.pipeline import batch_rows
 from .deepspeed_config import deepspeed_config
+from .live import LiveGauges
 from .module import TrainModule
 from .schedule import warmup_cosine
 from .step import train_step

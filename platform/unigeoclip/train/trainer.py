@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..cluster.runtime import wait_for_resources
 from ..config import Config, load_config
-from ..data.reader import build_dataset, load_batches
-from ..data.store import SampleStore
 from ..errors import CheckpointError, ConfigError, UniGeoCLIPError
 from ..obs.metrics import push_run_metrics
-from ..runtime import wait_for_resources
+from ..reader.pipeline import build_dataset, load_batches
+from ..samples.store import SampleStore
 from .frozen import ensure_features
 from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
 
@@ -134,7 +134,7 @@ def train(
     resume: bool = False,
     train_dataset: Any = None,
 ) -> TrainResult:
-    """Train on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`); returns where the model is.
+    """Train on the current Ray cluster (see :func:`unigeoclip.cluster.runtime.ensure_ray`); returns where the model is.
 
     ``train_dataset`` replaces the streamed, augmented train split with any Ray dataset in
     the batch contract (the benchmarks feed pre-decoded tensors to isolate the input

@@ -1,7 +1,7 @@
 """What a source produces: raw samples (one place, one year) and rejects (bad input, kept with a reason).
 
 Sources only read and render; validation, S2 keys, hashing and splits happen once, in
-:mod:`unigeoclip.data.validate`, for every source alike.
+:mod:`unigeoclip.samples.validate`, for every source alike.
 """
 
 from __future__ import annotations

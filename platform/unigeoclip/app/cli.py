@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from .config import Config, load_config, parse_overrides, preset_names
-from .errors import UniGeoCLIPError
+from ..config import Config, load_config, parse_overrides, preset_names
+from ..errors import UniGeoCLIPError
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -32,10 +32,10 @@ def _common(p: argparse.ArgumentParser, default_config: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .data.ingest import ingest
-    from .data.sources import make_source
-    from .data.store import SampleStore
-    from .runtime import ensure_ray
+    from ..cluster.runtime import ensure_ray
+    from ..ingest.pipeline import ingest
+    from ..samples.store import SampleStore
+    from ..sources.registry import make_source
 
     cfg = _config(args)
     ensure_ray(args.address)
@@ -46,8 +46,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .runtime import ensure_ray
-    from .train.trainer import has_run, train
+    from ..cluster.runtime import ensure_ray
+    from ..train.trainer import has_run, train
 
     overrides = parse_overrides(args.set)
     train_over = overrides.setdefault("train", {})
@@ -71,9 +71,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _embed_options(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from .embed import EmbedOptions
-    from .modality import Modality
-    from .store import DEFAULT_POLICY
+    from ..embed import EmbedOptions
+    from ..modality import Modality
+    from ..vectors import DEFAULT_POLICY
 
     modalities = tuple(Modality.parse(m.strip()) for m in args.modalities.split(",")) if args.modalities else None
     index = DEFAULT_POLICY if args.index_min_rows is None else replace(DEFAULT_POLICY, min_rows=args.index_min_rows)
@@ -86,8 +86,8 @@ def _embed_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from .embed import embed, reembed
-    from .runtime import ensure_ray
+    from ..cluster.runtime import ensure_ray
+    from ..embed import embed, reembed
 
     ensure_ray(args.address)
     options = _embed_options(args)
@@ -100,10 +100,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
-    from .data.sources import make_source
-    from .data.store import SampleStore
-    from .embed import refresh
-    from .runtime import ensure_ray
+    from ..cluster.runtime import ensure_ray
+    from ..embed import refresh
+    from ..samples.store import SampleStore
+    from ..sources.registry import make_source
 
     cfg = _config(args)
     ensure_ray(args.address)
@@ -164,9 +164,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from .eval.report import printed_summary, write_report
-    from .eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
-    from .geo.bbox import BBox
+    from ..eval.report import printed_summary, write_report
+    from ..eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
+    from ..geo.bbox import BBox
 
     bbox = None
     if args.map_bbox:
@@ -185,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     model_dir = args.model
     if args.checkpoint:
-        from .train.checkpoint import load_checkpoint, parse_checkpoint_ref
+        from ..train.checkpoint import load_checkpoint, parse_checkpoint_ref
 
         run_dir, step = parse_checkpoint_ref(args.checkpoint)
         model = load_checkpoint(run_dir, step)
@@ -231,8 +231,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from ray import serve
 
-    from .runtime import ensure_ray, shutdown
-    from .serve import ServeConfig, start_service
+    from ..cluster.runtime import ensure_ray, shutdown
+    from ..serve import ServeConfig, start_service
 
     fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
     fields |= {"db": args.db} | ({"model": args.model} if args.model else {})
@@ -316,7 +316,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data.sources import SOURCE_NAMES
+    from ..sources.registry import SOURCE_NAMES
 
     parser = argparse.ArgumentParser(prog="unigeoclip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

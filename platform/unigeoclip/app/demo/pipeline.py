@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ..errors import UniGeoCLIPError
+from ...errors import UniGeoCLIPError
 from .options import CONFIG, DemoOptions
 from .stages import DemoRun, Stages
 
@@ -70,8 +70,8 @@ def run_demo(options: DemoOptions, *, stages: Stages = DEMO_STAGES, say: Callabl
     """Run every stage in order; returns each stage's wall time in seconds (also written to ``OUT/timings.json``)."""
     import ray
 
-    from ..config import load_config
-    from ..runtime import ensure_ray, shutdown
+    from ...cluster.runtime import ensure_ray, shutdown
+    from ...config import load_config
 
     if not port_is_free(options.host, options.port):
         raise UniGeoCLIPError(f"port {options.port} on {options.host} is taken: pass another (make demo PORT=8001)")

@@ -33,15 +33,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ...config import DataConfig, EarthSourceConfig
-from ...errors import ConfigError, DataSourceError
-from ...geo.bbox import BBox
-from ...geo.coords import LATLON_RANGE, valid_latlon
-from ...geo.distance import EARTH_RADIUS_KM
-from ...geo.s2 import stable_fraction
-from ..imaging import encode_png
-from ..records import RawSample, Reject
-from .raster_patch import LatLonGrid, block_mean, local_grid, sample_bilinear, supersample_factor
+from ..config import DataConfig, EarthSourceConfig
+from ..errors import ConfigError, DataSourceError
+from ..geo.bbox import BBox
+from ..geo.coords import LATLON_RANGE, valid_latlon
+from ..geo.distance import EARTH_RADIUS_KM
+from ..geo.raster import LatLonGrid, block_mean, local_grid, sample_bilinear, supersample_factor
+from ..geo.s2 import stable_fraction
+from ..preprocess.imaging import encode_png
+from .base import RawSample, Reject
 
 # Plate-carrée layouts of the package rasters (DATA.md section 1).
 BMNG_GRID = LatLonGrid(lat_top=90.0, lon_left=-180.0, deg_per_px=1 / 15, rows=2700, cols=5400, wraps=True)

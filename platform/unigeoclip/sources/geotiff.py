@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import ConfigError, InputError
-from ...geo.bbox import BBox
-from ...geo.s2 import cover_bbox
-from ..imaging import encode_png
+from ..errors import ConfigError, InputError
+from ..geo.bbox import BBox
+from ..geo.s2 import cover_bbox
+from ..preprocess.imaging import encode_png
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader

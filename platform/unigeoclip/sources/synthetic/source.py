@@ -18,15 +18,15 @@ import numpy as np
 from ...config import DataConfig, SyntheticSourceConfig
 from ...geo import s2
 from ...geo.distance import from_local_metres, local_metres
-from ..imaging import encode_png
-from ..records import RawSample, Reject, StreetView
+from ...preprocess.imaging import encode_png
+from ..base import RawSample, Reject, StreetView
 from ..street_select import farthest_point_views
-from ..synthetic.describe import describe
-from ..synthetic.hashing import unit
-from ..synthetic.layout import City, make_city
-from ..synthetic.raster import Layers, Window, rasterise, window_blocks, window_roads
-from ..synthetic.render import aerial_tile, dsm_tile, look
-from ..synthetic.street import VIEW_RADIUS_M, panorama
+from .describe import describe
+from .hashing import unit
+from .layout import City, make_city
+from .raster import Layers, Window, rasterise, window_blocks, window_roads
+from .render import aerial_tile, dsm_tile, look
+from .street import VIEW_RADIUS_M, panorama
 
 STREET_SPACING_M = 12.0
 

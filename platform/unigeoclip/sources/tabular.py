@@ -17,9 +17,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError
-from ...geo.coords import LATLON_RANGE, valid_latlon
-from ...geo.s2 import cell_token
+from ..errors import ConfigError
+from ..geo.coords import LATLON_RANGE, valid_latlon
+from ..geo.s2 import cell_token
 
 STREET_COLUMNS = ("path", "lat_deg", "lon_deg", "heading_deg", "capture_date")
 TEXT_COLUMNS = ("lat_deg", "lon_deg", "text")

@@ -27,12 +27,12 @@ from PIL import Image
 from ..config import Config
 from ..errors import InputError, NotFoundError
 from ..modality import Modality, features_key, present_key
-from .augment import flip_rotate, jitter_coords, perspective_view, photometric_jitter, resize
+from ..preprocess.augment import flip_rotate, jitter_coords, perspective_view, photometric_jitter, resize
+from ..preprocess.imaging import decode_rgb
+from ..samples.splits import SPLITS, TRAIN
+from ..samples.store import SampleStore
 from .decode_cache import BoundedLRU, DecodedImageCache, Row, join_rows, row_nbytes, split_rows
 from .feature_cache import CacheRef, FeatureCache, lookup
-from .imaging import decode_rgb
-from .splits import SPLITS, TRAIN
-from .store import SampleStore
 
 ROW_COLUMNS = ["sample_id", "lat_deg", "lon_deg", "aerial", "street", "dsm", "dsm_px", "text"]
 

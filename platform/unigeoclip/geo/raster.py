@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...geo.distance import EARTH_RADIUS_KM
+from .distance import EARTH_RADIUS_KM
 
 KM_PER_DEG = math.pi / 180.0 * EARTH_RADIUS_KM
 

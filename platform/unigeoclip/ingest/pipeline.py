@@ -27,14 +27,14 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from ..cluster.runtime import actor_pool
 from ..config import DataConfig, IngestConfig
 from ..lease import held
 from ..obs.metrics import push_run_metrics, textfile_beside
-from ..runtime import actor_pool
-from .records import RawSample, Reject, Source
-from .schema import SAMPLE_SCHEMA
-from .store import SampleStore
-from .validate import check_sample, reject_row
+from ..samples.schema import SAMPLE_SCHEMA
+from ..samples.store import SampleStore
+from ..samples.validate import check_sample, reject_row
+from ..sources.base import RawSample, Reject, Source
 
 NEW, STORED, DUPLICATE, NEW_VERSION = "new", "stored", "duplicate", "new_version"
 # Rows per fragment write. lance-ray's default (2^20) buffers every block of a small or mid-size ingest until
@@ -195,7 +195,7 @@ class IngestSummary:
 def ingest(
     source: Source, store: SampleStore, data: DataConfig, *, plan: IngestConfig | None = None, lease_wait_s: float = 0.0
 ) -> IngestSummary:
-    """Run the pipeline on the current Ray cluster (see :func:`unigeoclip.runtime.ensure_ray`).
+    """Run the pipeline on the current Ray cluster (see :func:`unigeoclip.cluster.runtime.ensure_ray`).
 
     The extraction actors form an autoscaling pool (``plan``: min and max actors, one CPU each), so
     on an autoscaling cluster the pool grows as the nodes its demand brings join. One run writes to a

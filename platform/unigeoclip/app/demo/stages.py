@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import UniGeoCLIPError
+from ...errors import UniGeoCLIPError
 from .options import CONFIG, DemoOptions
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ...config import Config
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ class DemoRun:
 
 
 def ingest_stage(run: DemoRun) -> None:
-    from ..data.ingest import ingest
-    from ..data.sources import make_source
-    from ..data.store import SampleStore
+    from ...ingest.pipeline import ingest
+    from ...samples.store import SampleStore
+    from ...sources.registry import make_source
 
     run.command("ingest", "--source", "earth", "--store", str(run.store), "--config", CONFIG,
                 *run.options.config_sets())  # fmt: skip
@@ -64,7 +64,7 @@ def ingest_stage(run: DemoRun) -> None:
 
 
 def train_stage(run: DemoRun) -> None:
-    from ..train.trainer import train
+    from ...train.trainer import train
 
     run.command("train", "--store", str(run.store), "--out", str(run.run), "--config", CONFIG,
                 *run.options.train_args(), *run.options.config_sets())  # fmt: skip
@@ -75,7 +75,7 @@ def train_stage(run: DemoRun) -> None:
 
 
 def embed_stage(run: DemoRun) -> None:
-    from ..embed import embed
+    from ...embed import embed
 
     run.command("embed", "--model", str(run.model), "--store", str(run.store), "--db", str(run.db))
     summary = embed(run.model, str(run.store), str(run.db))
@@ -87,8 +87,8 @@ def embed_stage(run: DemoRun) -> None:
 def serve_stage(run: DemoRun) -> None:
     from ray import serve
 
-    from ..data.store import SampleStore
-    from ..serve import ServeConfig, start_service
+    from ...samples.store import SampleStore
+    from ...serve import ServeConfig, start_service
     from .examples import run_examples, wait_until_ready
 
     run.command("serve", "--db", str(run.db), "--port", str(run.options.port))
@@ -105,8 +105,8 @@ def serve_stage(run: DemoRun) -> None:
 def evaluate_stage(run: DemoRun) -> None:
     import time
 
-    from ..eval.report import printed_summary, write_report
-    from ..eval.suite import EvalOptions, evaluate
+    from ...eval.report import printed_summary, write_report
+    from ...eval.suite import EvalOptions, evaluate
 
     probe = str(run.options.probe_points)
     run.command("evaluate", "--model", str(run.model), "--store", str(run.store), "--db", str(run.db),

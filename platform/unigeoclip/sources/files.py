@@ -71,7 +71,7 @@ each (cell, year):
   tile less than ``MIN_COVERAGE`` covered by valid pixels (outside the raster, edge
   of the mosaic, all nodata) has no such modality: that is absence, not a reject.
 * street: at most ``data.street_views_per_sample`` images, chosen by farthest-point
-  sampling on position and heading (:mod:`unigeoclip.data.street_select`) among the
+  sampling on position and heading (:mod:`unigeoclip.sources.street_select`) among the
   images that decode (every listed image is decoded once, so a broken file is always
   reported, whatever the cap). Images left out by that cap are a sampling choice, not
   rejects; their ids are listed in ``source_ids["street_capped"]`` (a JSON list).
@@ -99,13 +99,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ...config import DataConfig, FilesSourceConfig
-from ...errors import ConfigError, InputError
-from ...geo.s2 import cell_token, token_center
-from ..imaging import decode_rgb
-from ..records import RawSample, Reject, StreetView
-from ..street_select import farthest_point_indices
+from ..config import DataConfig, FilesSourceConfig
+from ..errors import ConfigError, InputError
+from ..geo.s2 import cell_token, token_center
+from ..preprocess.imaging import decode_rgb
+from .base import RawSample, Reject, StreetView
 from .geotiff import RasterReadError, UnusableRasterError, aerial_tile, covered_cells, dsm_tile
+from .street_select import farthest_point_indices
 from .tabular import (
     STREET_COLUMNS,
     TEXT_COLUMNS,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_overrides
+from ...config import parse_overrides
 
 CONFIG = "earth"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ...config import Config
-from ...errors import ConfigError
-from ..records import Source
+from ..config import Config
+from ..errors import ConfigError
+from .base import Source
 
 SOURCE_NAMES = ("synthetic", "earth", "files")
 
@@ -12,7 +12,7 @@ SOURCE_NAMES = ("synthetic", "earth", "files")
 def make_source(name: str, cfg: Config) -> Source:
     """The source called ``name``, configured from ``cfg.data.sources.<name>`` (modules import lazily)."""
     if name == "synthetic":
-        from .synthetic import SyntheticSource
+        from .synthetic.source import SyntheticSource
 
         return SyntheticSource(cfg.data.sources.synthetic, cfg.data)
     if name == "earth":

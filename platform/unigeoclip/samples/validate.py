@@ -21,10 +21,10 @@ from ..errors import InputError
 from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..geo.s2 import cell_token
 from ..modality import ALL_MODALITIES, Modality
-from .imaging import decode_rgb
-from .records import RawSample, Reject, StreetView
+from ..preprocess.imaging import decode_rgb
+from ..sources.base import RawSample, Reject, StreetView
+from ..sources.street_select import farthest_point_views
 from .splits import assign_split
-from .street_select import farthest_point_views
 
 MAX_TEXT_CHARS = 4000
 DSM_RANGE_M = (-500.0, 9000.0)  # below the Dead Sea shore / above Everest's summit: a unit or nodata error
@@ -44,7 +44,7 @@ def digest(data: bytes) -> str:
 
 
 def check_sample(sample: RawSample, data: DataConfig, run_id: str) -> Checked:
-    """Validate ``sample`` and build its row (schema: :data:`unigeoclip.data.schema.SAMPLE_SCHEMA`)."""
+    """Validate ``sample`` and build its row (schema: :data:`unigeoclip.samples.schema.SAMPLE_SCHEMA`)."""
     rejects: list[Reject] = []
 
     def reject(reason: str, detail: str, modality: str = "", token: str = "") -> None:

@@ -2,7 +2,7 @@
 # Serve's HAProxy, with its side doors closed: Ray writes a config whose stats page ("listen stats",
 # `bind *:PORT`) and Prometheus exporter ("frontend prometheus", `bind :PORT`) listen on every interface,
 # and whose admin socket is mode 666. This wrapper (RAY_SERVE_HAPROXY_BINARY_PATH, set by
-# unigeoclip.runtime) binds those two to 127.0.0.1, makes the socket 600, and execs the real HAProxy
+# unigeoclip.cluster.runtime) binds those two to 127.0.0.1, makes the socket 600, and execs the real HAProxy
 # ($UNIGEOCLIP_HAPROXY_BINARY) with the same arguments. The service's own frontend is left as configured.
 #
 # It also gives HAProxy's own answers for a gateway that is down, failing or slow the service's JSON error
@@ -10,7 +10,7 @@
 # with Retry-After) in place of Ray's, which turn all three into a text/plain 500. (HAProxy 2.8 answers a
 # request its HTTP/1 parser refuses with built-in HTML whatever the errorfiles say: haproxy/haproxy#3032.)
 set -eu
-real="${UNIGEOCLIP_HAPROXY_BINARY:?set by unigeoclip.runtime: the real HAProxy binary}"
+real="${UNIGEOCLIP_HAPROXY_BINARY:?set by unigeoclip.cluster.runtime: the real HAProxy binary}"
 if [ "$real" -ef "$0" ]; then
     echo "haproxy-loopback.sh: UNIGEOCLIP_HAPROXY_BINARY ($real) is this wrapper, not HAProxy" >&2
     exit 2

@@ -37,7 +37,7 @@ def install() -> bool:
     if step is None:
         warnings.warn(
             "ray.data's StreamingExecutor has no _scheduling_loop_step in this Ray version: its scheduling "
-            "loop keeps spinning while backpressured (see unigeoclip/ray_data_idle.py)",
+            "loop keeps spinning while backpressured (see unigeoclip/cluster/data_idle.py)",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.store import SampleStore
-from ..errors import UniGeoCLIPError
-from ..geo.distance import haversine_km
+from ...errors import UniGeoCLIPError
+from ...geo.distance import haversine_km
+from ...samples.store import SampleStore
 
 TEXT_QUERY = "A town in Norway, in Northern Europe. People there speak Norwegian."
 POINT_QUERY = ("Mont Blanc, Alps", 45.833, 6.865)

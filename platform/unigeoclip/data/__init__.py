@@ -1,1 +1,0 @@
-"""Samples: the sources, the Ray Data ingest into the Lance sample store, and the training reader."""

@@ -1,0 +1,1 @@
+"""The Ray Data training reader: the sample store as a stream of decoded, augmented batches."""

@@ -146,7 +146,7 @@ class InProcess:
         vectors = {}
         with torch.inference_mode():
             for m, x in prepared.items():
-                item = self._input(m, x, self.model.config)
+                item = self._input(m, x, self.model.preprocess_spec())
                 inputs = [item] if m is Modality.TEXT else torch.from_numpy(item[None])
                 vectors[m.value] = self.model.encode(m, inputs)[0].numpy()
         q, norm = self._mean(vectors)

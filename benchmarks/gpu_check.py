@@ -129,7 +129,8 @@ def placement(device: str) -> str:
     from unigeoclip.cluster.runtime import actor_device, ensure_ray
     from unigeoclip.embed import EmbedOptions, embed
     from unigeoclip.ingest.pipeline import ingest
-    from unigeoclip.reader.pipeline import DecodeBatch
+    from unigeoclip.preprocess.batch import DecodeBatch
+    from unigeoclip.preprocess.spec import PreprocessSpec
     from unigeoclip.samples.store import SampleStore
     from unigeoclip.serve import ServeConfig
     from unigeoclip.sources.synthetic.source import SyntheticSource
@@ -149,7 +150,7 @@ def placement(device: str) -> str:
     rows = rows.filter(pc.equal(rows["modality"], "aerial"))
     samples = store.samples().to_table(filter="current = true")
     model = UniGeoCLIP.from_pretrained(model_dir)
-    decoded = DecodeBatch(model.config, augment=False)(samples)
+    decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(samples)
     index = {s: i for i, s in enumerate(samples["sample_id"].to_pylist())}
     take = [index[s] for s in rows["item_id"].to_pylist()]
     with torch.no_grad():

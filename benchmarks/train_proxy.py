@@ -25,7 +25,9 @@ from unigeoclip.config import Config, parse_overrides
 from unigeoclip.eval.retrieval import format_matrix
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import INPUT_KEYS, Modality, present_key
-from unigeoclip.reader.pipeline import DecodeBatch, batch_rows, load_batches
+from unigeoclip.preprocess.batch import DecodeBatch
+from unigeoclip.preprocess.spec import PreprocessSpec
+from unigeoclip.reader.pipeline import batch_rows, load_batches
 from unigeoclip.train.loop import held_out_recall, optimizer_and_schedule
 from unigeoclip.train.module import TrainModule
 from unigeoclip.train.step import PlainEngine, train_step
@@ -68,7 +70,9 @@ def main() -> None:
     print(f"decoded {rows} train and {sum(batch_rows(b) for b in val)} held-out samples in "
           f"{time.perf_counter() - started:.0f} s; global batch {batch}", flush=True)  # fmt: skip
 
-    jitter = DecodeBatch(cfg, augment=True, seed=tc.seed)  # only its per-epoch jitter: the rest is decoded above
+    jitter = DecodeBatch(
+        PreprocessSpec.of(cfg), augment=True, seed=tc.seed
+    )  # only its per-epoch jitter: the rest is decoded above
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, modalities))
     engine = PlainEngine(module, *optimizer_and_schedule(module, tc), grad_clip=tc.grad_clip)

@@ -27,7 +27,8 @@ import yaml
 from unigeoclip import Modality, UniGeoCLIP, load_config
 from unigeoclip.geo.s2 import cell_token, token_center
 from unigeoclip.ingest.pipeline import extract_locally
-from unigeoclip.reader.pipeline import DecodeBatch
+from unigeoclip.preprocess.batch import DecodeBatch
+from unigeoclip.preprocess.spec import PreprocessSpec
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.sources.synthetic.source import SyntheticSource
 from unigeoclip.vectors import EmbeddingDB
@@ -155,7 +156,9 @@ def test_pipeline_from_zero_worker_nodes(cluster: LocalCluster, pipeline: Pipeli
                                       table["vector"].to_pylist(), strict=True) if m == "coords"}  # fmt: skip
     current = samples.samples().to_table(filter="current = true")
     model = UniGeoCLIP.from_pretrained(run / "model")
-    decoded = DecodeBatch(model.config, augment=False)(current)  # the canonical inputs, as the embed job reads them
+    decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(
+        current
+    )  # the canonical inputs, as the embed job reads them
     with torch.no_grad():
         want = model.encode(Modality.COORDS, torch.from_numpy(decoded["coords"]))
     got = np.stack([coords[i] for i in current["sample_id"].to_pylist()])

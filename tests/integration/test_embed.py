@@ -21,7 +21,8 @@ from unigeoclip import Config, Modality, UniGeoCLIP
 from unigeoclip.embed import EmbedOptions, embed, reembed
 from unigeoclip.ingest.pipeline import IngestSummary, ingest
 from unigeoclip.modality import present_key
-from unigeoclip.reader.pipeline import DecodeBatch
+from unigeoclip.preprocess.batch import DecodeBatch
+from unigeoclip.preprocess.spec import PreprocessSpec
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.sources.synthetic.source import SyntheticSource
 from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
@@ -66,7 +67,7 @@ def test_every_present_modality_gets_one_row_equal_to_model_encode(
 
     model = UniGeoCLIP.from_pretrained(models[0])
     samples = store.samples().to_table(filter="current = true")
-    decoded = DecodeBatch(model.config, augment=False)(samples)
+    decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(samples)
     ids = samples["sample_id"].to_pylist()
     table = stored_rows(db, version)
     vectors = {(i, m): v for i, m, v in zip(table["item_id"].to_pylist(), table["modality"].to_pylist(),

@@ -13,7 +13,10 @@ from unigeoclip import Config, Modality
 from unigeoclip.geo.distance import haversine_km
 from unigeoclip.geo.s2 import contains, parent_token
 from unigeoclip.ingest.pipeline import IngestSummary, ingest
-from unigeoclip.reader.pipeline import ROW_COLUMNS, DecodeBatch, TakeAndDecode, build_dataset, split_positions
+from unigeoclip.preprocess.batch import ROW_COLUMNS, DecodeBatch
+from unigeoclip.preprocess.spec import PreprocessSpec
+from unigeoclip.reader.pipeline import TakeAndDecode, build_dataset
+from unigeoclip.samples.positions import split_positions
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.sources.base import RawSample, Reject
 from unigeoclip.sources.files import FilesSource
@@ -180,8 +183,8 @@ class CountingTakes:
 def reader_actor(cfg: Config, store: SampleStore, *, cache_mb: int) -> tuple[TakeAndDecode, list[int]]:
     version, positions = split_positions(store, "train")
     columns = ROW_COLUMNS + [f"{m.value}_present" for m in cfg.model.modalities]
-    decode = {"cfg": cfg, "augment": True, "cache_mb": cache_mb}
-    actor = TakeAndDecode(store.samples_uri, version, columns, decode)
+    decode = {"spec": PreprocessSpec.of(cfg), "augment": True, "cache_mb": cache_mb}
+    actor = TakeAndDecode(store.samples_uri, version, columns, decode, features={})
     actor.dataset = CountingTakes(actor.dataset)
     return actor, positions.tolist()
 
@@ -230,7 +233,7 @@ def test_reader_jitters_colours_and_coords_after_its_row_cache(
             assert km.max() <= 0.5 * 1.005 and km.mean() > 0.1  # ...within the radius around the stored one
         else:
             np.testing.assert_array_equal(first[key], value, err_msg=key)  # DSM and text untouched
-    validation = DecodeBatch(cfg, augment=False)
+    validation = DecodeBatch(PreprocessSpec.of(cfg), augment=False)
     assert validation.jitter(reference) is reference  # evaluation never sees jitter
 
 
@@ -253,8 +256,12 @@ def test_street_photos_are_never_fixed_when_augmenting(tiny_world_cfg: Config) -
         None,
     ]
     table = pa.table({"street": views, "street_present": [True, True, False]})
-    np.testing.assert_array_equal(DecodeBatch(cfg, augment=True).fixed_rows(table), [True, False, True])
-    np.testing.assert_array_equal(DecodeBatch(cfg, augment=False).fixed_rows(table), [True, True, True])
+    np.testing.assert_array_equal(
+        DecodeBatch(PreprocessSpec.of(cfg), augment=True).fixed_rows(table), [True, False, True]
+    )
+    np.testing.assert_array_equal(
+        DecodeBatch(PreprocessSpec.of(cfg), augment=False).fixed_rows(table), [True, True, True]
+    )
 
 
 def test_splits_are_by_year_and_by_region(

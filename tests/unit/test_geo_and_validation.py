@@ -9,8 +9,8 @@ from unigeoclip.errors import InputError
 from unigeoclip.geo import s2
 from unigeoclip.geo.distance import haversine_km
 from unigeoclip.preprocess.augment import jitter_coords, perspective_view, photometric_jitter, resize
+from unigeoclip.preprocess.decode_cache import DecodedImageCache
 from unigeoclip.preprocess.imaging import decode_rgb, encode_png
-from unigeoclip.reader.decode_cache import DecodedImageCache
 from unigeoclip.samples.splits import TEST_REGION, TEST_YEAR, TRAIN, assign_split
 from unigeoclip.samples.validate import check_sample
 from unigeoclip.sources.base import RawSample, StreetView

@@ -10,7 +10,7 @@ from unigeoclip.modality import present_key
 from unigeoclip.models.dsm import relative_heights
 from unigeoclip.models.image import patchify
 from unigeoclip.models.text import drop_tokens
-from unigeoclip.models.tokenizer import tokenize
+from unigeoclip.preprocess.text import tokenize
 
 from ..helpers import make_batch
 

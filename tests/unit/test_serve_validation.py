@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 from pydantic import ValidationError
@@ -18,6 +19,8 @@ from unigeoclip import load_config
 from unigeoclip.errors import InputError
 from unigeoclip.geo.s2 import parent_token
 from unigeoclip.modality import Modality
+from unigeoclip.preprocess.batch import DecodeBatch
+from unigeoclip.preprocess.spec import PreprocessSpec
 from unigeoclip.serve import Limits, Scaling, ServeConfig
 from unigeoclip.serve.decode import model_input, prepare
 from unigeoclip.serve.ensemble import geolocate, mean_query, rescale
@@ -162,11 +165,57 @@ def test_model_input_shapes_each_modality_for_the_model() -> None:
               dsm={"heights": [[5.0] * 16] * 16}, text="canal"),
         Limits(),
     )  # fmt: skip
-    assert model_input(Modality.AERIAL, prepared[Modality.AERIAL], cfg).shape == (3, 32, 32)
-    street = model_input(Modality.STREET, prepared[Modality.STREET], cfg)
+    assert model_input(Modality.AERIAL, prepared[Modality.AERIAL], PreprocessSpec.of(cfg)).shape == (3, 32, 32)
+    street = model_input(Modality.STREET, prepared[Modality.STREET], PreprocessSpec.of(cfg))
     assert street.shape == (3, 32, 32) and street.min() >= 0 and street.max() <= 1
-    assert model_input(Modality.DSM, prepared[Modality.DSM], cfg).shape == (1, 32, 32)
-    assert model_input(Modality.TEXT, prepared[Modality.TEXT], cfg) == "canal"
+    assert model_input(Modality.DSM, prepared[Modality.DSM], PreprocessSpec.of(cfg)).shape == (1, 32, 32)
+    assert model_input(Modality.TEXT, prepared[Modality.TEXT], PreprocessSpec.of(cfg)) == "canal"
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("projection", ["equirectangular", "perspective"])
+def test_the_service_feeds_a_model_exactly_what_the_embedding_job_does(projection: str) -> None:
+    """One preprocessing: a stored row decoded canonically (the embedding job's path) and the same content sent
+    to the service (``prepare`` + ``model_input``) give identical arrays, bit for bit."""
+    spec = PreprocessSpec.of(load_config("tiny"))
+    rng = np.random.default_rng(7)
+    aerial = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    street = rng.integers(0, 256, (48, 96, 3) if projection == "equirectangular" else (40, 60, 3), dtype=np.uint8)
+    fov = 360.0 if projection == "equirectangular" else 70.0
+    heading = 123.0 if projection == "equirectangular" else 0.0  # a client's photo has no heading: the view's own
+    dsm = rng.normal(40, 8, (16, 16)).astype(np.float16)
+    dsm[3, 4] = np.nan
+    view = {"image": png_bytes(street), "lat_deg": 1.0, "lon_deg": 2.0, "heading_deg": heading,
+            "projection": projection, "fov_deg": fov, "capture_date": "2024-01-01", "source_id": "v"}  # fmt: skip
+    table = pa.table(
+        {
+            "sample_id": ["s"],
+            "lat_deg": [1.0],
+            "lon_deg": [2.0],
+            "aerial": [png_bytes(aerial)],
+            "street": [[view]],
+            "dsm": pa.array([dsm.ravel().tolist()], pa.list_(pa.float16())),
+            "dsm_px": pa.array([16], pa.int16()),
+            "text": ["x"],
+            **{f"{m.value}_present": [True] for m in Modality},
+        }
+    )
+    pixels = (Modality.AERIAL, Modality.STREET, Modality.DSM)
+    stored = DecodeBatch(PreprocessSpec.of(load_config("tiny"), modalities=pixels), augment=False)(table)
+    sent = prepare(
+        query(aerial={"image_b64": base64.b64encode(png_bytes(aerial)).decode()},
+              street={"image_b64": base64.b64encode(png_bytes(street)).decode(), "projection": projection,
+                      "fov_deg": fov},
+              dsm={"heights": [[None if np.isnan(v) else float(v) for v in row] for row in dsm]}),
+        Limits(),
+    )  # fmt: skip
+    for m in pixels:
+        np.testing.assert_array_equal(model_input(m, sent[m], spec), stored[m.value][0], err_msg=m.value)
 
 
 def test_ensemble_score_is_the_mean_cosine() -> None:
@@ -319,8 +368,8 @@ def test_serving_beyond_loopback_without_a_key_is_refused(host: str, monkeypatch
 def test_the_cli_refuses_an_open_keyless_service_before_starting_anything(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from unigeoclip.cluster import runtime
     from unigeoclip.app.cli import main
+    from unigeoclip.cluster import runtime
 
     started: list[object] = []  # a spy, not a stub: Ray may already run in this process (other tests started it)
     monkeypatch.setattr(runtime, "ensure_ray", lambda *a, **k: started.append(a) or {})

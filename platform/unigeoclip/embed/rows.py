@@ -28,7 +28,9 @@ from ..cluster.runtime import actor_device
 from ..config import load_config
 from ..errors import CheckpointError
 from ..modality import Modality
-from ..reader.pipeline import DecodeBatch, bool_column, take_chunk
+from ..preprocess.batch import DecodeBatch, bool_column
+from ..preprocess.spec import PreprocessSpec
+from ..samples.positions import take_chunk
 from ..vectors.schema import embedding_schema
 from ..vectors.versions import CONFIG_FILE, model_fingerprint
 
@@ -60,7 +62,7 @@ class DecodeRows:
         # Text is tokenized by the model itself (its saved tokenizer); the decoder handles pixels, heights and
         # coordinates, canonically (no augmentation), as the reader and the evaluation do.
         pixels: tuple[Modality, ...] = tuple(m for m in self.modalities if m is not Modality.TEXT)
-        self.decoder = DecodeBatch(cfg, augment=False, modalities=pixels)
+        self.decoder = DecodeBatch(PreprocessSpec.of(cfg, modalities=pixels), augment=False)
         self.pixel_modalities = pixels
         self.columns = (
             META_COLUMNS

@@ -19,7 +19,9 @@ import torch
 from ..errors import InputError
 from ..modality import INPUT_KEYS, Modality
 from ..models import UniGeoCLIP
-from ..reader.pipeline import ROW_COLUMNS, DecodeBatch, bool_column, split_positions
+from ..preprocess.batch import ROW_COLUMNS, DecodeBatch, bool_column
+from ..preprocess.spec import PreprocessSpec
+from ..samples.positions import split_positions
 from ..samples.store import SampleStore
 
 
@@ -66,7 +68,7 @@ def encode_split(
     mods = model.modalities
     cfg = model.config
     pixels = tuple(m for m in mods if m is not Modality.TEXT)
-    decoder = DecodeBatch(cfg, augment=False, modalities=pixels)
+    decoder = DecodeBatch(PreprocessSpec.of(cfg, modalities=pixels), augment=False)
     columns = list(dict.fromkeys([*ROW_COLUMNS, *(f"{m.value}_present" for m in mods)]))
     ids, lat, lon = [], [], []
     embs: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}

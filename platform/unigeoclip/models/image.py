@@ -10,8 +10,8 @@ from transformers import Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
 
 from ..config import VisionTowerConfig
 from ..errors import ConfigError, InputError
+from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
-from .hf_local import local_model_dir, read_hf_config
 
 
 def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:

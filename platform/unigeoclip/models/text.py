@@ -17,8 +17,8 @@ from transformers import (
 
 from ..config import TextTowerConfig
 from ..errors import ConfigError, InputError
+from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
-from .hf_local import local_model_dir, read_hf_config
 
 
 def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -> Siglip2TextConfig:

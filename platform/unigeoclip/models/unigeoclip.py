@@ -18,12 +18,13 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, InputError, ModalityError
 from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..modality import INPUT_KEYS, Modality, features_key, modalities_in, present_key
+from ..preprocess.spec import PreprocessSpec
+from ..preprocess.text import build_tokenizer, load_tokenizer, tokenize
 from .blocks import LockableTower
 from .coords import build_location_encoder
 from .dsm import DSMTower
 from .image import ImageTower
 from .text import TextTower
-from .tokenizer import build_tokenizer, load_tokenizer, tokenize
 
 CONFIG_FILE = "unigeoclip.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -84,6 +85,10 @@ class UniGeoCLIP(nn.Module):
             have = ", ".join(self.towers.keys())
             raise ModalityError(f"this model has no {m.value!r} tower (it has: {have})")
         return self.towers[m.value]
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        """What this model is fed: the one spec the reader, the embedding job, the evaluation and the service use."""
+        return PreprocessSpec.of(self.config)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Strings -> ``text_input_ids`` / ``text_attention_mask`` of shape ``(B, max_length)``."""

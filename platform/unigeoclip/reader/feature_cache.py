@@ -19,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ..errors import CheckpointError
-
 FOLDER = "features"
 
 
@@ -88,19 +86,3 @@ def _files(uri: str) -> Iterable:
     from pathlib import Path
 
     return (p for p in Path(uri).rglob("*") if p.is_file()) if "://" not in uri else ()
-
-
-def lookup(cache: dict[str, np.ndarray], hashes: list[str], present: np.ndarray, dim: int) -> np.ndarray:
-    """``(B, F)`` features of a batch's present rows (zeros for absent ones); a missing hash is an error."""
-    out = np.zeros((len(hashes), dim), np.float32)
-    for i, (h, p) in enumerate(zip(hashes, present, strict=True)):
-        if not p:
-            continue
-        found = cache.get(h)
-        if found is None:
-            raise CheckpointError(
-                f"content {h} has no cached feature: the cache was filled before this sample was ingested; "
-                "training fills it at start (unigeoclip.train.frozen.ensure_features)"
-            )
-        out[i] = found
-    return out

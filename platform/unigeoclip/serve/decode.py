@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from ..config import Config
 from ..errors import InputError
 from ..modality import Modality
-from ..preprocess.augment import perspective_view, resize
 from ..preprocess.imaging import open_rgb
+from ..preprocess.spec import PreprocessSpec
+from ..preprocess.views import aerial_view, canonical_street_view, centre_square, chw, dsm_view
 from ..samples.validate import DSM_RANGE_M, MIN_DSM_VALID
 from .config import Limits
 from .schemas import DSMInput, ImageInput, Query, StreetInput
@@ -160,37 +159,20 @@ def prepare(query: Query, limits: Limits) -> dict[Modality, Prepared]:
 # -- model side ------------------------------------------------------------------------------------
 
 
-def square_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre square crop, area-resized to ``size`` (PIL BOX, as the reader shrinks tiles) -> (3, S, S) in [0, 1]."""
-    h, w = rgb.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    img = Image.fromarray(np.ascontiguousarray(rgb[top : top + side, left : left + side]))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BOX)
-    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+def model_input(modality: Modality, item: Prepared, spec: PreprocessSpec) -> Any:
+    """A prepared input -> one row of the model's batch for ``modality`` (the text stays a string).
 
-
-def model_input(modality: Modality, item: Prepared, cfg: Config) -> Any:
-    """A prepared input -> one row of the model's batch for ``modality`` (the text stays a string)."""
-    mc = cfg.model
+    The canonical view of :mod:`unigeoclip.preprocess.views`, as the embedding job takes it of stored
+    samples; a client's image need not be square (its centre square is used) and has no heading.
+    """
     if modality is Modality.AERIAL:
         assert isinstance(item, np.ndarray)
-        return square_rgb(item, mc.aerial.image_size)
+        return chw(aerial_view(centre_square(item), spec.aerial_size))
     if modality is Modality.STREET:
         assert isinstance(item, StreetImage)
-        size = mc.street.image_size
-        if item.projection == "equirectangular":
-            lo, hi = cfg.data.augment.street_fov_deg
-            fov = (lo + hi) / 2  # the reader's canonical view: along the heading, level, middle field of view
-        else:
-            fov = item.fov_deg
-        view = perspective_view(
-            item.rgb, projection=item.projection, source_heading_deg=0.0, source_fov_deg=item.fov_deg,
-            yaw_deg=0.0, pitch_deg=0.0, fov_deg=fov, size=size,
-        )  # fmt: skip
-        return np.asarray(view, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return chw(canonical_street_view(item.rgb, spec, projection=item.projection, heading_deg=0.0,
+                                         fov_deg=item.fov_deg))  # fmt: skip
     if modality is Modality.DSM:
         assert isinstance(item, np.ndarray)
-        return resize(item, mc.dsm.image_size)[None]  # (1, S, S)
+        return dsm_view(item, spec.dsm_size)[None]  # (1, S, S)
     return item

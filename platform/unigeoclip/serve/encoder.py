@@ -79,12 +79,13 @@ class QueryEncoder:
 
         version = self.current
         model = self.models[version]
+        spec = model.preprocess_spec()
         have = set(model.modalities)
         out: list[dict[str, Any]] = [{"model_version": version, "batch": len(queries), "vectors": {}} for _ in queries]
         rows: dict[Modality, list[tuple[int, Any]]] = {}
         for i, query in enumerate(queries):
             try:
-                shaped = {Modality(m): model_input(Modality(m), x, model.config) for m, x in query.items()}
+                shaped = {Modality(m): model_input(Modality(m), x, spec) for m, x in query.items()}
                 lacking = [m.value for m in shaped if m not in have]
                 if lacking:
                     names = ", ".join(m.value for m in model.modalities)

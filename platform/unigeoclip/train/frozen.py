@@ -21,8 +21,9 @@ from ..config import Config
 from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
 from ..models.blocks import LockableTower
+from ..preprocess.batch import DecodeBatch
+from ..preprocess.spec import PreprocessSpec
 from ..reader.feature_cache import CacheRef, FeatureCache, table_uri
-from ..reader.pipeline import DecodeBatch
 from ..samples.store import SampleStore
 
 CACHEABLE = (Modality.AERIAL, Modality.STREET, Modality.TEXT)
@@ -108,7 +109,7 @@ def ensure_features(
         hashes = table.column(f"{name}_hash").to_pylist()
         first = {h: i for i, h in reversed(list(enumerate(hashes)))}  # one row per distinct content
         todo = sorted(i for h, i in first.items() if h not in have)
-        decode = DecodeBatch(cfg, augment=False, modalities=(m,))
+        decode = DecodeBatch(PreprocessSpec.of(cfg, modalities=(m,)), augment=False)
         tower = model.tower(m)
         pending_h: list[str] = []
         pending_f: list[np.ndarray] = []

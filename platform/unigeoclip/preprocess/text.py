@@ -25,7 +25,7 @@ from ..errors import ConfigError
 
 def build_tokenizer(cfg: TextTowerConfig) -> PreTrainedTokenizerBase:
     """The tokenizer the config asks for, loaded from local files only."""
-    from .hf_local import local_model_dir
+    from ..pretrained import local_model_dir
 
     choice = cfg.tokenizer
     if choice == "auto":

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import PACKAGED_MINILM
-from ..errors import ConfigError
+from .config import PACKAGED_MINILM
+from .errors import ConfigError
 
 
 def local_model_dir(directory: Path | str) -> Path:

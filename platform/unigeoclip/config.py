@@ -231,6 +231,7 @@ class ModelConfig(StrictModel):
 
     @property
     def coords_width(self) -> int:
+        """The coordinate encoder's token width: ``coords.width``, else the model's ``embed_dim``."""
         return self.coords.width or self.embed_dim
 
 
@@ -480,12 +481,15 @@ class Config(StrictModel):
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as JSON-able nested dicts (enums as their values), in the shape of the YAML."""
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
+        """The config as YAML, fields in declaration order (what :meth:`save` writes)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: str | Path) -> None:
+        """Write the config as YAML to ``path`` (the copy saved beside a checkpoint)."""
         Path(path).write_text(self.to_yaml())
 
     def updated(self, overrides: Mapping[str, Any]) -> Config:
@@ -497,6 +501,7 @@ PRESETS = ("tiny", "small", "paper", "earth")
 
 
 def preset_names() -> tuple[str, ...]:
+    """The names of the built-in presets that :func:`load_config` accepts."""
     return PRESETS
 
 

@@ -61,10 +61,12 @@ class LeaseLost(UniGeoCLIPError):
 
 
 def lease_uri(root: str) -> str:
+    """Where the writer lease of ``root`` lives: ``ROOT/_leases/writer.lance``."""
     return f"{str(root).rstrip('/')}/{LEASE_DIR}/writer.lance"
 
 
 def describe(holder: str, expires_at: float) -> str:
+    """The holder and the seconds its lease has left (or that it has expired), for messages."""
     left = expires_at - time.time()
     return f"{holder} (expires in {left:.0f} s)" if left > 0 else f"{holder} (expired)"
 
@@ -137,6 +139,7 @@ class Lease:
 
     @property
     def uri(self) -> str:
+        """The lease dataset's URI under ``root``."""
         return lease_uri(self.root)
 
     def _mine(self, row: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
@@ -166,6 +169,7 @@ class Lease:
         return renewed is not None
 
     def release(self) -> None:
+        """Give the lease up if it is still this run's, then prune the lease dataset's versions older than an hour."""
         _swap(self.uri, lambda row: {**row, "holder": "", "token": "", "expires_at": 0.0} if self._mine(row) else None)
         try:  # every change is a version: keep the lease dataset small
             lance.dataset(self.uri).cleanup_old_versions(older_than=timedelta(hours=1))
@@ -174,6 +178,7 @@ class Lease:
 
 
 def holder_name(job: str) -> str:
+    """Who holds the lease, for people reading it: ``job``, host, pid and the UTC start time."""
     return f"{job} on {socket.gethostname()} pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 

@@ -39,6 +39,7 @@ class SplitEmbeddings:
         return len(self.sample_ids)
 
     def subset(self, rows: np.ndarray) -> SplitEmbeddings:
+        """The same split restricted to ``rows`` (indices or a boolean mask), every array sliced alike."""
         return SplitEmbeddings(
             self.split,
             self.sample_ids[rows],

@@ -52,6 +52,7 @@ class GeocellResult:
 
     @property
     def key(self) -> str:
+        """The result's name: the query modalities joined by ``+``, then ``->cells`` (e.g. ``aerial+text->cells``)."""
         return "+".join(m.value for m in self.query) + "->cells"
 
 

@@ -48,6 +48,7 @@ def raw_features(latlon: np.ndarray) -> np.ndarray:
 
 
 def geoclip_features(latlon: np.ndarray) -> np.ndarray:
+    """GeoCLIP's pretrained location embedding of ``(N, 2)`` degrees -> ``(N, 512)`` float32."""
     return batched(geoclip_location_encoder(), latlon)
 
 

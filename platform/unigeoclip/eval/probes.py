@@ -31,6 +31,7 @@ class BlockSplit:
 
     @property
     def n_blocks(self) -> int:
+        """How many distinct blocks the points fall in (training and test together)."""
         return len(set(self.blocks.tolist()))
 
 
@@ -45,6 +46,7 @@ class ProbeResult:
 
     @property
     def mean_r2(self) -> float:
+        """The mean R^2 over the targets; NaN when there are none."""
         return float(np.mean(list(self.r2.values()))) if self.r2 else float("nan")
 
 

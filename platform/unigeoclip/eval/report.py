@@ -40,6 +40,7 @@ def _pair_json(r: PairRecall) -> dict[str, Any]:
 
 
 def to_json(res: EvalResult) -> dict[str, Any]:
+    """Every number of an evaluation as JSON-able dicts: the content of ``metrics.json``."""
     o = res.options
     out: dict[str, Any] = {
         "model": res.model_dir,
@@ -163,6 +164,7 @@ def _matrix(results: Sequence[PairRecall]) -> str:
 
 
 def to_markdown(res: EvalResult) -> str:
+    """The evaluation as Markdown (tables, captions, picture links and run time): the content of ``report.md``."""
     o = res.options
     th = o.thresholds_km
     parts = [

@@ -48,17 +48,21 @@ class PairRecall:
 
     @property
     def chance_at_1(self) -> float:
+        """Recall@1 of a random ranking: ``1 / gallery``."""
         return 1.0 / max(self.gallery, 1)
 
     def chance(self, k: int) -> float:
+        """Recall@k of a random ranking: ``k / gallery``, at most 1."""
         return min(1.0, k / max(self.gallery, 1))
 
     @property
     def queries_from(self) -> tuple[Modality, ...]:
+        """The query modalities: the ensemble's ``query_set``, else just ``query``."""
         return self.query_set or (self.query,)
 
     @property
     def key(self) -> str:
+        """The pair's name, e.g. ``aerial->coords``, or ``aerial+text->coords`` for an ensemble."""
         return f"{'+'.join(m.value for m in self.queries_from)}->{self.target.value}"
 
 

@@ -143,6 +143,7 @@ def store_locations(store: SampleStore, *, landscape: bool | None = None) -> np.
 
 
 def landscape_mask(source_ids: Sequence[str]) -> np.ndarray:
+    """``(N,)`` bool: which of the source ids are the Earth source's landscape samples."""
     return np.array([is_landscape(str(s)) for s in source_ids], dtype=bool)
 
 

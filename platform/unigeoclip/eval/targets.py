@@ -39,6 +39,7 @@ def era5_climatology() -> tuple[np.ndarray, np.ndarray]:
 
 
 def climate_targets(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
+    """The seven ERA5 climatology targets at the points (deg C; precipitation from mm/month), ``(N,)`` float64 each."""
     t2m, tp = era5_climatology()
     t = sample_bilinear(t2m, ERA5_GRID, lat, lon)[0].astype(np.float64)  # (N, 12)
     p = np.maximum(sample_bilinear(tp, ERA5_GRID, lat, lon)[0].astype(np.float64), 0.0)  # (N, 12)
@@ -54,6 +55,7 @@ def climate_targets(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def altitude_m(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Altitude in metres at the points (bilinear on pvlib's 5 arc-minute grid, ocean = 0), ``(N,)`` float64."""
     return sample_bilinear(pvlib_altitude(), PVLIB_GRID, lat, lon)[0].astype(np.float64)
 
 

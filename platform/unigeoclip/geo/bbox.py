@@ -44,6 +44,7 @@ class BBox(NamedTuple):
 
     @property
     def crosses_antimeridian(self) -> bool:
+        """Whether the box crosses the antimeridian (``lon_min > lon_max``)."""
         return self.lon_min > self.lon_max
 
     def lon_spans(self) -> list[tuple[float, float]]:

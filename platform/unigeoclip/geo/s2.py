@@ -14,6 +14,7 @@ DEFAULT_LEVEL = 16
 
 
 def cell_id(lat_deg: float, lon_deg: float, level: int = DEFAULT_LEVEL) -> s2sphere.CellId:
+    """The level-``level`` S2 cell containing the point; :class:`InputError` for an invalid position."""
     if not valid_latlon(lat_deg, lon_deg):
         raise InputError(f"({lat_deg}, {lon_deg}) is not a valid position: give {LATLON_RANGE}")
     return s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(lat_deg, lon_deg)).parent(level)
@@ -25,6 +26,7 @@ def cell_token(lat_deg: float, lon_deg: float, level: int = DEFAULT_LEVEL) -> st
 
 
 def from_token(token: str) -> s2sphere.CellId:
+    """The S2 cell of a token; :class:`InputError` when the token is not a valid cell."""
     cid = s2sphere.CellId.from_token(token)
     if not cid.is_valid():
         raise InputError(f"{token!r} is not a valid S2 cell token")
@@ -38,10 +40,12 @@ def token_center(token: str) -> tuple[float, float]:
 
 
 def token_level(token: str) -> int:
+    """The S2 level of a cell token (0 = a cube face, 30 = a leaf)."""
     return int(from_token(token).level())
 
 
 def parent_token(token: str, level: int) -> str:
+    """The token of the cell's ancestor at ``level`` (which may not be finer than the cell's own)."""
     cid = from_token(token)
     if level > cid.level():
         raise InputError(f"parent level {level} is finer than the cell's level {cid.level()}")
@@ -49,6 +53,7 @@ def parent_token(token: str, level: int) -> str:
 
 
 def contains(token: str, lat_deg: float, lon_deg: float) -> bool:
+    """Whether the cell of ``token`` contains the point (compared at leaf level)."""
     cid = from_token(token)
     return bool(cid.contains(cell_id(lat_deg, lon_deg, 30)))
 
@@ -80,6 +85,7 @@ def stable_fraction(key: str, salt: str = "") -> float:
 
 
 def tokens_by_parent(tokens: Iterable[str], level: int) -> dict[str, list[str]]:
+    """``tokens`` grouped by their ancestor at ``level``: parent token -> its tokens, in input order."""
     groups: dict[str, list[str]] = {}
     for t in tokens:
         groups.setdefault(parent_token(t, level), []).append(t)

@@ -184,6 +184,7 @@ class SymmetricInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor) -> tuple[torch.Tensor, ...]:  # logits (n, n)
+        """``(n, n)`` logits -> row and column losses, row and column top-1 accuracy; saves both softmaxes."""
         diag = logits.diagonal()
         row_max = logits.amax(dim=1, keepdim=True)  # (n, 1)
         e_rows = (logits - row_max).exp_()  # unnormalised: the division is folded into the backward
@@ -201,6 +202,7 @@ class SymmetricInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_rows: torch.Tensor | None, g_cols: torch.Tensor | None, *_: Any) -> torch.Tensor:
+        """The ``(n, n)`` logits gradient: each loss's softmax minus its diagonal one-hot, times its grad / n."""
         e_rows, row_sum, e_cols, col_sum = ctx.saved_tensors
         n = e_rows.shape[0]
         zero = torch.zeros((), dtype=e_rows.dtype, device=e_rows.device)

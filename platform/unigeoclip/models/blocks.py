@@ -25,6 +25,7 @@ class TransformerBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, W)`` -> ``(B, T, W)``: self-attention then MLP, each pre-normed and residual."""
         b, t, w = x.shape
         qkv = self.qkv(self.norm1(x)).view(b, t, 3, self.num_heads, w // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, W / heads)
@@ -47,6 +48,7 @@ class ProjectionHead(nn.Module):
         self.linear = nn.Linear(hidden or in_features, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_features)`` -> ``(B, D)`` unit vectors in the shared space."""
         return F.normalize(self.linear(self.pre(x)), dim=-1)
 
 
@@ -63,6 +65,7 @@ class LockableTower(nn.Module):
     locked: bool = False
 
     def lock(self, unlocked_layers: int) -> None:
+        """Freeze the backbone (in eval mode) except its last ``unlocked_layers`` layers; the head stays trainable."""
         self.locked = True
         for p in self.backbone.parameters():
             p.requires_grad_(False)
@@ -76,6 +79,7 @@ class LockableTower(nn.Module):
         self.backbone.eval()
 
     def train(self, mode: bool = True) -> LockableTower:
+        """Set the training mode as usual, but keep a locked backbone in eval mode (no dropout: cacheable features)."""
         super().train(mode)
         if self.locked:
             self.backbone.eval()
@@ -83,6 +87,7 @@ class LockableTower(nn.Module):
 
     @property
     def feature_dim(self) -> int:
+        """Width ``F`` of the features the head takes (the backbone's pooled output)."""
         return self.head.in_features
 
     def project(self, features: torch.Tensor) -> torch.Tensor:

@@ -109,12 +109,14 @@ class GeoCLIPLocationEncoder(nn.Module):
         )  # fmt: skip
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """``(B, 2)`` lat_deg, lon_deg -> ``(B, D)`` unit vectors: the capsules' outputs summed over the sigmas."""
         tokens = self.fourier(coords, next(self.capsules.parameters()).dtype)  # (B, K, W)
         summed = torch.stack([cap(tokens[:, i]) for i, cap in enumerate(self.capsules)]).sum(0)  # (B, D)
         return nn.functional.normalize(summed, dim=-1)
 
 
 def build_location_encoder(cfg: CoordsEncoderConfig, width: int, embed_dim: int) -> nn.Module:
+    """The coordinate encoder that ``cfg.kind`` names: UniGeoCLIP's scaled encoder or GeoCLIP's capsules."""
     if cfg.kind == "scaled":
         return ScaledLocationEncoder(cfg, width, embed_dim)
     return GeoCLIPLocationEncoder(cfg, width, embed_dim)

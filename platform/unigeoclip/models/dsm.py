@@ -59,6 +59,7 @@ class DSMTower(nn.Module):
         return {"cls_token", "registers", "pos_embed"}
 
     def forward(self, dsm: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` heights in metres (NaN = no data) -> ``(B, D)`` unit vectors from the class token."""
         if dsm.ndim != 4 or dsm.shape[1] != 1 or dsm.shape[-1] != self.image_size or dsm.shape[-2] != self.image_size:
             raise InputError(
                 f"dsm must be (B, 1, {self.image_size}, {self.image_size}) heights in metres, got {tuple(dsm.shape)}"

@@ -15,6 +15,7 @@ from .blocks import LockableTower, ProjectionHead
 
 
 def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:
+    """A random-init SigLIP-2 vision config of the tower's sizes (RGB, a square grid of patches)."""
     grid = cfg.image_size // cfg.patch_size
     return Siglip2VisionConfig(
         hidden_size=cfg.hidden_size,
@@ -63,9 +64,11 @@ class ImageTower(LockableTower):
             self.lock(cfg.unlocked_layers)
 
     def hf_config(self) -> dict[str, Any]:
+        """The backbone's HF config as a dict, saved with the model so a reload rebuilds the same tower."""
         return self.backbone.config.to_dict()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` RGB in [0, 1] -> ``(B, D)`` unit vectors."""
         return self.head(self.features(images))  # (B, D)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:

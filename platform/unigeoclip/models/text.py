@@ -93,6 +93,7 @@ class TextTower(LockableTower):
             self.lock(cfg.unlocked_layers)
 
     def hf_config(self) -> dict[str, Any]:
+        """The backbone's HF config as a dict, saved with the model so a reload rebuilds the same tower."""
         return self.backbone.config.to_dict()
 
     def no_weight_decay(self) -> set[str]:
@@ -102,6 +103,7 @@ class TextTower(LockableTower):
         return {f"backbone.{n}" for n, p in self.backbone.named_parameters() if any(p is t.weight for t in tables)}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` token ids and attention mask -> ``(B, D)`` unit vectors."""
         return self.head(self.features(input_ids, attention_mask))  # (B, D)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -69,17 +69,21 @@ class UniGeoCLIP(nn.Module):
 
     @property
     def modalities(self) -> tuple[Modality, ...]:
+        """The model's modalities, in tower order."""
         return tuple(Modality(k) for k in self.towers)
 
     @property
     def embed_dim(self) -> int:
+        """Width ``D`` of the shared embedding space."""
         return self.config.model.embed_dim
 
     @property
     def device(self) -> torch.device:
+        """The device the model's parameters are on."""
         return next(self.parameters()).device
 
     def tower(self, modality: Modality | str) -> nn.Module:
+        """The tower of one modality; :class:`ModalityError` when the model has none."""
         m = Modality.parse(modality)
         if m.value not in self.towers:
             have = ", ".join(self.towers.keys())

@@ -31,13 +31,24 @@ class PosedView(Protocol):
     """Anything with a position and a heading (a :class:`StreetView`, an index row)."""
 
     @property
-    def lat_deg(self) -> float: ...
+    def lat_deg(self) -> float:
+        """Latitude in degrees."""
+        ...
+
     @property
-    def lon_deg(self) -> float: ...
+    def lon_deg(self) -> float:
+        """Longitude in degrees."""
+        ...
+
     @property
-    def heading_deg(self) -> float: ...
+    def heading_deg(self) -> float:
+        """Compass heading in degrees (0 = north, 90 = east)."""
+        ...
+
     @property
-    def projection(self) -> str: ...
+    def projection(self) -> str:
+        """``equirectangular`` for a 360-degree panorama, else ``perspective``."""
+        ...
 
 
 V = TypeVar("V", bound=PosedView)

@@ -18,10 +18,12 @@ def unit(*keys: object) -> float:
 
 
 def uniform(lo: float, hi: float, *keys: object) -> float:
+    """A number in [``lo``, ``hi``) fixed by ``keys``."""
     return lo + (hi - lo) * unit(*keys)
 
 
 def choice(options: Sequence[T], *keys: object) -> T:
+    """One of ``options``, fixed by ``keys``."""
     return options[int(unit(*keys) * len(options))]
 
 

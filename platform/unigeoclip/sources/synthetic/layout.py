@@ -81,6 +81,7 @@ class City:
 
 
 def make_city(seed: int, index: int) -> City:
+    """City ``index`` of world ``seed``, at a real metro anchor (shifted half a degree per lap beyond the list)."""
     anchor = names.METRO_ANCHORS[index % len(names.METRO_ANCHORS)]
     lap = index // len(names.METRO_ANCHORS)  # beyond the anchor list, shift further cities by half a degree
     syllables = [choice(names.CITY_SYLLABLES, seed, index, "name", k) for k in range(2)]
@@ -112,6 +113,7 @@ class Road:
 
 @lru_cache(maxsize=65536)
 def road(city: City, axis: str, i: int) -> Road:
+    """Road ``i`` of ``axis`` (``x``: north-south, ``y``: east-west): jittered position, width, name, trees; cached."""
     jitter = (unit(city.seed, city.index, axis, i, "jitter") - 0.5) * 0.3 * city.block_m
     avenue = unit(city.seed, city.index, axis, i, "avenue") < 0.2
     kinds = names.STREET_KINDS_NS if axis == "x" else names.STREET_KINDS_EW
@@ -141,6 +143,7 @@ class District:
 
 @lru_cache(maxsize=4096)
 def district(city: City, di: int, dj: int) -> District:
+    """The district at block-grid position (``di``, ``dj``): its name and land-use profile."""
     return District(
         name=choice(names.DISTRICT_NAMES, city.seed, city.index, di, dj, "district"),
         profile=choice(tuple(PROFILES), city.seed, city.index, di, dj, "profile"),

@@ -49,6 +49,7 @@ class Window:
 
     @property
     def res(self) -> float:
+        """Metres per pixel."""
         return self.size_m / self.px
 
     def pixel_slice(self, xa: float, ya: float, xb: float, yb: float) -> tuple[slice, slice] | None:
@@ -105,6 +106,7 @@ class Layers:
 
 
 def rasterise(city: City, year: int, years: tuple[int, ...], win: Window) -> Layers:
+    """The city in ``year`` over the window: ground, roads, buildings and trees as co-registered layers."""
     h = win.px
     top = np.empty((h, h, 3), np.float32)
     top[:] = np.array(GROUND_RGB["pavement"], np.float32) / 255

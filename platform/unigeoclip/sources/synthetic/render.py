@@ -26,6 +26,7 @@ class Look:
 
 
 def look(city: City, year: int) -> Look:
+    """Sun, colour gain, brightness and sky tint of the city's imagery in ``year`` (the same for every tile)."""
     key = (city.seed, city.index, year, "look")
     return Look(
         sun_azimuth_deg=uniform(120.0, 240.0, *key, "az"),

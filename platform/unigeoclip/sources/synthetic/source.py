@@ -52,6 +52,7 @@ class SyntheticSource:
         self.years = tuple(sorted(cfg.years))
 
     def cities(self) -> list[City]:
+        """The world's ``n_cities`` procedural cities."""
         return [make_city(self.cfg.seed, k) for k in range(self.cfg.n_cities)]
 
     def plan(self) -> list[dict[str, Any]]:
@@ -70,6 +71,7 @@ class SyntheticSource:
         return items
 
     def extract(self, item: dict[str, Any]) -> list[RawSample | Reject]:
+        """One sample per year of the world for the item's cell, every modality rendered (images as PNG)."""
         city = make_city(self.cfg.seed, int(item["city"]))
         lat, lon = s2.token_center(item["cell"])
         out: list[RawSample | Reject] = []

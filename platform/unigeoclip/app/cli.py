@@ -32,6 +32,7 @@ def _common(p: argparse.ArgumentParser, default_config: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    """Runs ``unigeoclip ingest``: ``--source`` into the sample store at ``--store``; prints the run's summary."""
     from ..cluster.runtime import ensure_ray
     from ..ingest.pipeline import ingest
     from ..samples.store import SampleStore
@@ -46,6 +47,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Runs ``unigeoclip train`` on ``--store`` into ``--out``, or continues a run (``--resume``, ``--auto-resume``)."""
     from ..cluster.runtime import ensure_ray
     from ..train.trainer import has_run, train
 
@@ -86,6 +88,7 @@ def _embed_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    """Runs ``unigeoclip embed`` or ``reembed`` (``args.command``); exit status 1 when some rows failed to embed."""
     from ..cluster.runtime import ensure_ray
     from ..embed import embed, reembed
 
@@ -100,6 +103,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
+    """Runs ``unigeoclip refresh``: ingests ``--source``, then re-embeds into ``--db``; 1 when some rows failed."""
     from ..cluster.runtime import ensure_ray
     from ..embed import refresh
     from ..samples.store import SampleStore
@@ -161,6 +165,7 @@ def _lease_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Runs ``unigeoclip evaluate``: a ``--model`` or kept ``--checkpoint`` on ``--store`` -> a report in ``--out``."""
     import time
     from pathlib import Path
 
@@ -292,6 +297,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Runs ``unigeoclip demo``: the whole pipeline on this machine in ``--out`` (a smoke run with ``--quick``)."""
     from pathlib import Path
 
     from .demo import DemoOptions, run_demo
@@ -316,6 +322,7 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``unigeoclip`` argument parser: one sub-parser per sub-command, its handler in ``func``."""
     from ..sources.registry import SOURCE_NAMES
 
     parser = argparse.ArgumentParser(prog="unigeoclip", description=__doc__.splitlines()[0])
@@ -364,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``unigeoclip`` entry point: the exit status (2, the message on stderr, on a library error)."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -142,6 +142,7 @@ def _fmt(have: dict[str, float], missing: dict[str, float]) -> str:
 
 
 def cluster_cpus() -> int:
+    """The cluster's total CPUs (not those free now), at least 1."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 

@@ -74,6 +74,7 @@ class IngestLedger:
         self.counts: Counter[str] = Counter()
 
     def claim(self, keys: list[tuple[str, int, str]]) -> list[str]:
+        """Each ``(cell, year, content_hash)``'s status: stored, duplicate, new or new_version (first claim wins)."""
         out = []
         for cell, year, content in keys:
             place = (cell, year)
@@ -92,11 +93,13 @@ class IngestLedger:
         return out
 
     def add_rejects(self, rows: list[dict[str, Any]]) -> None:
+        """Keeps reject rows for the end of the run and counts them in the live rejects metric."""
         self.rejects.extend(rows)
         for reason, n in Counter(r["reason"] for r in rows).items():
             self.live_rejects.inc(n, tags={"store": self.store, "reason": reason})
 
     def report(self) -> dict[str, Any]:
+        """The run's rejects, superseded sample ids and counts by status, read once extraction is done."""
         return {"rejects": self.rejects, "superseded": self.superseded, "counts": dict(self.counts)}
 
 
@@ -107,6 +110,7 @@ class ExtractSamples:
         self.source, self.data, self.run_id, self.ledger = source, data, run_id, ledger
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Plan items (JSON) -> the validated rows the store lacks; rejects and duplicates go to the ledger."""
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
         for raw in batch["item"]:

@@ -73,6 +73,7 @@ class BilinearTaps:
     weight: np.ndarray  # (4, S, S, 1) float32
 
     def sample(self, image: np.ndarray) -> np.ndarray:
+        """The ``(S, S, C)`` view of an ``(H, W, C)`` image through these taps, in the image's dtype."""
         flat = image.reshape(-1, image.shape[2])
         out = np.asarray(sum(flat[i].astype(np.float32) * w for i, w in zip(self.index, self.weight, strict=True)))
         # float32 weights sum to 1 within an ulp: round, or a white pixel truncates to 254

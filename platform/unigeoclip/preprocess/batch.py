@@ -77,6 +77,7 @@ class DecodeBatch:
             self.tokenizer = build_tokenizer(spec.text)
 
     def __call__(self, table: pa.Table) -> dict[str, np.ndarray]:
+        """Rows -> the batch contract: images ``(B, C, S, S)``, tokens, coords ``(B, 2)``, masks (absent: zeros)."""
         n = table.num_rows
         spec = self.spec
         out: dict[str, np.ndarray] = {}

@@ -34,6 +34,7 @@ class BoundedLRU(Generic[K, V]):
         self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
 
     def get(self, key: K) -> V | None:
+        """The value for ``key`` (now the most recently used), or None; counts a hit or a miss."""
         item = self._items.get(key)
         if item is None:
             self.misses += 1
@@ -78,6 +79,7 @@ Row = dict[str, np.ndarray]  # one decoded row: every batch key, first dimension
 
 
 def row_nbytes(row: Mapping[str, np.ndarray]) -> int:
+    """Bytes held by a decoded row's arrays (the row cache's measure)."""
     return sum(int(v.nbytes) for v in row.values())
 
 

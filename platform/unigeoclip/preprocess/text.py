@@ -38,6 +38,7 @@ def build_tokenizer(cfg: TextTowerConfig) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in ``directory``, from local files only; ``ConfigError`` when absent or unusable."""
     if not directory.is_dir():
         raise ConfigError(f"tokenizer directory {str(directory)!r} does not exist")
     try:

@@ -23,6 +23,7 @@ FOLDER = "features"
 
 
 def table_uri(store_root: str, modality: str, key: str) -> str:
+    """The Lance table of one tower's features: ``STORE/features/<modality>-<key>.lance``."""
     return f"{store_root.rstrip('/')}/{FOLDER}/{modality}-{key}.lance"
 
 
@@ -50,6 +51,7 @@ class FeatureCache:
             return None
 
     def hashes(self) -> set[str]:
+        """The content hashes already cached (none before the first write)."""
         ds = self._dataset()
         if ds is None:
             return set()
@@ -76,6 +78,7 @@ class FeatureCache:
         return dict(zip(table.column("content_hash").to_pylist(), matrix, strict=True))
 
     def nbytes(self) -> int:
+        """Bytes on disk of the cache's table (0 before the first write, and for an object-store URI)."""
         ds = self._dataset()
         if ds is None:
             return 0

@@ -49,6 +49,7 @@ class TakeAndDecode:
         self.rows: BoundedLRU[int, Row] = BoundedLRU(int(decode.get("cache_mb", 0)) * 2**20, row_nbytes)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The decoded batch of a chunk's row positions (cached rows reused), with fresh colour and coords jitter."""
         return self.decode.jitter(self._decoded(batch))
 
     def _decoded(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

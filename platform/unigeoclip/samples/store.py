@@ -44,6 +44,7 @@ class SampleStore:
         return fs, path
 
     def meta(self) -> dict[str, Any] | None:
+        """The store's ``store.json`` (format, cell level, DSM size), or None before its first use."""
         fs, path = self._fs()
         info = fs.get_file_info(f"{path}/{META}")
         if info.type == pafs.FileType.NotFound:
@@ -74,6 +75,7 @@ class SampleStore:
     # -- samples --------------------------------------------------------------------------------
 
     def has_samples(self) -> bool:
+        """Whether the samples table exists yet."""
         try:
             lance.dataset(self.samples_uri)
         except (ValueError, OSError, FileNotFoundError):
@@ -81,6 +83,7 @@ class SampleStore:
         return True
 
     def samples(self) -> lance.LanceDataset:
+        """The samples table; ``NotFoundError`` when nothing was ingested here yet."""
         if not self.has_samples():
             raise NotFoundError(f"no sample store at {self.samples_uri}: run `unigeoclip ingest --store {self.root}`")
         return lance.dataset(self.samples_uri)
@@ -101,6 +104,7 @@ class SampleStore:
         return self.samples().to_table(columns=["sample_id", "cell_token", "year", "content_hash", "current"])
 
     def count(self, split: str | None = None, *, current_only: bool = True) -> int:
+        """Rows of ``split`` (every split when None), current ones only unless ``current_only`` is false."""
         if not self.has_samples():
             return 0
         clauses = ([f"split = '{split}'"] if split else []) + (["current = true"] if current_only else [])
@@ -159,6 +163,7 @@ class SampleStore:
         return len(fresh)
 
     def has_rejects(self) -> bool:
+        """Whether the rejects table exists yet."""
         try:
             lance.dataset(self.rejects_uri)
         except (ValueError, OSError, FileNotFoundError):
@@ -166,6 +171,7 @@ class SampleStore:
         return True
 
     def rejects(self) -> pa.Table:
+        """Every reject row (an empty table with the rejects schema before the first)."""
         if not self.has_rejects():
             return REJECT_SCHEMA.empty_table()
         return lance.dataset(self.rejects_uri).to_table()

@@ -40,6 +40,7 @@ class Checked:
 
 
 def digest(data: bytes) -> str:
+    """The 32-hex-digit BLAKE2b digest of ``data``, of which content hashes and sample ids are built."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
@@ -162,6 +163,7 @@ def _view_row(v: StreetView) -> dict[str, Any]:
 
 
 def reject_row(r: Reject, run_id: str) -> dict[str, Any]:
+    """A ``Reject`` as a row of the rejects table, stamped with ``run_id`` and the time now (UTC)."""
     return {
         "source": r.source,
         "source_id": r.source_id,

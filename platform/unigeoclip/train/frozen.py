@@ -43,6 +43,7 @@ class CacheStats:
 
     @property
     def hit_rate(self) -> float:
+        """The share of wanted contents that were cached already (1.0 when nothing is wanted)."""
         return 1.0 - self.computed / self.wanted if self.wanted else 1.0
 
     def __str__(self) -> str:
@@ -54,6 +55,7 @@ class CacheStats:
 
 
 def locked_modalities(cfg: Config) -> list[Modality]:
+    """The modalities of ``cfg``'s model whose locked towers' features are cached (``model.<m>.cached``)."""
     return [m for m in cfg.model.modalities if m in CACHEABLE and getattr(cfg.model, m.value).cached]
 
 

@@ -21,6 +21,7 @@ class TrainModule(nn.Module):
         self.loss = loss
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> LossOutput:
+        """The contrastive loss of a batch: every tower's embeddings (in fp32) under its presence mask."""
         embeddings = {m: z.float() for m, z in self.model(batch).items()}  # the loss runs in fp32 under bf16
         masks = {m: batch[present_key(m)] for m in embeddings if present_key(m) in batch}
         return self.loss(embeddings, masks)

@@ -20,11 +20,17 @@ from ..losses import LossOutput
 class Engine(Protocol):
     """What a training step drives: DeepSpeed's engine interface."""
 
-    def __call__(self, batch: Mapping[str, torch.Tensor]) -> LossOutput: ...
+    def __call__(self, batch: Mapping[str, torch.Tensor]) -> LossOutput:
+        """The loss's output for ``batch`` (the forward pass)."""
+        ...
 
-    def backward(self, loss: torch.Tensor) -> Any: ...
+    def backward(self, loss: torch.Tensor) -> Any:
+        """Backpropagates ``loss`` into the module's gradients."""
+        ...
 
-    def step(self) -> Any: ...
+    def step(self) -> Any:
+        """Takes the optimizer (and schedule) step after ``backward``, then zeroes the gradients."""
+        ...
 
 
 class PlainEngine:
@@ -41,14 +47,17 @@ class PlainEngine:
         self.module, self.optimizer, self.scheduler, self.grad_clip = module, optimizer, scheduler, grad_clip
 
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> LossOutput:
+        """The module's loss output for ``batch``, in training mode."""
         self.module.train()
         out: LossOutput = self.module(batch)
         return out
 
     def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagates ``loss`` into the module's gradients (``loss.backward()``)."""
         loss.backward()
 
     def step(self) -> None:
+        """Clips the gradient norm (``grad_clip`` > 0), steps the optimizer and the schedule, zeroes the gradients."""
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         self.optimizer.step()

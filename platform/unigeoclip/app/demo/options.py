@@ -37,6 +37,7 @@ class DemoOptions:
         return sets + (["--set", f"data.sources.earth.landscape_max={self.landscape}"] if self.landscape else [])
 
     def train_args(self) -> list[str]:
+        """``train`` arguments that cap the steps and validate and checkpoint once, at the end ([] uncapped)."""
         if self.steps is None:
             return []
         every = str(self.steps)  # validate and checkpoint once, at the end

@@ -36,6 +36,7 @@ class StageClock:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """A context that prints the stage's numbered banners and records its wall time in ``seconds``."""
         number = len(self.seconds) + 1
         self.say(f"\n=== [{number}/{STAGES}] {name} (at {_clock(time.perf_counter() - self.started)}) ===")
         start = time.perf_counter()
@@ -44,6 +45,7 @@ class StageClock:
         self.say(f"=== [{number}/{STAGES}] {name}: done in {_clock(self.seconds[name])} ===")
 
     def summary(self) -> str:
+        """The table of every stage's wall time (minutes and seconds) and the total since the clock started."""
         rows = [f"  {name:<42} {_clock(s):>8}" for name, s in self.seconds.items()]
         total = time.perf_counter() - self.started
         return "\n".join(["stage wall times:", *rows, f"  {'total':<42} {_clock(total):>8}"])

@@ -30,22 +30,27 @@ class DemoRun:
 
     @property
     def store(self) -> Path:
+        """The demo's sample store, ``OUT/store`` (kept between runs)."""
         return self.options.out / "store"
 
     @property
     def run(self) -> Path:
+        """The training run's directory, ``OUT/run``."""
         return self.options.out / "run"
 
     @property
     def model(self) -> Path:
+        """Where the training run exports its model, ``OUT/run/model``."""
         return self.run / "model"
 
     @property
     def db(self) -> Path:
+        """The LanceDB embedding store, ``OUT/embeddings``."""
         return self.options.out / "embeddings"
 
     @property
     def report(self) -> Path:
+        """The evaluation report's directory, ``OUT/report``."""
         return self.options.out / "report"
 
     def command(self, *argv: str) -> None:
@@ -54,6 +59,7 @@ class DemoRun:
 
 
 def ingest_stage(run: DemoRun) -> None:
+    """Ingests the ``earth`` source into the demo's store, as ``unigeoclip ingest`` does; prints the summary."""
     from ...ingest.pipeline import ingest
     from ...samples.store import SampleStore
     from ...sources.registry import make_source
@@ -64,6 +70,7 @@ def ingest_stage(run: DemoRun) -> None:
 
 
 def train_stage(run: DemoRun) -> None:
+    """Trains into the demo's run directory, as ``unigeoclip train`` does; prints the model and final recall@1."""
     from ...train.trainer import train
 
     run.command("train", "--store", str(run.store), "--out", str(run.run), "--config", CONFIG,
@@ -75,6 +82,7 @@ def train_stage(run: DemoRun) -> None:
 
 
 def embed_stage(run: DemoRun) -> None:
+    """Embeds the store into the demo's LanceDB, as ``unigeoclip embed`` does; raises when some rows failed."""
     from ...embed import embed
 
     run.command("embed", "--model", str(run.model), "--store", str(run.store), "--db", str(run.db))
@@ -85,6 +93,7 @@ def embed_stage(run: DemoRun) -> None:
 
 
 def serve_stage(run: DemoRun) -> None:
+    """Starts the service over the embeddings, asks it the examples (kept in ``OUT/examples.json``), then stops it."""
     from ray import serve
 
     from ...samples.store import SampleStore
@@ -103,6 +112,7 @@ def serve_stage(run: DemoRun) -> None:
 
 
 def evaluate_stage(run: DemoRun) -> None:
+    """Evaluates the model on the store with the demo's LanceDB embeddings; writes the report and prints its summary."""
     import time
 
     from ...eval.report import printed_summary, write_report

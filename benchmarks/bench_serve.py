@@ -81,7 +81,7 @@ def build_store(model: UniGeoCLIP, model_dir: Path, db_uri: Path, items: int, se
     vectors = rng.normal(size=(n, dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     rows = {
-        "item_id": [f"{c.to_token()}-{2020 + i % 4}-{i:06d}" for i, c in enumerate(cells) for _ in mods],
+        "sample_id": [f"{c.to_token()}-{2020 + i % 4}-{i:06d}" for i, c in enumerate(cells) for _ in mods],
         "modality": mods * items,
         "model_version": [version] * n,
         "content_hash": [f"{i:032x}" for i in range(n)],

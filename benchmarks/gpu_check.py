@@ -152,7 +152,7 @@ def placement(device: str) -> str:
     model = UniGeoCLIP.from_pretrained(model_dir)
     decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(samples)
     index = {s: i for i, s in enumerate(samples["sample_id"].to_pylist())}
-    take = [index[s] for s in rows["item_id"].to_pylist()]
+    take = [index[s] for s in rows["sample_id"].to_pylist()]
     with torch.no_grad():
         want = model.encode(Modality.AERIAL, torch.from_numpy(decoded["aerial"][take])).numpy()
     gap = float(np.abs(np.stack(rows["vector"].to_pylist()) - want).max())

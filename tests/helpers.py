@@ -84,7 +84,7 @@ def stored_rows(db: Path, version: str) -> pa.Table:
 
 def stored_keys(db: Path, version: str) -> list[tuple[str, str, str]]:
     t = stored_rows(db, version)
-    return list(zip(t["item_id"].to_pylist(), t["modality"].to_pylist(), t["content_hash"].to_pylist(), strict=True))
+    return list(zip(t["sample_id"].to_pylist(), t["modality"].to_pylist(), t["content_hash"].to_pylist(), strict=True))
 
 
 # A small embedding database without a model: random unit vectors around two cities, two modalities per item.
@@ -106,7 +106,7 @@ def embedding_rows(n: int, version: str, seed: int = 0) -> pa.Table:
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     rep = np.repeat(np.arange(items), len(DB_MODALITIES))
     data = {
-        "item_id": [f"item{i}" for i in rep],
+        "sample_id": [f"item{i}" for i in rep],
         "modality": [DB_MODALITIES[j % len(DB_MODALITIES)] for j in range(len(rep))],
         "model_version": [version] * len(rep),
         "content_hash": [f"h{i}" for i in rep],

@@ -152,7 +152,7 @@ def test_pipeline_from_zero_worker_nodes(cluster: LocalCluster, pipeline: Pipeli
     keys = stored_keys(pipeline.db, version)
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(samples)
     table = stored_rows(pipeline.db, version)
-    coords = {i: v for i, m, v in zip(table["item_id"].to_pylist(), table["modality"].to_pylist(),
+    coords = {i: v for i, m, v in zip(table["sample_id"].to_pylist(), table["modality"].to_pylist(),
                                       table["vector"].to_pylist(), strict=True) if m == "coords"}  # fmt: skip
     current = samples.samples().to_table(filter="current = true")
     model = UniGeoCLIP.from_pretrained(run / "model")
@@ -326,7 +326,7 @@ def test_refresh_ingests_a_dropped_year_embeds_only_it_and_serve_answers_without
     hits = cluster.wait_for(answers, 60, "hit of the new year from the running service")
     print(f"\nrefresh job: {ended - started:.1f} s for {len(new)} new samples ({len(new_keys)} rows); the service "
           f"answered from them {time.monotonic() - ended:.1f} s after it ended")  # fmt: skip
-    assert hits[0]["item_id"] in {r["sample_id"] for r in new} and hits[0]["year"] == 2022, hits[0]
+    assert hits[0]["sample_id"] in {r["sample_id"] for r in new} and hits[0]["year"] == 2022, hits[0]
     assert {a.actor_id for a in cluster.actors("ServeReplica:")} == replicas, "no replica restarted"
 
 

@@ -70,7 +70,7 @@ def test_every_present_modality_gets_one_row_equal_to_model_encode(
     decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(samples)
     ids = samples["sample_id"].to_pylist()
     table = stored_rows(db, version)
-    vectors = {(i, m): v for i, m, v in zip(table["item_id"].to_pylist(), table["modality"].to_pylist(),
+    vectors = {(i, m): v for i, m, v in zip(table["sample_id"].to_pylist(), table["modality"].to_pylist(),
                                             table["vector"].to_pylist(), strict=True)}  # fmt: skip
     encoded = {}
     for m in Modality:
@@ -87,14 +87,14 @@ def test_every_present_modality_gets_one_row_equal_to_model_encode(
     served = EmbeddingStore.open(db)
     rows, got = encoded[Modality.AERIAL]
     hit = served.search(got[:3], k=1, modality="aerial")
-    assert hit["item_id"].to_pylist() == [ids[i] for i in rows[:3]]
+    assert hit["sample_id"].to_pylist() == [ids[i] for i in rows[:3]]
     assert hit["score"].to_numpy() == pytest.approx(1.0, abs=1e-5)
 
     version_before = EmbeddingDB(db).embeddings(version).version
     again = embed(models[0], store, db, options=SMALL_COMMITS)  # a rerun: nothing to do, nothing written
     assert sum(again.embedded.values()) == 0 and sum(again.skipped.values()) == len(keys)
     assert EmbeddingDB(db).embeddings(version).version == version_before and not again.published
-    assert stored_rows(db, version).sort_by("item_id").equals(table.sort_by("item_id"))
+    assert stored_rows(db, version).sort_by("sample_id").equals(table.sort_by("sample_id"))
 
 
 def test_reembed_embeds_only_a_new_year_and_retires_superseded_samples(
@@ -107,7 +107,7 @@ def test_reembed_embeds_only_a_new_year_and_retires_superseded_samples(
     store = store_copy(tiny_store[0], tmp_path / "store")
     db = Path(shutil.copytree(embedded[0], tmp_path / "db"))
     version = model_version_id(models[0])
-    before = {(r["item_id"], r["modality"]): r for r in stored_rows(db, version).to_pylist()}
+    before = {(r["sample_id"], r["modality"]): r for r in stored_rows(db, version).to_pylist()}
     pinned = EmbeddingDB(db).alias()["table_version"]
 
     new_year = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"years": [2024]}}}})
@@ -122,7 +122,7 @@ def test_reembed_embeds_only_a_new_year_and_retires_superseded_samples(
     assert sum(summary.embedded.values()) == len(new) and summary.retired == sum(k[0] in gone for k in before)
     keys = stored_keys(db, version)
     assert len(keys) == len(set(keys)) and set(keys) == expected_keys(store)
-    after = {(r["item_id"], r["modality"]): r for r in stored_rows(db, version).to_pylist()}
+    after = {(r["sample_id"], r["modality"]): r for r in stored_rows(db, version).to_pylist()}
     for key, row in before.items():  # old rows are untouched: same vector, same run, same time
         if key[0] not in gone:
             assert after[key]["written_at"] == row["written_at"] and after[key]["vector"] == row["vector"]
@@ -170,7 +170,7 @@ def test_a_bad_input_is_recorded_and_the_rest_embedded(
     assert dict(summary.failed) == {"aerial": 1} and sum(summary.embedded.values()) == len(present) - 1
     assert not summary.complete and "not a readable image" in summary.failure_examples[0]
     failures = EmbeddingDB(db).failures().to_pylist()
-    assert [(f["item_id"], f["modality"]) for f in failures] == [(row["sample_id"], "aerial")]
+    assert [(f["sample_id"], f["modality"]) for f in failures] == [(row["sample_id"], "aerial")]
     assert "decode" in failures[0]["reason"]
 
 

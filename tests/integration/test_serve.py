@@ -187,7 +187,7 @@ def test_each_modality_of_an_item_finds_that_item_first(service: Service, items:
             hits = search(service, {m.value: query[m.value]}, targets=[m.value], k=10)["hits"]
             assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3) and hits[0]["modality"] == m.value
             first = [h for h in hits if h["score"] >= hits[0]["score"] - 1e-5]
-            assert row["sample_id"] in {h["item_id"] for h in first}, m
+            assert row["sample_id"] in {h["sample_id"] for h in first}, m
             assert {h["cell_token"] for h in first} == {row["cell_token"]}, m
             assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
 
@@ -200,7 +200,7 @@ def test_ensemble_score_is_the_average_of_the_cosine_similarities(service: Servi
     assert out["query_modalities"] == ["aerial", "text", "coords"] and len(out["hits"]) == 8
     store = EmbeddingStore.open(service.db)
     for hit in out["hits"]:
-        (v,) = store.get(hit["item_id"], modality=hit["modality"])["vector"].to_pylist()
+        (v,) = store.get(hit["sample_id"], modality=hit["modality"])["vector"].to_pylist()
         want = np.mean([np.dot(vectors[m], v) for m in query])
         assert hit["score"] == pytest.approx(want, abs=1e-4)
 
@@ -221,7 +221,7 @@ def test_multipart_uploads_and_geotiff_dsm_match_the_json_forms(service: Service
     aerial = {"aerial": files["aerial"]}
     r = service.http.post("/v1/search", data={"request": '{"targets": ["aerial"], "k": 3}'}, files=aerial)
     assert r.status_code == 200, r.text
-    assert r.json()["hits"][0]["item_id"] == row["sample_id"]
+    assert r.json()["hits"][0]["sample_id"] == row["sample_id"]
 
 
 def test_filters_restrict_the_hits(service: Service, items: list[dict]) -> None:
@@ -234,7 +234,7 @@ def test_filters_restrict_the_hits(service: Service, items: list[dict]) -> None:
     parent = parent_token(row["cell_token"], 10)
     hits = search(service, q, k=50, filters={"cell_prefix": parent, "year": [row["year"]]})["hits"]
     assert hits and all(h["year"] == row["year"] for h in hits)
-    assert row["sample_id"] in {h["item_id"] for h in hits}
+    assert row["sample_id"] in {h["sample_id"] for h in hits}
     assert search(service, q, k=5, filters={"year": 1999})["hits"] == []
 
 
@@ -246,7 +246,7 @@ def test_geolocate_puts_an_items_street_view_at_its_place(service: Service, item
         body = r.json()
         assert (body["lat_deg"], body["lon_deg"]) == pytest.approx((row["lat_deg"], row["lon_deg"]))
         assert body["cell_token"] == row["cell_token"] and 0 < body["confidence"] <= 1 and body["radius_m"] == 100
-        assert len(body["candidates"]) == 5 and body["candidates"][0]["item_id"] == row["sample_id"]
+        assert len(body["candidates"]) == 5 and body["candidates"][0]["sample_id"] == row["sample_id"]
     r = service.http.post("/v1/geolocate", json={"query": {"text": items[0]["text"]}})  # default gallery: coords
     assert r.status_code == 200 and r.json()["candidates"][0]["modality"] == "coords"
 
@@ -268,7 +268,7 @@ def test_colocated_gateway_answers_as_the_three_deployments_do(service: Service,
                 here = service.http.post("/colocated/v1/search", json=body)
                 assert here.status_code == split.status_code == 200, here.text
                 got, want = here.json()["hits"], split.json()["hits"]
-                assert [h["item_id"] for h in got] == [h["item_id"] for h in want], m
+                assert [h["sample_id"] for h in got] == [h["sample_id"] for h in want], m
                 assert [h["score"] for h in got] == pytest.approx([h["score"] for h in want], abs=1e-5)
         bad = service.http.post("/colocated/v1/search", json={"query": {"coords": {"lat_deg": 91, "lon_deg": 0}}})
         assert bad.status_code == 422 and "lat" in bad.text
@@ -439,7 +439,7 @@ def test_api_key_is_required_on_v1_and_nothing_else_changes(service: Service, it
             assert r.status_code == 401 and "X-API-Key" in r.json()["error"], (path, headers)
     assert bare.get("/healthz").status_code == 200 and bare.get("/readyz").status_code == 200
     assert bare.get("/metrics").status_code == 200
-    assert search(service, body["query"], targets=["text"], k=3)["hits"][0]["item_id"] == items[0]["sample_id"]
+    assert search(service, body["query"], targets=["text"], k=3)["hits"][0]["sample_id"] == items[0]["sample_id"]
 
 
 def test_metrics_count_requests_latency_batches_and_errors(service: Service) -> None:
@@ -812,6 +812,6 @@ def test_switching_model_version_under_load_fails_no_request(
     assert all(v == v2 for v in versions[first_v2 + 20 :]), "answers went back to the old version"
     row = items[0]
     out = search(service, {"text": row["text"]}, targets=["text"], k=3)
-    assert out["model_version"] == v2 and out["hits"][0]["item_id"] == row["sample_id"]
+    assert out["model_version"] == v2 and out["hits"][0]["sample_id"] == row["sample_id"]
     r = service.http.post("/v1/search", json={"query": {"dsm": item_query(row)["dsm"]}})
     assert r.status_code == 422 and "has no 'dsm' tower" in r.json()["error"]

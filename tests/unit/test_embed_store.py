@@ -18,8 +18,8 @@ from unigeoclip.obs.metrics import push_run_metrics
 from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
 from unigeoclip.vectors import versions as versions_module
 from unigeoclip.vectors.filters import build_filter
-from unigeoclip.vectors.index import compact
-from unigeoclip.vectors.schema import embedding_schema
+from unigeoclip.vectors.index import IndexPolicy, compact, maintain_index
+from unigeoclip.vectors.schema import FAILURES, FAILURES_SCHEMA, embedding_schema
 from unigeoclip.vectors.versions import check_version_name, model_fingerprint, model_version_id
 from unigeoclip.vectors.writer import BufferedUpserter, upsert
 
@@ -73,8 +73,8 @@ def test_upserts_are_idempotent_and_a_version_name_stays_bound_to_its_model(tmp_
     writer.flush()
     assert writer.commits == 3 and writer.updated == 400
     assert table.count_rows() == 400
-    keys = table.to_lance().to_table(columns=["item_id", "modality"]).to_pylist()
-    assert len({(k["item_id"], k["modality"]) for k in keys}) == 400
+    keys = table.to_lance().to_table(columns=["sample_id", "modality"]).to_pylist()
+    assert len({(k["sample_id"], k["modality"]) for k in keys}) == 400
     with pytest.raises(ConfigError, match="another model"):
         db.register_version("v1", fingerprint="0" * 64, model_dir="/other", embed_dim=DB_DIM, modalities=["aerial"])
 
@@ -119,17 +119,17 @@ def test_search_with_filters_matches_brute_force(tmp_path: Path) -> None:
             sims = np.where(mask, vec @ (q / np.linalg.norm(q)), -np.inf)
             want = np.argsort(-sims)[:5]
             got = hits.filter(pa.compute.equal(hits["query_index"], qi))
-            keys = list(zip(got["item_id"].to_pylist(), got["modality"].to_pylist(), strict=True))
-            assert keys == [(rows["item_id"][i].as_py(), rows["modality"][i].as_py()) for i in want], filters
+            keys = list(zip(got["sample_id"].to_pylist(), got["modality"].to_pylist(), strict=True))
+            assert keys == [(rows["sample_id"][i].as_py(), rows["modality"][i].as_py()) for i in want], filters
             np.testing.assert_allclose(got["score"].to_numpy(), sims[want], atol=1e-5)
     one = store.search(vec[7], k=1, with_vectors=True)
-    assert one["item_id"][0].as_py() == rows["item_id"][7].as_py() and one.num_rows == 1
+    assert one["sample_id"][0].as_py() == rows["sample_id"][7].as_py() and one.num_rows == 1
     with pytest.raises(InputError, match="embeds to 16"):
         store.search(np.ones(8), k=1)
     with pytest.raises(InputError, match="no ANN index"):
         store.search(vec[0], exact=False)
     got = store.get(["item3", "item5"], modality="text")
-    assert sorted(got["item_id"].to_pylist()) == ["item3", "item5"] and set(got["modality"].to_pylist()) == {"text"}
+    assert sorted(got["sample_id"].to_pylist()) == ["item3", "item5"] and set(got["modality"].to_pylist()) == {"text"}
     assert store.count(modality="aerial") == 1000
 
 
@@ -182,3 +182,39 @@ def test_serving_refuses_a_model_directory_rewritten_since_its_version_was_embed
     with pytest.raises(ConfigError, match="no longer holds model version 'v1'"):
         model_dir_for(db, "v1", None)
     assert model_dir_for(db, "v1", copy) == copy  # an intact copy given as --model still serves
+
+
+def test_a_database_from_before_the_id_rename_still_reads_and_is_renamed_when_written(tmp_path: Path) -> None:
+    """Databases written when the id column was ``item_id``: readers see ``sample_id`` (the published snapshot is
+    not touched), the next writer renames the column in place (no vector rewritten), the old snapshot stays readable."""
+    rows = embedding_rows(400, "v1")
+    db, table = db_with(tmp_path, rows.slice(0, 200))
+    policy = IndexPolicy(min_rows=100, rows_per_partition=50)
+    maintain_index(table, policy)  # the BTree on the id column, as an old run built it
+    table.alter_columns({"path": "sample_id", "rename": "item_id"})  # -> the old layout
+    legacy = pa.schema([("item_id" if f.name == "sample_id" else f.name, f.type) for f in FAILURES_SCHEMA])
+    db.conn.create_table(FAILURES, pa.table({"item_id": ["item1"], "modality": ["text"], "model_version": ["v1"],
+                         "reason": ["bad"], "embed_run": ["r"], "failed_at": [None]}, schema=legacy))  # fmt: skip
+    db.publish("v1")
+    assert "item_id" in db.conn.open_table("embeddings__v1").schema.names
+
+    old = EmbeddingStore.open(tmp_path / "db", policy=policy)
+    query = rows["vector"][0].values.to_numpy()
+    hits = old.search(query, k=3, exact=True)
+    assert hits.column_names[2] == "sample_id" and hits["sample_id"][0].as_py() == rows["sample_id"][0].as_py()
+    got = old.get(["item3"], modality="text")
+    assert got["sample_id"].to_pylist() == ["item3"] and got.num_rows == 1
+    assert "sample_id" in old.scan().column_names and "item_id" not in old.scan().column_names
+    assert db.failures()["sample_id"].to_pylist() == ["item1"]
+    assert "item_id" in db.conn.open_table("embeddings__v1").schema.names  # reading changed nothing
+
+    table = db.register_version("v1", fingerprint="f" * 64, model_dir="/m", embed_dim=DB_DIM, modalities=["aerial"])
+    assert "sample_id" in table.schema.names and "item_id" not in table.schema.names
+    assert upsert(table, rows.slice(200)) == (200, 0)  # new rows under the new name, beside the renamed old ones
+    assert maintain_index(table, policy).startswith("IVF")
+    db.record_failures([{"sample_id": "item9", "modality": "aerial", "model_version": "v1", "reason": "x",
+                         "embed_run": "r2", "failed_at": None}])  # fmt: skip
+    assert sorted(db.failures()["sample_id"].to_pylist()) == ["item1", "item9"]
+    db.publish("v1")
+    assert len(old) == 200 and old.get("item3")["sample_id"].to_pylist() == ["item3", "item3"]  # still pinned
+    assert old.refresh() and len(old) == 400 and old.get(["item150"])["sample_id"].to_pylist() == ["item150"] * 2

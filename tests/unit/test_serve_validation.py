@@ -282,7 +282,7 @@ def test_the_in_memory_snapshot_searches_exactly_like_the_store(tmp_path: Path) 
         for q in queries:
             want = store.search(q * 3, k=7, **filters).to_pylist()  # any norm: cosine
             got = memory.search(q * 3, k=7, **filters)
-            assert [(h["item_id"], h["modality"]) for h in got] == [(h["item_id"], h["modality"]) for h in want]
+            assert [(h["sample_id"], h["modality"]) for h in got] == [(h["sample_id"], h["modality"]) for h in want]
             np.testing.assert_allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-5)
     with pytest.raises(InputError, match="not a valid S2 cell token"):
         memory.search(queries[0], k=3, cell_prefix="47e66")
@@ -314,7 +314,7 @@ def test_the_retriever_searches_small_snapshots_on_the_loop_and_the_rest_in_a_th
         bad = await retriever.search(q, "v1", k=5, targets=None, filters={"cell_prefix": "47e66"})
         assert "not a valid S2 cell token" in bad["error"]
         assert found["model_version"] == "v1" and len(found["hits"]) == 5
-        return [(h["item_id"], h["modality"]) for h in found["hits"]], set(threads) == {threading.get_ident()}
+        return [(h["sample_id"], h["modality"]) for h in found["hits"]], set(threads) == {threading.get_ident()}
 
     def run(memory_rows: int) -> tuple[list[tuple[str, str]], bool]:
         retriever = retriever_module.Retriever(ServeConfig(db=str(db.uri), memory_rows=memory_rows, refresh_s=60))

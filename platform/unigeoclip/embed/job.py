@@ -324,11 +324,11 @@ def _run_pipeline(
 def _record_failures(db: EmbeddingDB, summary: EmbedSummary, bad: pa.Table) -> None:
     now = datetime.now(UTC)
     rows = [
-        {"item_id": r["item_id"], "modality": r["modality"], "model_version": r["model_version"],
+        {"sample_id": r["sample_id"], "modality": r["modality"], "model_version": r["model_version"],
          "reason": r["error"], "embed_run": summary.run_id, "failed_at": now}
-        for r in bad.select(["item_id", "modality", "model_version", "error"]).to_pylist()
+        for r in bad.select(["sample_id", "modality", "model_version", "error"]).to_pylist()
     ]  # fmt: skip
     db.record_failures(rows)
     summary.failed.update(Counter(r["modality"] for r in rows))
     room = 5 - len(summary.failure_examples)
-    summary.failure_examples += [f"{r['item_id']} {r['modality']}: {r['reason']}" for r in rows[: max(room, 0)]]
+    summary.failure_examples += [f"{r['sample_id']} {r['modality']}: {r['reason']}" for r in rows[: max(room, 0)]]

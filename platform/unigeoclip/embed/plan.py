@@ -55,8 +55,8 @@ def plan_embedding(store: SampleStore, table: Any, modalities: tuple[Modality, .
     columns = ["sample_id", "current"] + [c for m in modalities for c in (f"{m.value}_present", f"{m.value}_hash")]
     samples = dataset.to_table(columns=columns)
     current = samples["current"].fill_null(False)
-    stored = table.to_lance().to_table(columns=["item_id", "modality", "content_hash"])
-    stored_keys = _keys(stored["item_id"], stored["modality"], stored["content_hash"]).combine_chunks()
+    stored = table.to_lance().to_table(columns=["sample_id", "modality", "content_hash"])
+    stored_keys = _keys(stored["sample_id"], stored["modality"], stored["content_hash"]).combine_chunks()
 
     plan = EmbedPlan(store.samples_uri, int(dataset.version), modalities, [])
     bits = np.zeros(samples.num_rows, np.int64)
@@ -76,6 +76,6 @@ def plan_embedding(store: SampleStore, table: Any, modalities: tuple[Modality, .
         for s in range(0, len(positions), batch_size)
     ]
     current_ids = pc.filter(samples["sample_id"], current).combine_chunks()
-    held = pc.unique(stored["item_id"])
+    held = pc.unique(stored["sample_id"])
     plan.retired = pc.filter(held, pc.invert(pc.is_in(held, value_set=current_ids))).to_pylist()
     return plan

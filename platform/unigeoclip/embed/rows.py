@@ -210,7 +210,7 @@ class EncodeRows:
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
         vector = pa.FixedSizeListArray.from_arrays(flat, self.dim, mask=pa.array(~ok))
         data = {
-            "item_id": col("sample_id"),
+            "sample_id": col("sample_id"),
             "modality": [m.value] * n,
             "model_version": [self.version] * n,
             "content_hash": col(f"hash_{m.value}"),

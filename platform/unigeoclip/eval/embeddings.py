@@ -124,10 +124,10 @@ def read_split_from_db(
             f"--model {model_dir} --db {db}` first, or pass --model-version"
         )
     store = EmbeddingStore.open(edb, model_version=version)
-    table = store.scan(columns=["item_id", "modality", "lat_deg", "lon_deg", "vector"], split=split)
+    table = store.scan(columns=["sample_id", "modality", "lat_deg", "lon_deg", "vector"], split=split)
     if table.num_rows == 0:
         raise InputError(f"model version {version!r} in {db} has no rows of split {split!r}")
-    items = np.asarray(table.column("item_id").to_pylist(), dtype=object)
+    items = np.asarray(table.column("sample_id").to_pylist(), dtype=object)
     ids, first = np.unique(items, return_index=True)
     row_of = {item: i for i, item in enumerate(ids)}
     latlon = np.stack([table.column("lat_deg").to_numpy()[first], table.column("lon_deg").to_numpy()[first]], axis=1)

@@ -21,7 +21,7 @@ from ..vectors import EmbeddingStore
 from ..vectors.filters import cell_id_range, modality_names, split_values, year_values
 from ..vectors.schema import VECTOR
 
-COLUMNS = ["item_id", "modality", "cell_token", "cell_id", "lat_deg", "lon_deg", "year", "split"]
+COLUMNS = ["sample_id", "modality", "cell_token", "cell_id", "lat_deg", "lon_deg", "year", "split"]
 
 
 class MemorySnapshot:
@@ -34,7 +34,7 @@ class MemorySnapshot:
             table.num_rows, store.embed_dim
         )  # (N, D), unit rows
         cols = {c: table[c].to_numpy(zero_copy_only=False) for c in COLUMNS}
-        self.item_id, self.modality, self.cell_token = cols["item_id"], cols["modality"], cols["cell_token"]
+        self.sample_id, self.modality, self.cell_token = cols["sample_id"], cols["modality"], cols["cell_token"]
         self.cell_id = cols["cell_id"].astype(np.uint64)
         self.lat, self.lon = cols["lat_deg"].astype(np.float64), cols["lon_deg"].astype(np.float64)
         self.year, self.split = cols["year"].astype(np.int64), cols["split"]
@@ -78,8 +78,9 @@ class MemorySnapshot:
             rows = rows[part]
         rows = rows[np.argsort(-scores[rows], kind="stable")]
         return [
-            {"item_id": str(self.item_id[i]), "modality": str(self.modality[i]), "cell_token": str(self.cell_token[i]),
-             "lat_deg": float(self.lat[i]), "lon_deg": float(self.lon[i]), "year": int(self.year[i]),
+            {"sample_id": str(self.sample_id[i]), "modality": str(self.modality[i]),
+             "cell_token": str(self.cell_token[i]), "lat_deg": float(self.lat[i]), "lon_deg": float(self.lon[i]),
+             "year": int(self.year[i]),
              "score": float(scores[i])}
             for i in rows
         ]  # fmt: skip

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 KEEP_STORES = 3
 STORAGE_FAULT = "the embedding store could not be read; retry shortly (the operator's logs have the details)"
 INLINE_SEARCH_VALUES = 4_000_000  # an in-memory search this small (a millisecond or two) runs on the loop, not a thread
-HIT_COLUMNS = ["item_id", "modality", "cell_token", "lat_deg", "lon_deg", "year", "score"]
+HIT_COLUMNS = ["sample_id", "modality", "cell_token", "lat_deg", "lon_deg", "year", "score"]
 
 
 class Retriever:

@@ -132,7 +132,7 @@ class EmbedResponse(BaseModel):
 class Hit(BaseModel):
     """One stored item that matched, with its place and score."""
 
-    item_id: str
+    sample_id: str
     modality: str
     cell_token: str
     lat_deg: float

@@ -27,6 +27,8 @@ from .schema import (
     VERSIONS_SCHEMA,
     embedding_schema,
     table_name,
+    upgrade_id_column,
+    with_current_id,
 )
 from .sql import quote
 
@@ -64,7 +66,9 @@ class EmbeddingDB:
     def _table(self, name: str, schema: pa.Schema) -> Any:
         """Open ``name``, creating it empty with ``schema`` on first use (two creators may race: both win)."""
         if self.has_table(name):
-            return self.conn.open_table(name)
+            table = self.conn.open_table(name)
+            upgrade_id_column(table)  # a database from before the id rename: writers open their tables here
+            return table
         return self.conn.create_table(name, schema=schema, exist_ok=True)
 
     # -- model versions -------------------------------------------------------------------------
@@ -170,7 +174,7 @@ class EmbeddingDB:
         query = self.conn.open_table(FAILURES).search()
         if model_version is not None:
             query = query.where(f"model_version = {quote(model_version)}")
-        return query.to_arrow()
+        return with_current_id(query.to_arrow())
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -115,7 +115,7 @@ def compact(table: Any, *, keep_versions: timedelta) -> None:
 def _build(table: Any, policy: IndexPolicy, rows: int, verb: str) -> str:
     dim = table.schema.field(VECTOR).type.list_size
     table.create_index(VECTOR, config=policy.index_config(rows, dim), replace=True)
-    for column in ("item_id", "cell_id"):
+    for column in ("sample_id", "cell_id"):
         table.create_index(column, config=BTree(), replace=True)
     return f"{policy.index_type} {verb} ({rows} rows, {policy.partitions(rows)} partitions" + (
         f", {policy.sub_vectors(dim)} sub-vectors)" if policy.index_type == "IVF_PQ" else ")"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pyarrow as pa
 
 # The upsert key: a rerun replaces, never duplicates.
-KEY = ("item_id", "modality", "model_version")
+ID = "sample_id"  # the sample store's id, the same name in every table and in the API
+LEGACY_ID = "item_id"  # what databases written before the rename call it (read as ID; renamed on write)
+KEY = (ID, "modality", "model_version")
 VECTOR = "vector"
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -17,7 +20,7 @@ def embedding_schema(dim: int) -> pa.Schema:
     """Rows of one model version's table; ``vector`` is a fixed-size list of ``dim`` float32 (unit norm)."""
     return pa.schema(
         [
-            ("item_id", pa.string()),  # the sample store's sample_id: "<cell>-<year>-<content hash prefix>"
+            (ID, pa.string()),  # "<cell>-<year>-<content hash prefix>", as in the sample store
             ("modality", pa.string()),
             ("model_version", pa.string()),
             ("content_hash", pa.string()),  # the modality's content hash in the sample store
@@ -64,7 +67,7 @@ ALIASES_SCHEMA = pa.schema(
 # Rows a run could not embed, with the reason (never dropped silently; a rerun retries them).
 FAILURES_SCHEMA = pa.schema(
     [
-        ("item_id", pa.string()),
+        (ID, pa.string()),
         ("modality", pa.string()),
         ("model_version", pa.string()),
         ("reason", pa.string()),
@@ -81,3 +84,27 @@ _TABLE_PREFIX = "embeddings__"
 def table_name(model_version: str) -> str:
     """The LanceDB table holding one model version (names allow letters, digits, ``_``, ``-`` and ``.``)."""
     return _TABLE_PREFIX + re.sub(r"[^A-Za-z0-9_.-]", "_", model_version)
+
+
+def id_column(schema: pa.Schema) -> str:
+    """The name a table's version stores the sample id under: :data:`ID`, or :data:`LEGACY_ID` in old databases."""
+    return LEGACY_ID if LEGACY_ID in schema.names and ID not in schema.names else ID
+
+
+def with_current_id(table: pa.Table) -> pa.Table:
+    """A read result with a legacy ``item_id`` column named :data:`ID` (nothing else changes)."""
+    if id_column(table.schema) == ID:
+        return table
+    return table.rename_columns([ID if name == LEGACY_ID else name for name in table.column_names])
+
+
+def upgrade_id_column(table: Any) -> bool:
+    """Rename a legacy ``item_id`` column of a LanceDB table to :data:`ID` at its latest version; True if it did.
+
+    A metadata-only commit (no vector is rewritten): writers call it before they write, so new rows and
+    old ones share one name. Earlier versions keep theirs, and readers pinned to one read it as :data:`ID`.
+    """
+    if id_column(table.schema) == ID:
+        return False
+    table.alter_columns({"path": LEGACY_ID, "rename": ID})
+    return True

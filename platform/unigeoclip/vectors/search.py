@@ -26,11 +26,11 @@ from ..modality import Modality
 from .db import EmbeddingDB
 from .filters import build_filter, modality_clause
 from .index import DEFAULT_POLICY, DISTANCE, IndexPolicy, vector_index
-from .schema import SERVING, VECTOR, table_name
+from .schema import ID, SERVING, VECTOR, id_column, table_name, with_current_id
 from .sql import in_list
 
 RESULT_COLUMNS = [
-    "item_id", "modality", "cell_token", "lat_deg", "lon_deg", "year", "split", "content_hash", "model_version",
+    ID, "modality", "cell_token", "lat_deg", "lon_deg", "year", "split", "content_hash", "model_version",
 ]  # fmt: skip
 
 
@@ -81,6 +81,7 @@ class EmbeddingStore:
         self.embed_dim: int = int(table.schema.field(VECTOR).type.list_size)
         self.complete: bool = info.get("completed_at") is not None
         self._indexed = vector_index(table) is not None
+        self._id = id_column(table.schema)  # "item_id" in a snapshot published before the id rename
 
     def __repr__(self) -> str:
         return f"EmbeddingStore({self.db.uri!r}, model_version={self.model_version!r}, version={self.table_version})"
@@ -150,7 +151,7 @@ class EmbeddingStore:
         else:
             q = q.bypass_vector_index()
         columns = RESULT_COLUMNS + ([VECTOR] if with_vectors else [])
-        out = q.select([*columns, "_distance"]).to_arrow()
+        out = with_current_id(q.select([*self._stored(columns), "_distance"]).to_arrow())
         if "query_index" not in out.column_names:
             out = out.append_column("query_index", pa.array(np.zeros(out.num_rows, np.int32)))
         score = pc.subtract(pa.scalar(1.0, pa.float32()), pc.cast(out["_distance"], pa.float32()))
@@ -180,17 +181,17 @@ class EmbeddingStore:
 
     def get(
         self,
-        item_ids: str | Sequence[str],
+        sample_ids: str | Sequence[str],
         *,
         modality: Modality | str | Sequence[Modality | str] | None = None,
         with_vectors: bool = True,
     ) -> pa.Table:
-        """The rows of the given items (every modality, or only ``modality``), in no particular order."""
-        ids = [item_ids] if isinstance(item_ids, str) else list(item_ids)
+        """The rows of the given samples (every modality, or only ``modality``), in no particular order."""
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
         columns = RESULT_COLUMNS + ["written_at"] + ([VECTOR] if with_vectors else [])
         parts = []
         for start in range(0, max(len(ids), 1), 1000):
-            clauses = [in_list("item_id", ids[start : start + 1000])]
+            clauses = [in_list(self._id, ids[start : start + 1000])]
             if modality is not None:
                 clauses.append(modality_clause(modality))
             parts.append(self.scan(columns=columns, where=" AND ".join(f"({c})" for c in clauses)))
@@ -199,10 +200,16 @@ class EmbeddingStore:
     def scan(self, *, columns: Sequence[str] | None = None, where: str | None = None, **filters: Any) -> pa.Table:
         """Every row matching the filters (the keywords of :meth:`search`, or a raw ``where``): galleries, audits."""
         clauses = [c for c in (where, build_filter(**filters)) if c]
-        return self.table.to_lance().to_table(
-            columns=list(columns) if columns is not None else None,
-            filter=" AND ".join(f"({c})" for c in clauses) or None,
+        return with_current_id(
+            self.table.to_lance().to_table(
+                columns=self._stored(columns) if columns is not None else None,
+                filter=" AND ".join(f"({c})" for c in clauses) or None,
+            )
         )
+
+    def _stored(self, columns: Sequence[str]) -> list[str]:
+        """Column names as this snapshot stores them (the sample id may be the legacy ``item_id``)."""
+        return [self._id if c == ID else c for c in columns]
 
     def count(self, **filters: Any) -> int:
         """Rows matching the filters (the keywords of :meth:`search`)."""

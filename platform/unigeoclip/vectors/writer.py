@@ -26,12 +26,12 @@ def upsert(table: Any, rows: pa.Table) -> tuple[int, int]:
     return int(result.num_inserted_rows), int(result.num_updated_rows)
 
 
-def delete_items(table: Any, item_ids: Sequence[str], *, chunk: int = 1000) -> int:
+def delete_items(table: Any, sample_ids: Sequence[str], *, chunk: int = 1000) -> int:
     """Delete every row of the given items (superseded samples); returns the rows deleted."""
     before = int(table.count_rows())
-    for start in range(0, len(item_ids), chunk):
-        table.delete(in_list("item_id", item_ids[start : start + chunk]))
-    return before - int(table.count_rows()) if item_ids else 0
+    for start in range(0, len(sample_ids), chunk):
+        table.delete(in_list("sample_id", sample_ids[start : start + chunk]))
+    return before - int(table.count_rows()) if sample_ids else 0
 
 
 class BufferedUpserter:

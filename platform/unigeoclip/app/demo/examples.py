@@ -109,17 +109,17 @@ def run_examples(url: str, store: SampleStore, say: Callable[[str], None] = prin
 
     body = {"query": {"text": TEXT_QUERY}, "targets": ["coords"], "k": 5}
     hits = ask("Which places fit a description? (text -> places)", "/v1/search", body, body)["hits"]
-    names = place_names(store, [h["item_id"] for h in hits])
+    names = place_names(store, [h["sample_id"] for h in hits])
     for h in hits:
-        say(f"  {h['score']:.3f}  {h['lat_deg']:7.2f}, {h['lon_deg']:7.2f}  {names.get(h['item_id'], '?')}")
+        say(f"  {h['score']:.3f}  {h['lat_deg']:7.2f}, {h['lon_deg']:7.2f}  {names.get(h['sample_id'], '?')}")
 
     label, lat, lon = POINT_QUERY
     body = {"query": {"coords": {"lat_deg": lat, "lon_deg": lon}}, "targets": ["dsm"], "k": 5}
     hits = ask(f"Elevation patches nearest to {label} (coordinates -> DSM)", "/v1/search", body, body)["hits"]
-    names = place_names(store, [h["item_id"] for h in hits])
+    names = place_names(store, [h["sample_id"] for h in hits])
     for h in hits:
         km = _km(lat, lon, h["lat_deg"], h["lon_deg"])
-        say(f"  {h['score']:.3f}  {km:6.0f} km away  {names.get(h['item_id'], '?')}")
+        say(f"  {h['score']:.3f}  {km:6.0f} km away  {names.get(h['sample_id'], '?')}")
 
     for row in held_out_images(store, GEOLOCATED_IMAGES):
         image = {"image_b64": base64.b64encode(row["aerial"]).decode()}

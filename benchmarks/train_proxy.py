@@ -86,7 +86,7 @@ def main() -> None:
         drawn = jitter.jitter({k: v[picked].numpy() for k, v in train.items()})  # the reader's jitter
         out = train_step(engine, {k: torch.from_numpy(v) for k, v in drawn.items()})
         if step % args.report_every == 0 or step == tc.steps:
-            results = held_out_recall(model, val, torch.device("cpu"))
+            results = held_out_recall(model, val)
             mean = float(np.mean([r.recall[1] for r in results]))
             print(f"step {step} | loss {float(out.total.detach()):.3f} | {time.perf_counter() - started:.0f} s of "
                   f"training | held-out mean recall@1 {mean:.3f}", flush=True)  # fmt: skip

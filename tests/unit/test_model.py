@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, Siglip2Config, Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
@@ -86,6 +87,25 @@ def test_forward_returns_a_dict_and_zeroes_absent_rows(tiny_model: UniGeoCLIP) -
     norms = out[Modality.STREET].norm(dim=1)
     assert norms[1] == 0 and norms[4] == 0 and torch.allclose(norms[[0, 2, 3, 5]], torch.ones(4))
     assert out[Modality.TEXT][0].abs().sum() == 0
+
+
+def test_encode_batches_equals_encoding_each_modality_alone(tiny_model: UniGeoCLIP) -> None:
+    """The one split encoder (validation and evaluation): per batch, per modality, what ``encode`` gives for the
+    present rows, zeros for the absent ones, and the model's training mode left as it was."""
+    missing = {Modality.TEXT: [1], Modality.DSM: [0, 2]}
+    batches = [{k: v.numpy() for k, v in make_batch(tiny_model, 3, seed=s, missing=missing).items()} for s in (0, 1)]
+    tiny_model.train()
+    embs, present = tiny_model.encode_batches(batches)
+    assert tiny_model.training and set(embs) == set(tiny_model.modalities)
+    tiny_model.eval()
+    for m in tiny_model.modalities:
+        assert embs[m].shape == (6, tiny_model.embed_dim)
+        mask = np.concatenate([b[present_key(m)] for b in batches]).astype(bool)
+        np.testing.assert_array_equal(present[m], mask)
+        with torch.no_grad():
+            alone = torch.cat([tiny_model.encode(m, {k: torch.from_numpy(v) for k, v in b.items()}) for b in batches])
+        np.testing.assert_allclose(embs[m][mask], alone.numpy()[mask], atol=1e-6, err_msg=m.value)
+        assert not embs[m][~mask].any(), m
 
 
 def test_a_model_without_a_modality_says_so() -> None:

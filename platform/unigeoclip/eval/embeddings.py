@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..modality import INPUT_KEYS, Modality
+from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
 from ..preprocess.batch import ROW_COLUMNS, DecodeBatch, bool_column
 from ..preprocess.spec import PreprocessSpec
@@ -67,9 +67,8 @@ def encode_split(
     if len(positions) == 0:
         raise InputError(f"split {split!r} of {store.root} has no current samples: choose another with --split")
     mods = model.modalities
-    cfg = model.config
     pixels = tuple(m for m in mods if m is not Modality.TEXT)
-    decoder = DecodeBatch(PreprocessSpec.of(cfg, modalities=pixels), augment=False)
+    decoder = DecodeBatch(PreprocessSpec.of(model.config, modalities=pixels), augment=False)
     columns = list(dict.fromkeys([*ROW_COLUMNS, *(f"{m.value}_present" for m in mods)]))
     ids, lat, lon = [], [], []
     embs: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
@@ -77,22 +76,17 @@ def encode_split(
     for start in range(0, len(positions), batch_size):
         table = dataset.take(positions[start : start + batch_size].tolist(), columns=columns)
         batch = decoder(table)
-        n = table.num_rows
+        if Modality.TEXT in mods:  # tokenized by the model itself (its saved tokenizer), as the embedding job does
+            mask = bool_column(table, present_key(Modality.TEXT))
+            texts = [t if p else "" for t, p in zip(table.column("text").to_pylist(), mask, strict=True)]
+            batch |= {k: v.numpy() for k, v in model.tokenize(texts).items()} | {present_key(Modality.TEXT): mask}
         ids.extend(table.column("sample_id").to_pylist())
         lat.append(table.column("lat_deg").to_numpy())
         lon.append(table.column("lon_deg").to_numpy())
+        z, p = model.encode_batches([batch])
         for m in mods:
-            mask = bool_column(table, f"{m.value}_present")
-            z = np.zeros((n, model.embed_dim), np.float32)
-            rows = np.flatnonzero(mask)
-            if len(rows):
-                if m is Modality.TEXT:
-                    texts = [table.column("text")[int(i)].as_py() for i in rows]
-                    z[rows] = model.encode(m, texts).float().numpy()
-                else:
-                    z[rows] = model.encode(m, torch.from_numpy(np.array(batch[INPUT_KEYS[m][0]][rows]))).float().numpy()
-            embs[m].append(z)
-            present[m].append(mask)
+            embs[m].append(z[m])
+            present[m].append(p[m])
     return SplitEmbeddings(
         split,
         np.asarray(ids, dtype=object),

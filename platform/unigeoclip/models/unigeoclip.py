@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
@@ -144,6 +145,31 @@ class UniGeoCLIP(nn.Module):
             mask = batch.get(present_key(m))
             out[m] = z if mask is None else z * mask.to(device=z.device, dtype=z.dtype).unsqueeze(1)
         return out
+
+    @torch.no_grad()
+    def encode_batches(
+        self, batches: Iterable[Mapping[str, np.ndarray]]
+    ) -> tuple[dict[Modality, np.ndarray], dict[Modality, np.ndarray]]:
+        """Embeddings ``(N, D)`` (zero where absent) and presence masks ``(N,)`` of decoded batches, in eval mode.
+
+        The one way a held-out split is encoded: the training loop's validation and the evaluation call it.
+        """
+        was_training = self.training
+        self.eval()
+        embs: dict[Modality, list[np.ndarray]] = {}
+        present: dict[Modality, list[np.ndarray]] = {}
+        try:
+            for batch in batches:
+                # arrays from Ray's object store are read-only: copied, as torch may write to its tensors
+                tensors = {
+                    k: torch.from_numpy(np.array(v)).to(self.device) for k, v in batch.items() if v.dtype != object
+                }
+                for m, z in self(tensors).items():
+                    embs.setdefault(m, []).append(z.float().cpu().numpy())
+                    present.setdefault(m, []).append(np.asarray(batch[present_key(m)], dtype=bool))
+        finally:
+            self.train(was_training)
+        return {m: np.concatenate(v) for m, v in embs.items()}, {m: np.concatenate(v) for m, v in present.items()}
 
     # -- persistence -------------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ from ..errors import ConfigError
 from ..eval.retrieval import PairRecall, format_matrix, recall_matrix
 from ..losses import ContrastiveLoss
 from ..losses.gather import all_reduce_mean
-from ..modality import Modality, present_key
 from ..models import UniGeoCLIP
 from ..reader.pipeline import batch_rows
 from .deepspeed_config import deepspeed_config
@@ -87,7 +86,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     last_val: dict[str, float] = {}
     start_step, started = engine.global_steps, time.perf_counter()
     if tc.val_every > 0 and start_step == 0:  # the untrained baseline, so progress can be read off the log
-        last_val = _validate(engine.module.model, val_data, cfg, device, rank)
+        last_val = _validate(engine.module.model, val_data, cfg, rank)
         _log_progress(live, run_dir, {"step": 0, "lr": 0.0, "acc1": float("nan"), "samples_per_s": 0.0} | last_val,
                       tc.steps, start_step, started)  # fmt: skip
     while engine.global_steps < tc.steps:
@@ -105,7 +104,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             step = engine.global_steps
             val_due = tc.val_every > 0 and step % tc.val_every == 0 and step < tc.steps
             if val_due:
-                last_val = _validate(engine.module.model, val_data, cfg, device, rank)
+                last_val = _validate(engine.module.model, val_data, cfg, rank)
             if step < tc.steps and (step % tc.log_every == 0 or step % tc.ckpt_every == 0 or val_due):
                 metrics = meter.summary(step, float(scheduler.get_last_lr()[0]), world) | last_val
                 _log_progress(live, run_dir, metrics, tc.steps, start_step, started)
@@ -120,7 +119,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 f"the train split gave worker {rank} no full batch of {tc.micro_batch}: ingest more data "
                 f"or lower train.micro_batch (it needs at least workers x micro_batch training samples)"
             )
-    final = _validate(engine.module.model, val_data, cfg, device, rank)
+    final = _validate(engine.module.model, val_data, cfg, rank)
     metrics = meter.summary(engine.global_steps, float(scheduler.get_last_lr()[0]), world) | final
     _log_progress(live, run_dir, metrics, tc.steps, start_step, started)
     _report_with_checkpoint(engine, metrics, engine.global_steps, export=(cfg, val_data, device))
@@ -208,15 +207,13 @@ class _Meter:
         return metrics
 
 
-def _validate(
-    model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]], cfg: Config, device: torch.device, rank: int
-) -> dict[str, float]:
+def _validate(model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]], cfg: Config, rank: int) -> dict[str, float]:
     """Recall@1 of every directed pair on the held-out split (gallery = all its samples), as metrics.
 
     Every rank runs the same forward passes (under ZeRO-3 a forward is collective), so
     every rank reports the same figures.
     """
-    results = held_out_recall(model, val_data, device)
+    results = held_out_recall(model, val_data)
     if not results:
         return {}
     seen = sum(batch_rows(b) for b in val_data)
@@ -227,23 +224,10 @@ def _validate(
     return metrics
 
 
-@torch.no_grad()
-def held_out_recall(model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]], device: torch.device) -> list[PairRecall]:
+def held_out_recall(model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]]) -> list[PairRecall]:
     """Recall of every directed pair over ``val_data`` (decoded batches; gallery = all of them), in eval mode."""
-    was_training = model.training
-    model.eval()
-    embs: dict[Modality, list[np.ndarray]] = defaultdict(list)
-    present: dict[Modality, list[np.ndarray]] = defaultdict(list)
-    for batch in val_data:
-        for m, z in model(_to_torch(batch, device)).items():
-            embs[m].append(z.float().cpu().numpy())
-            present[m].append(batch[present_key(m)].astype(bool))
-    model.train(was_training)
-    if not embs:
-        return []
-    return recall_matrix(
-        {m: np.concatenate(v) for m, v in embs.items()}, {m: np.concatenate(v) for m, v in present.items()}
-    )
+    embs, present = model.encode_batches(val_data)
+    return recall_matrix(embs, present) if embs else []
 
 
 def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

@@ -114,6 +114,7 @@ class EmbedSummary:
 
     @property
     def figures(self) -> dict[str, float]:
+        """The run's counts and duration as numbers, for the run metrics pushed at its end."""
         return {
             "rows_embedded": sum(self.embedded.values()),
             "rows_skipped": sum(self.skipped.values()),

@@ -37,10 +37,12 @@ class EmbedPlan:
 
     @property
     def rows_to_embed(self) -> int:
+        """The (sample, modality) rows the run must embed, over every modality."""
         return sum(self.todo.values())
 
     @property
     def samples_to_read(self) -> int:
+        """The samples the run must read: those with at least one modality to embed."""
         return sum(len(c["rows"]) for c in self.chunks)
 
 

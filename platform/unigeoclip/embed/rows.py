@@ -71,6 +71,7 @@ class DecodeRows:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A planned chunk -> metadata, content hashes, decoded inputs, per-modality ``want_*``/``error_*`` columns."""
         bits = np.concatenate([np.asarray(w, dtype=np.int64) for w in batch["want"]])
         table = take_chunk(self.dataset, batch, self.columns)
         n = table.num_rows
@@ -158,6 +159,7 @@ class EncodeRows:
         self.schema = output_schema(self.dim)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """A decoded batch -> embedding rows per wanted modality; a failed row has a null vector and its ``error``."""
         parts = []
         for m in self.modalities:
             rows = np.flatnonzero(np.asarray(batch[f"want_{m.value}"], dtype=bool))
@@ -236,6 +238,7 @@ class EmbedRows:
         self.encode = EncodeRows(**encode)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        """Planned positions -> embedding rows: :class:`DecodeRows` then :class:`EncodeRows` in this one actor."""
         return self.encode(self.decode(batch))
 
 

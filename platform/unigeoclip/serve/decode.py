@@ -60,6 +60,7 @@ def image_array(data: bytes, limits: Limits, what: str) -> np.ndarray:
 
 
 def dsm_from_heights(heights: list[list[float | None]], limits: Limits) -> np.ndarray:
+    """A DSM sent as rows of heights -> ``(H, W)`` float32 (null -> NaN); refused if ragged, empty or too large."""
     rows = len(heights)
     cols = len(heights[0]) if rows else 0
     if rows == 0 or cols == 0 or any(len(r) != cols for r in heights):
@@ -109,6 +110,7 @@ def _check_dsm_layout(bands: int, dtype: str, block: tuple[int, int]) -> None:
 
 
 def check_dsm(dsm: np.ndarray) -> np.ndarray:
+    """``dsm`` itself, once it has no infinite height, enough finite pixels and heights within ``DSM_RANGE_M``."""
     if np.isinf(dsm).any():
         raise InputError("dsm has infinite heights: use null (or NaN) for no data")
     valid = np.isfinite(dsm)

@@ -65,6 +65,7 @@ class QueryEncoder:
         self.current = version
 
     def ready(self) -> dict[str, Any]:
+        """This replica's part of ``GET /readyz``: the serving model version and the modalities it has towers for."""
         model = self.models[self.current]
         return {"model_version": self.current, "modalities": [m.value for m in model.modalities]}
 

@@ -105,4 +105,5 @@ class ServiceMetrics:
         self._serving = model_version
 
     def render(self) -> bytes:
+        """This replica's registry in the Prometheus text format: the ``GET /metrics`` body."""
         return generate_latest(self.registry)

@@ -29,6 +29,7 @@ class Offload:
         self.running = 0
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` run in the pool and awaited; a 503 :class:`ServiceError` past ``workers + queue`` at once."""
         if self.running >= self.capacity:  # checked and counted on the loop thread: no race
             raise ServiceError(
                 503, f"the server is decoding {self.running} requests, its limit: retry in {RETRY_AFTER_S} s",

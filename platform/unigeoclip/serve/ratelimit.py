@@ -81,6 +81,7 @@ class AuthFailures:
         return max(1, math.ceil(self.window_s - (now - times[0])))
 
     def failed(self, address: str, now: float) -> None:
+        """Record a failed authentication of ``address`` at ``now``; past ``max_addresses`` the stalest address goes."""
         if self.limit <= 0:
             return
         times = self._failures.pop(address, None) or deque(maxlen=self.limit)

@@ -35,6 +35,7 @@ class ServiceError(UniGeoCLIPError):
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
+    """``payload`` as an ``application/json`` response (serialised by orjson, NumPy arrays included)."""
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
 
 
@@ -51,6 +52,7 @@ def error_response(exc: ServiceError, request_id: str | None = None) -> Response
 
 
 def check_api_key(request: Request, expected: str | None) -> None:
+    """Refuse with 401 a missing or wrong ``X-API-Key`` (constant-time compare); ``expected`` None: no key needed."""
     if expected is None:
         return
     got = request.headers.get(API_KEY_HEADER)
@@ -107,6 +109,7 @@ def describe(exc: ValidationError) -> str:
 
 
 def validate(model: type[M], data: bytes | dict[str, Any]) -> M:
+    """``data`` (raw JSON bytes or a dict) validated strictly as ``model``: 400 for bad or empty JSON, else 422."""
     try:
         if isinstance(data, bytes | bytearray):
             if not data.strip():

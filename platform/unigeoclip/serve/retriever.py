@@ -81,6 +81,7 @@ class Retriever:
         return named
 
     def ready(self) -> dict[str, Any]:
+        """This replica's part of ``GET /readyz``: the serving snapshot's versions, its rows, whether in memory."""
         store = self.stores[self.current]
         return {"model_version": store.model_version, "table_version": store.table_version, "rows": len(store),
                 "in_memory": store.model_version in self.memory}  # fmt: skip

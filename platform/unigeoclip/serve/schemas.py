@@ -67,6 +67,7 @@ class Query(_Closed):
     coords: CoordsInput | None = None
 
     def modalities(self) -> list[Modality]:
+        """The modalities this query holds an input for, in :class:`Modality` order."""
         return [m for m in Modality if getattr(self, m.value) is not None]
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def serving_pointer(db: EmbeddingDB) -> dict[str, Any]:
+    """The store's serving alias row; a :class:`NotFoundError` saying to run ``unigeoclip embed`` when none exists."""
     pointer = db.alias()
     if pointer is None:
         raise NotFoundError(
@@ -95,4 +96,5 @@ class AliasWatcher:
                 log.exception("re-reading the serving alias failed; retrying in %.1f s", self.period_s)
 
     def stop(self) -> None:
+        """Tell the watcher thread to stop at its next wake-up; it does not wait for the thread to end."""
         self._stop.set()

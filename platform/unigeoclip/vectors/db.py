@@ -61,6 +61,7 @@ class EmbeddingDB:
     # -- tables ---------------------------------------------------------------------------------
 
     def has_table(self, name: str) -> bool:
+        """Whether the database holds a table called ``name``."""
         return name in self.conn.list_tables().tables
 
     def _table(self, name: str, schema: pa.Schema) -> Any:
@@ -107,12 +108,14 @@ class EmbeddingDB:
         return table
 
     def versions(self) -> list[dict[str, Any]]:
+        """Every registered model version's row, oldest first (empty before the first registration)."""
         if not self.has_table(VERSIONS):
             return []
         rows: list[dict[str, Any]] = self.conn.open_table(VERSIONS).to_arrow().to_pylist()
         return sorted(rows, key=lambda r: r["created_at"])
 
     def version_info(self, model_version: str) -> dict[str, Any] | None:
+        """The registry row of ``model_version``, or None when it was never registered."""
         return next((r for r in self.versions() if r["model_version"] == model_version), None)
 
     def embeddings(self, model_version: str) -> Any:
@@ -127,6 +130,7 @@ class EmbeddingDB:
         return self.conn.open_table(name)
 
     def mark_complete(self, model_version: str, rows: int) -> None:
+        """Record ``model_version``'s table as complete with ``rows`` rows (a rerun keeps the first completion time)."""
         info = self.version_info(model_version)
         assert info is not None, model_version
         done = info["completed_at"] or datetime.now(UTC)
@@ -165,10 +169,12 @@ class EmbeddingDB:
     # -- failures -------------------------------------------------------------------------------
 
     def record_failures(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows that could not be embedded to the failures table (nothing is written for an empty list)."""
         if rows:
             self._table(FAILURES, FAILURES_SCHEMA).add(pa.Table.from_pylist(rows, schema=FAILURES_SCHEMA))
 
     def failures(self, model_version: str | None = None) -> pa.Table:
+        """The recorded embedding failures, of one model version or all, with the id column under its current name."""
         if not self.has_table(FAILURES):
             return FAILURES_SCHEMA.empty_table()
         query = self.conn.open_table(FAILURES).search()

@@ -26,6 +26,7 @@ def modality_names(modality: Modality | str | Sequence[Modality | str]) -> list[
 
 
 def modality_clause(modality: Modality | str | Sequence[Modality | str]) -> str:
+    """The modality filter as SQL: ``modality = 'x'``, or ``modality IN (...)`` for several."""
     names = modality_names(modality)
     return f"modality = {quote(names[0])}" if len(names) == 1 else in_list("modality", names)
 
@@ -53,19 +54,23 @@ def cell_clause(token: str) -> str:
 
 
 def year_values(year: int | Sequence[int]) -> list[int]:
+    """The year filter as a list of ints (one year or several)."""
     return [int(y) for y in _as_tuple(year)]  # type: ignore[call-overload]
 
 
 def year_clause(year: int | Sequence[int]) -> str:
+    """The year filter as SQL: ``year = N``, or ``year IN (...)`` for several."""
     years = year_values(year)
     return f"year = {years[0]}" if len(years) == 1 else in_list("year", years)
 
 
 def split_values(split: str | Sequence[str]) -> list[str]:
+    """The split filter as a list of strings (one split or several)."""
     return [str(s) for s in _as_tuple(split)]
 
 
 def split_clause(split: str | Sequence[str]) -> str:
+    """The split filter as SQL: ``split = 's'``, or ``split IN (...)`` for several."""
     splits = split_values(split)
     return f"split = {quote(splits[0])}" if len(splits) == 1 else in_list("split", splits)
 

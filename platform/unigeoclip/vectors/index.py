@@ -40,6 +40,7 @@ class IndexPolicy:
     keep_versions: timedelta = timedelta(days=7)  # older table versions are pruned (the published one is tagged)
 
     def partitions(self, rows: int) -> int:
+        """The IVF partitions for ``rows`` rows: one per ``rows_per_partition``, at least 1."""
         return max(1, rows // self.rows_per_partition)
 
     def sub_vectors(self, dim: int) -> int:
@@ -48,6 +49,7 @@ class IndexPolicy:
         return next(n for n in range(target, 0, -1) if dim % n == 0)
 
     def index_config(self, rows: int, dim: int) -> Any:
+        """The LanceDB index config (IVF_PQ or IVF_HNSW_SQ, cosine) for ``rows`` vectors of ``dim`` values."""
         if self.index_type == "IVF_PQ":
             return IvfPq(
                 distance_type=DISTANCE,
@@ -67,6 +69,7 @@ def vector_index(table: Any) -> Any | None:
 
 
 def index_summary(table: Any) -> str:
+    """One line on how ``table`` is searched: its ANN index with indexed and unindexed rows, or exact."""
     ix = vector_index(table)
     if ix is None:
         return f"exact search ({table.count_rows()} rows, no ANN index)"
@@ -123,6 +126,7 @@ def _build(table: Any, policy: IndexPolicy, rows: int, verb: str) -> str:
 
 
 def partitions_to_probe(table: Any, policy: IndexPolicy) -> int:
+    """The IVF partitions a search probes (``policy.nprobes``, at least 1), or 0 when the table has no index."""
     ix = vector_index(table)
     if ix is None:
         return 0

@@ -46,6 +46,7 @@ class BufferedUpserter:
         self._last = time.monotonic()
 
     def add(self, rows: pa.Table) -> None:
+        """Buffer ``rows``; flush once ``commit_rows`` wait or ``commit_seconds`` have passed since the last commit."""
         if rows.num_rows:
             self.pending.append(rows)
             self.pending_rows += rows.num_rows
@@ -55,6 +56,7 @@ class BufferedUpserter:
             self.flush()
 
     def flush(self) -> None:
+        """Upsert every buffered row in one commit and add to the counts (nothing when the buffer is empty)."""
         if not self.pending_rows:
             return
         batch = pa.concat_tables(self.pending).cast(self.schema)

@@ -2,7 +2,7 @@
 
 An open loop sends at a fixed rate whatever the answers (as users do), for a bounded time; a closed
 loop waits for each answer (as a benchmark client does), so it can never overload anything. Used by
-``tests/integration/test_serve.py`` (what an overloaded service answers) and
+``tests/serve/test_serve.py`` (what an overloaded service answers) and
 ``benchmarks/bench_overload.py`` (the status mix, the accepted requests' p99, the gateway's memory).
 """
 

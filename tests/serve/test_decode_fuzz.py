@@ -3,7 +3,7 @@ GeoTIFFs of every layout GDAL writes (compressions, BigTIFF, many bands, several
 
 ``prepare`` is the gateway's decoding step: it must either return model inputs or raise ``InputError``
 (a 422 that says what was wrong). Anything else would be a 500. The live service runs the same function
-(``tests/integration/test_serve.py`` sends a sample of these bodies over HTTP).
+(``tests/serve/test_serve.py`` sends a sample of these bodies over HTTP).
 """
 
 from __future__ import annotations

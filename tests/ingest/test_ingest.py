@@ -97,7 +97,7 @@ class PlantedSource(SyntheticSource):
 def test_corrupt_image_and_out_of_range_point_go_to_rejects(
     ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path
 ) -> None:
-    import tests.integration.test_ingest as this_module
+    import tests.ingest.test_ingest as this_module
 
     cloudpickle.register_pickle_by_value(this_module)  # Ray workers need this test's source class
     cfg = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"n_cities": 1, "max_cells": 3}}}})

@@ -65,7 +65,7 @@ def test_write_text_leaves_no_temporary_file(tmp_path: Path) -> None:
 
 
 def test_a_local_haproxy_runs_through_the_loopback_wrapper_with_files_of_this_process() -> None:
-    """The wrapper binds the stats page and the exporter to 127.0.0.1 (tests/integration/test_serve_process.py
+    """The wrapper binds the stats page and the exporter to 127.0.0.1 (tests/serve/test_serve_process.py
     checks the sockets); settings a parent unigeoclip process left in the environment are not taken over."""
     import subprocess
 

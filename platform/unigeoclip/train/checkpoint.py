@@ -2,7 +2,7 @@
 
 ``RUN_DIR/ray/train/checkpoint_*/`` are the checkpoints Ray Train keeps (``train.keep_checkpoints``),
 each a DeepSpeed save tagged ``step<N>``. :func:`load_checkpoint` rebuilds the run's model from its
-saved ``config.yaml`` and fills its parameters with DeepSpeed's consolidation of the ZeRO shards
+saved ``unigeoclip.yaml`` and fills its parameters with DeepSpeed's consolidation of the ZeRO shards
 (``zero_to_fp32``), so the project never unpickles a checkpoint itself; DeepSpeed does, which is why
 the run directory passes the same trust check as ``train --resume`` first. Buffers (the coordinate
 encoder's Fourier matrices) come from the config, as they were made, not from the checkpoint.
@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import load_config
 from ..errors import CheckpointError, InputError
 from ..models import UniGeoCLIP
-from .trainer import RUN_NAME, check_run_dir_trust
+from .trainer import RUN_NAME, check_run_dir_trust, run_config
 
 _TAG = re.compile(r"^step(\d+)$")
 
@@ -53,7 +53,7 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> UniGeoCLIP:
     if step not in steps:
         raise CheckpointError(f"{run_dir} kept no checkpoint of step {step}; it has steps {sorted(steps)}")
     check_run_dir_trust(run_dir)  # DeepSpeed unpickles what it loads
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_config(run_dir))
     if cfg.train.zero_stage == 0:
         raise CheckpointError(
             f"{run_dir} was trained without ZeRO (train.zero_stage 0), whose checkpoints DeepSpeed cannot "

@@ -2,7 +2,7 @@
 
 ``RUN_DIR`` layout::
 
-    config.yaml        the full config of the run (the resume reference)
+    unigeoclip.yaml    the full config of the run (the resume reference; the name a model directory uses)
     ray/train/         Ray Train storage: checkpoints (DeepSpeed shards of every rank), run state
     metrics.jsonl      one line per report (rank 0)
     unigeoclip_train.prom  the run's last figures for Prometheus (unless pushed to a Pushgateway)
@@ -31,6 +31,7 @@ from .. import atomic
 from ..cluster.runtime import wait_for_resources
 from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, UniGeoCLIPError
+from ..models.unigeoclip import CONFIG_FILE
 from ..obs.metrics import push_run_metrics
 from ..reader.pipeline import build_dataset, load_batches
 from ..samples.store import SampleStore
@@ -38,6 +39,16 @@ from .frozen import ensure_features
 from .loop import EXPORT_DIR, PROBE_FILE, train_loop_per_worker
 
 RUN_NAME = "train"
+RUN_CONFIG = CONFIG_FILE  # one name for a saved config, in a run directory as in a model directory
+LEGACY_RUN_CONFIG = "config.yaml"  # what run directories started before the rename hold
+
+
+def run_config(run_dir: Path) -> Path:
+    """The run's saved config: ``unigeoclip.yaml``, or ``config.yaml`` in a run started before the rename."""
+    legacy = run_dir / LEGACY_RUN_CONFIG
+    return legacy if legacy.is_file() and not (run_dir / RUN_CONFIG).is_file() else run_dir / RUN_CONFIG
+
+
 RUN_FIGURES = ("step", "loss", "acc1", "samples_per_s", "val_r1")  # of the last report, pushed at the end
 
 
@@ -54,7 +65,7 @@ class TrainResult:
 def has_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a run that ``resume=True`` can continue (its config and its Ray Train state)."""
     run_dir = Path(run_dir)
-    return (run_dir / "config.yaml").is_file() and (run_dir / "ray" / RUN_NAME).exists()
+    return run_config(run_dir).is_file() and (run_dir / "ray" / RUN_NAME).exists()
 
 
 def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
@@ -63,7 +74,7 @@ def prepare_run(cfg: Config, run_dir: Path, *, resume: bool) -> Config:
     A fresh run refuses a directory that already holds one (resuming is explicit). A
     resumed run keeps its saved config; only ``train.steps`` may be raised.
     """
-    saved = run_dir / "config.yaml"
+    saved = run_config(run_dir)
     if resume:
         if not has_run(run_dir):
             raise ConfigError(f"nothing to resume in {run_dir}: start a run there without --resume first")

@@ -11,7 +11,7 @@ RAY_PACKAGES = {"ingest", "reader", "embed", "train", "serve", "app", "cluster"}
 # Bottom to top: a module may import its own layer and the layers below it, never one above.
 LAYERS = [
     {"config", "modality", "errors", "atomic", "lease", "pretrained", "presets"},
-    {"geo"},
+    {"geo", "geodata"},
     {"preprocess"},
     {"sources", "samples"},
     {"models", "losses", "vectors", "obs", "cluster"},

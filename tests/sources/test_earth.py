@@ -147,7 +147,8 @@ def test_the_fibonacci_lattice_gives_every_point_the_same_area() -> None:
 
 
 def test_landscape_samples_cover_the_land_and_no_held_out_place_has_a_training_one_on_top() -> None:
-    from unigeoclip.sources.earth import is_landscape, is_sea, landscape_points
+    from unigeoclip.geodata.rasters import is_sea
+    from unigeoclip.sources.earth import is_landscape, landscape_points
 
     world = EarthSourceConfig(landscape_spacing_km=300.0)
     land = landscape_points(world)

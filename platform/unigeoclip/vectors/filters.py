@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import s2sphere
 
 from ..errors import InputError
@@ -25,12 +27,6 @@ def modality_names(modality: Modality | str | Sequence[Modality | str]) -> list[
     return [Modality.parse(m).value for m in _as_tuple(modality)]  # type: ignore[arg-type]
 
 
-def modality_clause(modality: Modality | str | Sequence[Modality | str]) -> str:
-    """The modality filter as SQL: ``modality = 'x'``, or ``modality IN (...)`` for several."""
-    names = modality_names(modality)
-    return f"modality = {quote(names[0])}" if len(names) == 1 else in_list("modality", names)
-
-
 def cell_id_range(token: str) -> tuple[int, int]:
     """The inclusive range of cell ids inside the S2 cell ``token`` (any level).
 
@@ -47,21 +43,9 @@ def cell_id_range(token: str) -> tuple[int, int]:
     return cell.range_min().id(), cell.range_max().id()
 
 
-def cell_clause(token: str) -> str:
-    """Items inside the S2 cell ``token``: its descendants are one contiguous range of cell ids."""
-    low, high = cell_id_range(token)
-    return f"cell_id >= {low} AND cell_id <= {high}"
-
-
 def year_values(year: int | Sequence[int]) -> list[int]:
     """The year filter as a list of ints (one year or several)."""
     return [int(y) for y in _as_tuple(year)]  # type: ignore[call-overload]
-
-
-def year_clause(year: int | Sequence[int]) -> str:
-    """The year filter as SQL: ``year = N``, or ``year IN (...)`` for several."""
-    years = year_values(year)
-    return f"year = {years[0]}" if len(years) == 1 else in_list("year", years)
 
 
 def split_values(split: str | Sequence[str]) -> list[str]:
@@ -69,10 +53,86 @@ def split_values(split: str | Sequence[str]) -> list[str]:
     return [str(s) for s in _as_tuple(split)]
 
 
-def split_clause(split: str | Sequence[str]) -> str:
-    """The split filter as SQL: ``split = 's'``, or ``split IN (...)`` for several."""
-    splits = split_values(split)
-    return f"split = {quote(splits[0])}" if len(splits) == 1 else in_list("split", splits)
+@dataclass(frozen=True)
+class Filters:
+    """Search filters, parsed and checked once; rendered as SQL for LanceDB or as a numpy mask over the columns.
+
+    The store's searches (:meth:`to_sql`) and the service's in-memory snapshot (:meth:`mask`) take the same
+    keywords and answer the same rows: one parser, so one set of errors.
+    """
+
+    modalities: tuple[str, ...] | None = None
+    bbox: BBox | None = None
+    cell_range: tuple[int, int] | None = None  # inclusive S2 cell ids of a ``cell_prefix``
+    years: tuple[int, ...] | None = None
+    splits: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        modality: Modality | str | Sequence[Modality | str] | None = None,
+        bbox: Sequence[float] | None = None,
+        cell_prefix: str | None = None,
+        year: int | Sequence[int] | None = None,
+        split: str | Sequence[str] | None = None,
+    ) -> Filters:
+        """The filters of :meth:`unigeoclip.vectors.EmbeddingStore.search`'s keywords; a bad value is an InputError."""
+        return cls(
+            modalities=None if modality is None else tuple(modality_names(modality)),
+            bbox=None if bbox is None else BBox.parse(bbox),
+            cell_range=None if cell_prefix is None else cell_id_range(cell_prefix),
+            years=None if year is None else tuple(year_values(year)),
+            splits=None if split is None else tuple(split_values(split)),
+        )
+
+    def to_sql(self) -> str | None:
+        """The conjunction as one SQL predicate over the table's columns (None: no filter)."""
+        clauses = []
+        if self.modalities is not None:
+            clauses.append(_equal_or_in("modality", list(self.modalities)))
+        if self.bbox is not None:
+            clauses.append(self.bbox.to_sql())
+        if self.cell_range is not None:
+            clauses.append(f"cell_id >= {self.cell_range[0]} AND cell_id <= {self.cell_range[1]}")
+        if self.years is not None:
+            clauses.append(_equal_or_in("year", list(self.years)))
+        if self.splits is not None:
+            clauses.append(_equal_or_in("split", list(self.splits)))
+        return " AND ".join(f"({c})" for c in clauses) or None
+
+    def mask(
+        self,
+        *,
+        modality: np.ndarray,
+        lat_deg: np.ndarray,
+        lon_deg: np.ndarray,
+        cell_id: np.ndarray,
+        year: np.ndarray,
+        split: np.ndarray,
+    ) -> np.ndarray:
+        """``(N,)`` bool: which rows of these ``(N,)`` columns pass every filter (the rows :meth:`to_sql` selects)."""
+        keep = np.ones(len(modality), bool)
+        if self.modalities is not None:
+            keep &= np.isin(modality, self.modalities)
+        if self.bbox is not None:
+            keep &= self.bbox.contains(lat_deg, lon_deg)
+        if self.cell_range is not None:
+            low, high = self.cell_range
+            keep &= (cell_id >= np.uint64(low)) & (cell_id <= np.uint64(high))
+        if self.years is not None:
+            keep &= np.isin(year, self.years)
+        if self.splits is not None:
+            keep &= np.isin(split, self.splits)
+        return keep
+
+
+def _equal_or_in(column: str, values: list[str] | list[int]) -> str:
+    """``column = v`` for one value, ``column IN (...)`` for several."""
+    if len(values) > 1:
+        return in_list(column, values)
+    value = values[0]
+    return f"{column} = {quote(value) if isinstance(value, str) else int(value)}"
 
 
 def build_filter(
@@ -83,16 +143,5 @@ def build_filter(
     year: int | Sequence[int] | None = None,
     split: str | Sequence[str] | None = None,
 ) -> str | None:
-    """The conjunction of the given filters (None = no filter)."""
-    clauses = []
-    if modality is not None:
-        clauses.append(modality_clause(modality))
-    if bbox is not None:
-        clauses.append(BBox.parse(bbox).to_sql())
-    if cell_prefix is not None:
-        clauses.append(cell_clause(cell_prefix))
-    if year is not None:
-        clauses.append(year_clause(year))
-    if split is not None:
-        clauses.append(split_clause(split))
-    return " AND ".join(f"({c})" for c in clauses) or None
+    """The conjunction of the given filters as SQL (None = no filter): :class:`Filters` rendered."""
+    return Filters.parse(modality=modality, bbox=bbox, cell_prefix=cell_prefix, year=year, split=split).to_sql()

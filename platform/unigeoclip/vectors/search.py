@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from ..errors import InputError, NotFoundError
 from ..modality import Modality
 from .db import EmbeddingDB
-from .filters import build_filter, modality_clause
+from .filters import build_filter
 from .index import DEFAULT_POLICY, DISTANCE, IndexPolicy, vector_index
 from .schema import ID, SERVING, VECTOR, id_column, table_name, with_current_id
 from .sql import in_list
@@ -193,7 +193,7 @@ class EmbeddingStore:
         for start in range(0, max(len(ids), 1), 1000):
             clauses = [in_list(self._id, ids[start : start + 1000])]
             if modality is not None:
-                clauses.append(modality_clause(modality))
+                clauses.append(str(build_filter(modality=modality)))
             parts.append(self.scan(columns=columns, where=" AND ".join(f"({c})" for c in clauses)))
         return pa.concat_tables(parts)
 

@@ -37,6 +37,7 @@ from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.embed.plan import plan_embedding
 from unigeoclip.embed.rows import DecodeRows
 from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.synthetic.source import SyntheticSourceConfig
 from unigeoclip.vectors import EmbeddingDB
 from worlds import ingest_world, one_city_config
 
@@ -87,7 +88,7 @@ def main() -> None:
     decode = DecodeRows(samples_uri=plan.samples_uri, samples_version=plan.samples_version, model_dir=str(model_dir),
                         modalities=[m.value for m in model.modalities])  # fmt: skip
     batches = [decode({"rows": [c["rows"]], "want": [c["want"]]}) for c in plan.chunks]
-    print(f"{store.count()} samples ({args.cells} cells x {len(cfg.data.sources.synthetic.years)} years x "
+    print(f"{store.count()} samples ({args.cells} cells x {len(SyntheticSourceConfig.of(cfg.data).years)} years x "
           f"{args.copies} copies), {args.config} model, batches of {args.batch_size}, {cluster_cpus()} Ray CPUs, "
           f"{torch.get_num_threads()} torch threads for bare encode")  # fmt: skip
 

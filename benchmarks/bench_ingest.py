@@ -22,7 +22,7 @@ from unigeoclip.cluster.runtime import cluster_cpus, ensure_ray
 from unigeoclip.ingest.pipeline import extract_locally, ingest
 from unigeoclip.samples.schema import SAMPLE_SCHEMA
 from unigeoclip.samples.store import SampleStore
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 from worlds import one_city_config
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--config", default="small")
     args = parser.parse_args()
     cfg = one_city_config(args.config, args.cells)
-    source = SyntheticSource(cfg.data.sources.synthetic, cfg.data)
+    source = SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data)
     cells = len(source.plan())
     ensure_ray()
     times: dict[str, list[float]] = {"plain": [], "ray": []}
@@ -49,7 +49,8 @@ def main() -> None:
         assert summary.written == len(rows), (summary.written, len(rows))
     shutil.rmtree(work)
     plain, ray_ = statistics.median(times["plain"]), statistics.median(times["ray"])
-    print(f"synthetic world, {cells} cells x {len(cfg.data.sources.synthetic.years)} years ({args.config} data sizes), "
+    years = len(SyntheticSourceConfig.of(cfg.data).years)
+    print(f"synthetic world, {cells} cells x {years} years ({args.config} data sizes), "
           f"{cluster_cpus()} Ray CPUs, {args.rounds} alternating rounds")  # fmt: skip
     print(f"plain process  {cells / plain:6.2f} cells/s  (median {plain:.1f} s)")
     print(f"Ray Data       {cells / ray_:6.2f} cells/s  (median {ray_:.1f} s)")

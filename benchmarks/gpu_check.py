@@ -28,6 +28,7 @@ from unigeoclip import Modality, UniGeoCLIP, load_config
 from unigeoclip.config import Config
 from unigeoclip.losses import ContrastiveLoss
 from unigeoclip.modality import present_key
+from unigeoclip.sources.synthetic.source import SyntheticSourceConfig
 from unigeoclip.train.module import TrainModule
 
 # Dense bf16 peaks (TFLOP/s, no sparsity) from the vendors' data sheets, by a substring of the device name.
@@ -142,7 +143,7 @@ def placement(device: str) -> str:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     ensure_ray()
     store = SampleStore(work / "store")
-    ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
+    ingest(SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data), store, cfg.data)
     model_dir = UniGeoCLIP.from_config(cfg).eval().save_pretrained(work / "model")
     summary = embed(model_dir, store, work / "db", options=EmbedOptions(gpu=gpu, batch_size=64))
     assert summary.complete and not summary.failed, str(summary)

@@ -6,7 +6,7 @@ from unigeoclip import load_config
 from unigeoclip.config import Config
 from unigeoclip.ingest.pipeline import IngestSummary, ingest
 from unigeoclip.samples.store import SampleStore
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 
 
 def one_city_config(preset: str, cells: int) -> Config:
@@ -17,7 +17,7 @@ def one_city_config(preset: str, cells: int) -> Config:
 
 def ingest_world(cfg: Config, store: SampleStore) -> IngestSummary:
     """Ingest the config's synthetic world into ``store`` through the real Ray Data pipeline."""
-    return ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, cfg.data)
+    return ingest(SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data), store, cfg.data)
 
 
 def tiny_db(prefix: str) -> str:

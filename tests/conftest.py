@@ -23,7 +23,7 @@ from unigeoclip import Config, UniGeoCLIP, load_config
 from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.ingest.pipeline import IngestSummary, ingest
 from unigeoclip.samples.store import SampleStore
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +61,6 @@ def tiny_store(
 ) -> tuple[SampleStore, IngestSummary]:
     """The tiny synthetic world (2 cities, 3 years) ingested through the real Ray Data pipeline."""
     store = SampleStore(tmp_path_factory.mktemp("stores") / "tiny")
-    source = SyntheticSource(tiny_world_cfg.data.sources.synthetic, tiny_world_cfg.data)
+    source = SyntheticSource(SyntheticSourceConfig.of(tiny_world_cfg.data), tiny_world_cfg.data)
     summary = ingest(source, store, tiny_world_cfg.data)
     return store, summary

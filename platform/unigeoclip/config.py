@@ -295,76 +295,6 @@ class AugmentConfig(StrictModel):
     )
 
 
-class SyntheticSourceConfig(StrictModel):
-    """The procedural world: every modality, co-registered, any size."""
-
-    seed: int = 0
-    n_cities: int = Field(2, ge=1)
-    city_extent_m: float = Field(600.0, gt=0, description="side of the square area covered in each city")
-    years: tuple[int, ...] = (2021, 2022, 2023)
-    max_cells: int | None = Field(None, ge=1, description="cap on cells per city (None = the whole extent)")
-
-
-class EarthSourceConfig(StrictModel):
-    """Real data shipped inside packages (GeoNames, GLOBE, pvlib, Blue Marble): no street modality."""
-
-    min_spacing_km: float = Field(100.0, gt=0, description="places closer than this are thinned out")
-    max_places: int | None = Field(3000, ge=1)
-    min_population: int = Field(500, ge=0)
-    countries: tuple[str, ...] = Field((), description="ISO 3166 alpha-2 codes to keep; empty = the world")
-    bbox: tuple[float, float, float, float] | None = Field(None, description="lat_min, lon_min, lat_max, lon_max")
-    patch_km: float = Field(100.0, gt=0, description="side of the square aerial/elevation patch")
-    year: int = Field(2022, description="the year training places get (held-out places get data.splits.holdout_year)")
-    holdout_fraction: float = Field(0.15, ge=0.0, le=1.0, description="share of places held out, by year")
-    seed: int = 0
-    landscape_spacing_km: float | None = Field(
-        None,
-        gt=0,
-        description="also sample the land between places: points of an equal-area (Fibonacci) lattice this far "
-        "apart, with aerial, elevation and coordinates and no text (None: places only)",
-    )
-    landscape_sea_share: float = Field(
-        0.0, ge=0.0, le=1.0, description="share of the lattice's sea points kept as landscape samples (0: land only)"
-    )
-    landscape_max: int | None = Field(None, ge=1, description="cap on landscape samples (a stable, uniform subset)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _holdout_spelling(cls, raw: Any) -> Any:
-        """``heldout_fraction`` (before issue 24) is ``holdout_fraction``, the spelling of ``splits.holdout_year``."""
-        if not isinstance(raw, dict) or "heldout_fraction" not in raw:
-            return raw
-        old = raw["heldout_fraction"]
-        if "holdout_fraction" in raw and raw["holdout_fraction"] != old:
-            raise ValueError(f"heldout_fraction ({old}) is the old name of holdout_fraction: give only the new one")
-        return {**{k: v for k, v in raw.items() if k != "heldout_fraction"}, "holdout_fraction": old}
-
-
-class FilesSourceConfig(StrictModel):
-    """A user's own data (formats in docs/data.md)."""
-
-    aerial_tif: Path | None = Field(None, description="GeoTIFF mosaic, RGB(A), any CRS")
-    dsm_tif: Path | None = Field(None, description="GeoTIFF surface model, one band of metres, any CRS")
-    raster_year: int | None = Field(None, description="acquisition year of the mosaics (required with them)")
-    street_index: Path | None = Field(
-        None, description="CSV/Parquet: path, lat_deg, lon_deg, heading_deg, capture_date[, fov_deg, projection]"
-    )
-    text: Path | None = Field(None, description="CSV/JSONL: lat_deg, lon_deg, text[, year]")
-    drop_dir: Path | None = Field(
-        None,
-        description="folder of year folders (DROP/2024/aerial/*.tif, dsm/*.tif, street.csv, text.jsonl) that "
-        "scheduled runs ingest; what is stored already is skipped",
-    )
-
-
-class SourcesConfig(StrictModel):
-    """Settings of every source; only the one an ingest names is used (ingest-only: a run ignores them)."""
-
-    synthetic: SyntheticSourceConfig = SyntheticSourceConfig()
-    earth: EarthSourceConfig = EarthSourceConfig()
-    files: FilesSourceConfig = FilesSourceConfig()
-
-
 class DataConfig(StrictModel):
     """How samples are keyed, stored and read."""
 
@@ -376,7 +306,11 @@ class DataConfig(StrictModel):
     pano_px: tuple[int, int] = Field((256, 128), description="stored panorama width, height")
     splits: SplitConfig = SplitConfig()
     augment: AugmentConfig = AugmentConfig()
-    sources: SourcesConfig = SourcesConfig()
+    sources: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="each source's settings by its name (synthetic, earth, files): ingest-only, validated by that "
+        "source's own config when an ingest builds it (unigeoclip.sources)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -571,13 +505,14 @@ def _validate(raw: Mapping[str, Any], *, source: str) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config ({source}):\n" + _describe(exc)) from None
+        raise ConfigError(f"invalid config ({source}):\n" + describe_validation_error(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming its key (under ``prefix``) and how to fix an unknown one."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        key = prefix + (".".join(str(p) for p in err["loc"]) or "<root>")
         if err["type"] == "extra_forbidden":
             lines.append(f"  - unknown key {key!r}: remove it or check its spelling")
         else:

@@ -16,6 +16,7 @@ import ray
 from unigeoclip.app.demo import DemoOptions, DemoRun, Stages, run_demo
 from unigeoclip.app.demo.pipeline import DEMO_STAGES, STAGES
 from unigeoclip.cluster.ingress import free_port
+from unigeoclip.sources.earth import EarthSourceConfig
 
 pytestmark = [pytest.mark.integration]
 
@@ -67,7 +68,7 @@ def test_each_stage_runs_once_in_order_on_what_the_one_before_left(ray_cluster: 
     assert [s.__name__ for _, s in DEMO_STAGES.steps] == [f"{n}_stage" for n in fakes], "the real stages, same order"
     assert all(run is seen[0] for run in seen), "one config and set of paths for every stage"
     cfg = seen[0].cfg
-    assert cfg.data.sources.earth.max_places == 400 and cfg.train.steps == 30 and cfg.train.ckpt_every == 30
+    assert EarthSourceConfig.of(cfg.data).max_places == 400 and cfg.train.steps == 30 and cfg.train.ckpt_every == 30
     assert list(seconds) == [*titles, "shut down"] and len(seconds) == STAGES
     assert json.loads((options.out / "timings.json").read_text()) == pytest.approx(seconds)
     banners = [line for line in lines if line.startswith("\n=== [")]

@@ -24,7 +24,7 @@ from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.ingest.pipeline import ingest
 from unigeoclip.samples.store import SampleStore
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 from unigeoclip.train.trainer import train
 from unigeoclip.vectors import EmbeddingDB
 from unigeoclip.vectors.schema import table_name
@@ -61,7 +61,7 @@ def cfg() -> Config:
 @pytest.fixture(scope="module")
 def store(cluster: Cluster, cfg: Config, tmp_path_factory: pytest.TempPathFactory) -> SampleStore:
     s = SampleStore(tmp_path_factory.mktemp("store") / "tiny")
-    ingest(SyntheticSource(cfg.data.sources.synthetic, cfg.data), s, cfg.data)
+    ingest(SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data), s, cfg.data)
     return s
 
 

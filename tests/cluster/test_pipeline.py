@@ -30,7 +30,7 @@ from unigeoclip.ingest.pipeline import extract_locally
 from unigeoclip.preprocess.batch import DecodeBatch
 from unigeoclip.preprocess.spec import PreprocessSpec
 from unigeoclip.samples.store import SampleStore
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 from unigeoclip.vectors import EmbeddingDB
 from unigeoclip.vectors.versions import model_version_id
 
@@ -136,7 +136,7 @@ def test_pipeline_from_zero_worker_nodes(cluster: LocalCluster, pipeline: Pipeli
     assert pipeline.nodes_after_probe == ["cpu_workers"], "one CPU node came for one CPU task"
 
     cfg = load_config("tiny")
-    source = SyntheticSource(cfg.data.sources.synthetic, cfg.data)
+    source = SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data)
     rows, _ = extract_locally(source, cfg.data, source.plan())
     samples = SampleStore(pipeline.store)
     assert sorted(samples.keys()["sample_id"].to_pylist()) == sorted(r["sample_id"] for r in rows)

@@ -24,7 +24,7 @@ from unigeoclip.modality import present_key
 from unigeoclip.preprocess.batch import DecodeBatch
 from unigeoclip.preprocess.spec import PreprocessSpec
 from unigeoclip.samples.store import SampleStore
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 from unigeoclip.vectors import EmbeddingDB, EmbeddingStore
 from unigeoclip.vectors.schema import ALIASES, table_name
 from unigeoclip.vectors.versions import model_version_id
@@ -111,7 +111,7 @@ def test_reembed_embeds_only_a_new_year_and_retires_superseded_samples(
     pinned = EmbeddingDB(db).alias()["table_version"]
 
     new_year = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"years": [2024]}}}})
-    added = ingest(SyntheticSource(new_year.data.sources.synthetic, new_year.data), store, new_year.data)
+    added = ingest(SyntheticSource(SyntheticSourceConfig.of(new_year.data), new_year.data), store, new_year.data)
     assert added.written > 0
     gone = sorted({k[0] for k in before})[:2]
     store.mark_superseded(gone)  # as if newer content for their (cell, year) had arrived

@@ -13,6 +13,7 @@ from unigeoclip.app.cli import main
 from unigeoclip.embed import EmbedOptions, embed
 from unigeoclip.ingest.pipeline import IngestSummary
 from unigeoclip.samples.store import SampleStore
+from unigeoclip.sources.earth import EarthSourceConfig
 
 from ..helpers import requires_extra, train_tiny
 
@@ -133,7 +134,7 @@ def test_places_and_landscape_samples_are_reported_apart(
         "sources": {"earth": {"bbox": [42.0, -5.0, 55.0, 15.0], "min_spacing_km": 60, "max_places": 120,
                               "holdout_fraction": 0.4, "landscape_spacing_km": 80, "seed": 1}}}})  # fmt: skip
     store = SampleStore(tmp_path / "store")
-    ingest(EarthSource(cfg.data.sources.earth, cfg.data), store, cfg.data)
+    ingest(EarthSource(EarthSourceConfig.of(cfg.data), cfg.data), store, cfg.data)
     rows = store.samples().to_table(columns=["source_id", "split"], filter="current = true").to_pylist()
     held = [r for r in rows if r["split"] == "test_year"]
     places, scape = ([r for r in held if is_landscape(r["source_id"]) == k] for k in (False, True))

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from unigeoclip.app.cli import build_parser
 from unigeoclip.cluster.ingress import FAST_SERVE_INGRESS
+from unigeoclip.sources.synthetic.source import SyntheticSourceConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = {p.stem for p in (ROOT / "jobs").glob("*.py")}
@@ -80,5 +81,5 @@ def test_refresh_refuses_to_start_when_nothing_serves_yet(tmp_path: Path) -> Non
     cfg = load_config("tiny")
     store = SampleStore(tmp_path / "store")
     with pytest.raises(ConfigError, match=r"nothing serves from .* run `unigeoclip embed"):
-        refresh(SyntheticSource(cfg.data.sources.synthetic, cfg.data), store, tmp_path / "db", cfg.data)
+        refresh(SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data), store, tmp_path / "db", cfg.data)
     assert not (tmp_path / "store" / "samples.lance").exists()

@@ -19,8 +19,8 @@ from unigeoclip.reader.pipeline import TakeAndDecode, build_dataset
 from unigeoclip.samples.positions import split_positions
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.sources.base import RawSample, Reject
-from unigeoclip.sources.files import FilesSource
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.files import FilesSource, FilesSourceConfig
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 
 from ..helpers import store_copy
 
@@ -31,9 +31,9 @@ def test_tiny_world_ingests_every_cell_and_year(
     tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config
 ) -> None:
     store, summary = tiny_store
-    source = SyntheticSource(tiny_world_cfg.data.sources.synthetic, tiny_world_cfg.data)
+    source = SyntheticSource(SyntheticSourceConfig.of(tiny_world_cfg.data), tiny_world_cfg.data)
     cells = source.plan()
-    years = tiny_world_cfg.data.sources.synthetic.years
+    years = SyntheticSourceConfig.of(tiny_world_cfg.data).years
     assert summary.written == len(cells) * len(years) == store.count()
     assert not summary.rejects
     keys = store.keys().to_pylist()
@@ -51,7 +51,7 @@ def test_rerun_adds_no_rows(
     store = store_copy(tiny_store[0], tmp_path / "store")
     before = store.samples().count_rows()
     again = ingest(
-        SyntheticSource(tiny_world_cfg.data.sources.synthetic, tiny_world_cfg.data), store, tiny_world_cfg.data
+        SyntheticSource(SyntheticSourceConfig.of(tiny_world_cfg.data), tiny_world_cfg.data), store, tiny_world_cfg.data
     )
     assert again.written == 0 and again.already_stored == before
     assert store.samples().count_rows() == before
@@ -63,7 +63,7 @@ def test_two_ingests_started_together_on_one_store_take_turns(tiny_world_cfg: Co
 
     cfg = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"years": [2021]}}}})
     store, runs = SampleStore(tmp_path / "store"), {}
-    source = SyntheticSource(cfg.data.sources.synthetic, cfg.data)
+    source = SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data)
 
     def run(name: str) -> None:
         runs[name] = ingest(source, store, cfg.data, lease_wait_s=600)
@@ -101,7 +101,7 @@ def test_corrupt_image_and_out_of_range_point_go_to_rejects(
 
     cloudpickle.register_pickle_by_value(this_module)  # Ray workers need this test's source class
     cfg = tiny_world_cfg.updated({"data": {"sources": {"synthetic": {"n_cities": 1, "max_cells": 3}}}})
-    source = PlantedSource(cfg.data.sources.synthetic, cfg.data)
+    source = PlantedSource(SyntheticSourceConfig.of(cfg.data), cfg.data)
     source.corrupt_cell = source.plan()[1]["cell"]
     store = SampleStore(tmp_path / "store")
     summary = ingest(source, store, cfg.data)
@@ -133,7 +133,7 @@ def test_files_source_ingests_through_ray(ray_cluster: dict, tiny_world_cfg: Con
         }
     })  # fmt: skip
     store = SampleStore(tmp_path / "store")
-    summary = ingest(FilesSource(cfg.data.sources.files, cfg.data), store, cfg.data)
+    summary = ingest(FilesSource(FilesSourceConfig.of(cfg.data), cfg.data), store, cfg.data)
     assert summary.written > 0
     assert {"unreadable_image", "coords_out_of_range", "empty_text"} <= set(summary.rejects)
     row = store.samples().to_table(filter=f"cell_token = '{world.building_cell}' AND year = 2021").to_pylist()[0]
@@ -286,7 +286,7 @@ import os, sys
 from unigeoclip import load_config
 from unigeoclip.samples import store as store_module
 from unigeoclip.ingest.pipeline import ingest
-from unigeoclip.sources.files import FilesSource
+from unigeoclip.sources.files import FilesSource, FilesSourceConfig
 from unigeoclip.cluster.runtime import ensure_ray
 from unigeoclip.config import Config
 
@@ -294,7 +294,7 @@ from unigeoclip.config import Config
 store_module.SampleStore.mark_superseded = lambda self, ids: os._exit(17) if ids else None
 cfg = Config.model_validate_json(sys.argv[1])
 ensure_ray(num_cpus=2)
-ingest(FilesSource(cfg.data.sources.files, cfg.data), store_module.SampleStore(sys.argv[2]), cfg.data)
+ingest(FilesSource(FilesSourceConfig.of(cfg.data), cfg.data), store_module.SampleStore(sys.argv[2]), cfg.data)
 """
 
 
@@ -314,7 +314,7 @@ def test_a_driver_killed_between_append_and_supersede_is_repaired_by_the_rerun(
     cfg = tiny_world_cfg.updated({"data": {**FILES_DATA.model_dump(mode="json", include={"cell_level", "tile_m",
                                            "aerial_px", "dsm_px"}), "sources": {"files": files}}})  # fmt: skip
     store = SampleStore(tmp_path / "store")
-    first = ingest(FilesSource(cfg.data.sources.files, cfg.data), store, cfg.data)
+    first = ingest(FilesSource(FilesSourceConfig.of(cfg.data), cfg.data), store, cfg.data)
     rejects = store.rejects().num_rows
     assert first.written > 0 and rejects > 0
     # new content for the building cell's text: its (cell, 2021) sample gets a new version
@@ -329,7 +329,7 @@ def test_a_driver_killed_between_append_and_supersede_is_repaired_by_the_rerun(
     current = store.samples().to_table(columns=["cell_token", "year"], filter="current = true").to_pylist()
     doubled = len(current) - len({(k["cell_token"], k["year"]) for k in current})  # (the text goes to 2 years)
 
-    again = ingest(FilesSource(cfg.data.sources.files, cfg.data), store, cfg.data)
+    again = ingest(FilesSource(FilesSourceConfig.of(cfg.data), cfg.data), store, cfg.data)
     (kept,) = store.samples().to_table(filter=place).to_pylist()
     assert "repainted" in kept["text"], "the newest version stays current"
     keys = store.samples().to_table(columns=["cell_token", "year"], filter="current = true").to_pylist()

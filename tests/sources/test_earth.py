@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from unigeoclip.config import DataConfig, EarthSourceConfig
+from unigeoclip.config import DataConfig
 from unigeoclip.geo.distance import EARTH_RADIUS_KM, haversine_km
 from unigeoclip.geo.raster import local_grid
 from unigeoclip.sources.base import RawSample, Reject, Source
-from unigeoclip.sources.earth import EarthSource, aerial_patch, elevation_patch
+from unigeoclip.sources.earth import EarthSource, EarthSourceConfig, aerial_patch, elevation_patch
 
 from ..helpers import requires_extra
 
@@ -195,7 +195,25 @@ def test_the_old_heldout_fraction_spelling_still_loads_as_holdout_fraction() -> 
     from unigeoclip.errors import ConfigError
 
     old = load_config("earth", overrides={"data": {"sources": {"earth": {"heldout_fraction": 0.2}}}})
-    assert old.data.sources.earth.holdout_fraction == 0.2
+    assert EarthSourceConfig.of(old.data).holdout_fraction == 0.2
     both = {"heldout_fraction": 0.2, "holdout_fraction": 0.3}
     with pytest.raises(ConfigError, match="give only the new one"):
-        load_config("earth", overrides={"data": {"sources": {"earth": both}}})
+        EarthSourceConfig.of(load_config("earth", overrides={"data": {"sources": {"earth": both}}}).data)
+
+
+def test_source_settings_are_validated_by_their_source_when_an_ingest_builds_it() -> None:
+    """The core config carries them as plain mappings (a model never reads them); the source checks its own."""
+    from unigeoclip.config import load_config
+    from unigeoclip.errors import ConfigError
+    from unigeoclip.sources.registry import make_source
+
+    typo = load_config("earth", overrides={"data": {"sources": {"earth": {"max_plces": 10}}}})  # loads: ingest-only
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.sources\.earth\.max_plces'"):
+        make_source("earth", typo)
+    bad = load_config("earth", overrides={"data": {"sources": {"earth": {"patch_km": -1}}}})
+    with pytest.raises(ConfigError, match=r"data\.sources\.earth\.patch_km: .*greater than 0"):
+        make_source("earth", bad)
+    with pytest.raises(ConfigError, match="'eart', which is no source"):
+        make_source("earth", load_config("earth", overrides={"data": {"sources": {"eart": {"max_places": 10}}}}))
+    source = make_source("earth", load_config("earth", overrides={"data": {"sources": {"earth": {"max_places": 7}}}}))
+    assert source.cfg.max_places == 7 and source.cfg.landscape_spacing_km == 200.0  # the preset's, then the override

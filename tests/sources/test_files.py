@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from unigeoclip.config import FilesSourceConfig
 from unigeoclip.errors import ConfigError
 from unigeoclip.geo.s2 import cell_token, token_center
 from unigeoclip.sources.base import RawSample, Reject, Source
-from unigeoclip.sources.files import FilesSource
+from unigeoclip.sources.files import FilesSource, FilesSourceConfig
 from unigeoclip.sources.street_select import farthest_point_indices, farthest_point_views
 
 from ..files_world import BUILDING_OFFSET_M, DATA, PARIS, YEAR, World, build_world, near

@@ -7,14 +7,14 @@ import pytest
 from unigeoclip import load_config
 from unigeoclip.sources.synthetic.layout import block, make_city
 from unigeoclip.sources.synthetic.raster import BUILDING
-from unigeoclip.sources.synthetic.source import SyntheticSource
+from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 
 CFG = load_config("tiny")
 
 
 @pytest.fixture(scope="module")
 def source() -> SyntheticSource:
-    return SyntheticSource(CFG.data.sources.synthetic, CFG.data)
+    return SyntheticSource(SyntheticSourceConfig.of(CFG.data), CFG.data)
 
 
 def roof_share_under_tallest_dsm(dsm: np.ndarray, kind: np.ndarray) -> float:
@@ -100,7 +100,7 @@ def test_plan_scales_to_many_cells_quickly() -> None:
 
     cfg = CFG.updated({"data": {"sources": {"synthetic": {"n_cities": 40, "city_extent_m": 3000}}}})
     start = time.perf_counter()
-    items = SyntheticSource(cfg.data.sources.synthetic, cfg.data).plan()
+    items = SyntheticSource(SyntheticSourceConfig.of(cfg.data), cfg.data).plan()
     assert len(items) > 40 * 200
     assert len({(i["city"], i["cell"]) for i in items}) == len(items)
     assert time.perf_counter() - start < 60

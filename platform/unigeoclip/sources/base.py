@@ -7,11 +7,36 @@ Sources only read and render; validation, S2 keys, hashing and splits happen onc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
+from pydantic import ValidationError
+
+from ..config import DataConfig, StrictModel, describe_validation_error
+from ..errors import ConfigError
 
 StreetProjection = Literal["equirectangular", "perspective"]
+
+
+class SourceConfig(StrictModel):
+    """A source's own settings, given under ``data.sources.<NAME>`` and validated when an ingest builds the source.
+
+    They tell ingest where samples come from; a model never reads them (the core config holds them as plain
+    mappings, so an ingest-only change never touches what a model or a resumed run checks).
+    """
+
+    NAME: ClassVar[str]
+
+    @classmethod
+    def of(cls, data: DataConfig) -> Self:
+        """This source's settings from ``data.sources`` (its defaults where none are given)."""
+        try:
+            return cls.model_validate(data.sources.get(cls.NAME, {}))
+        except ValidationError as exc:
+            where = f"data.sources.{cls.NAME}."
+            raise ConfigError(
+                f"invalid settings of the {cls.NAME} source:\n" + describe_validation_error(exc, where)
+            ) from None
 
 
 @dataclass

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
-from ..config import DataConfig, EarthSourceConfig
+from ..config import DataConfig
 from ..errors import ConfigError
 from ..geo.bbox import BBox
 from ..geo.coords import LATLON_RANGE, valid_latlon
@@ -44,7 +45,45 @@ from ..geodata.rasters import (
     pvlib_altitude,
 )
 from ..preprocess.imaging import encode_png
-from .base import RawSample, Reject
+from .base import RawSample, Reject, SourceConfig
+
+
+class EarthSourceConfig(SourceConfig):
+    """Real data shipped inside packages (GeoNames, GLOBE, pvlib, Blue Marble): no street modality."""
+
+    NAME: ClassVar[str] = "earth"
+
+    min_spacing_km: float = Field(100.0, gt=0, description="places closer than this are thinned out")
+    max_places: int | None = Field(3000, ge=1)
+    min_population: int = Field(500, ge=0)
+    countries: tuple[str, ...] = Field((), description="ISO 3166 alpha-2 codes to keep; empty = the world")
+    bbox: tuple[float, float, float, float] | None = Field(None, description="lat_min, lon_min, lat_max, lon_max")
+    patch_km: float = Field(100.0, gt=0, description="side of the square aerial/elevation patch")
+    year: int = Field(2022, description="the year training places get (held-out places get data.splits.holdout_year)")
+    holdout_fraction: float = Field(0.15, ge=0.0, le=1.0, description="share of places held out, by year")
+    seed: int = 0
+    landscape_spacing_km: float | None = Field(
+        None,
+        gt=0,
+        description="also sample the land between places: points of an equal-area (Fibonacci) lattice this far "
+        "apart, with aerial, elevation and coordinates and no text (None: places only)",
+    )
+    landscape_sea_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="share of the lattice's sea points kept as landscape samples (0: land only)"
+    )
+    landscape_max: int | None = Field(None, ge=1, description="cap on landscape samples (a stable, uniform subset)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _holdout_spelling(cls, raw: Any) -> Any:
+        """``heldout_fraction`` (before issue 24) is ``holdout_fraction``, the spelling of ``splits.holdout_year``."""
+        if not isinstance(raw, dict) or "heldout_fraction" not in raw:
+            return raw
+        old = raw["heldout_fraction"]
+        if "holdout_fraction" in raw and raw["holdout_fraction"] != old:
+            raise ValueError(f"heldout_fraction ({old}) is the old name of holdout_fraction: give only the new one")
+        return {**{k: v for k, v in raw.items() if k != "heldout_fraction"}, "holdout_fraction": old}
+
 
 # ---------------------------------------------------------------------------------------------
 # patches

@@ -97,13 +97,15 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from ..config import DataConfig, FilesSourceConfig
+from pydantic import Field
+
+from ..config import DataConfig
 from ..errors import ConfigError, InputError
 from ..geo.s2 import cell_token, token_center
 from ..preprocess.imaging import decode_rgb
-from .base import RawSample, Reject, StreetView
+from .base import RawSample, Reject, SourceConfig, StreetView
 from .geotiff import RasterReadError, UnusableRasterError, aerial_tile, covered_cells, dsm_tile
 from .street_select import farthest_point_indices
 from .tabular import (
@@ -331,6 +333,25 @@ class FilesSource:
 
 
 # --------------------------------------------------------------------- planning
+
+
+class FilesSourceConfig(SourceConfig):
+    """A user's own data (formats in docs/data.md)."""
+
+    NAME: ClassVar[str] = "files"
+
+    aerial_tif: Path | None = Field(None, description="GeoTIFF mosaic, RGB(A), any CRS")
+    dsm_tif: Path | None = Field(None, description="GeoTIFF surface model, one band of metres, any CRS")
+    raster_year: int | None = Field(None, description="acquisition year of the mosaics (required with them)")
+    street_index: Path | None = Field(
+        None, description="CSV/Parquet: path, lat_deg, lon_deg, heading_deg, capture_date[, fov_deg, projection]"
+    )
+    text: Path | None = Field(None, description="CSV/JSONL: lat_deg, lon_deg, text[, year]")
+    drop_dir: Path | None = Field(
+        None,
+        description="folder of year folders (DROP/2024/aerial/*.tif, dsm/*.tif, street.csv, text.jsonl) that "
+        "scheduled runs ingest; what is stored already is skipped",
+    )
 
 
 @dataclass

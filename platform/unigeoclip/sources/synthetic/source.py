@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field
 
-from ...config import DataConfig, SyntheticSourceConfig
+from ...config import DataConfig
 from ...geo import s2
 from ...geo.distance import from_local_metres, local_metres
 from ...preprocess.imaging import encode_png
-from ..base import RawSample, Reject, StreetView
+from ..base import RawSample, Reject, SourceConfig, StreetView
 from ..street_select import farthest_point_views
 from .describe import describe
 from .hashing import unit
@@ -29,6 +30,18 @@ from .render import aerial_tile, dsm_tile, look
 from .street import VIEW_RADIUS_M, panorama
 
 STREET_SPACING_M = 12.0
+
+
+class SyntheticSourceConfig(SourceConfig):
+    """The procedural world: every modality, co-registered, any size."""
+
+    NAME: ClassVar[str] = "synthetic"
+
+    seed: int = 0
+    n_cities: int = Field(2, ge=1)
+    city_extent_m: float = Field(600.0, gt=0, description="side of the square area covered in each city")
+    years: tuple[int, ...] = (2021, 2022, 2023)
+    max_cells: int | None = Field(None, ge=1, description="cap on cells per city (None = the whole extent)")
 
 
 @dataclass

@@ -25,9 +25,6 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps $(NODEPS_PKGS)
 	@$(PY) -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('$(TORCH_VERSION)') else f'torch {v} was installed instead of $(TORCH_VERSION)')"
 	@! $(PIP) show -q torchvision 2>/dev/null || { echo 'torchvision crept in (CUDA build): removing it'; $(PIP) uninstall -y -q torchvision; }
-	@# DeepSpeed JIT-builds its CPU communication op at its first start (50-100 s of silence inside the first
-	@# training run); building it here keeps that out of `unigeoclip train`. A no-op where it is not used (GPUs).
-	$(PY) -c "from deepspeed.comm.torch import build_shm_op; build_shm_op()"
 	@touch $(STAMP)
 
 # The whole pipeline on the real-Earth sample: `make demo QUICK=1` for a smoke run, PORT=N for another port.

@@ -23,3 +23,17 @@ def deepspeed_config(cfg: TrainConfig, *, gpu: bool) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def skip_inference_comm_op() -> None:
+    """Keep DeepSpeed from compiling its CPU shared-memory op, which only its inference all-reduce uses.
+
+    DeepSpeed's torch backend JIT-compiles ``deepspeed_shm_comm`` (a C++ extension: once per node and
+    extension directory, and again whenever its paths change) whenever the accelerator is the CPU.
+    Training never calls it: its all-reduce and all-gather are torch.distributed's (gloo). Marked
+    incompatible, ``build_shm_op`` returns None, DeepSpeed's own fall-back for platforms without it.
+    """
+    import deepspeed.ops
+    from deepspeed.ops.op_builder import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False

@@ -36,7 +36,7 @@ from ..losses import ContrastiveLoss
 from ..losses.gather import all_reduce_mean
 from ..models import UniGeoCLIP
 from ..reader.pipeline import batch_rows
-from .deepspeed_config import deepspeed_config
+from .deepspeed_config import deepspeed_config, skip_inference_comm_op
 from .live import LiveGauges
 from .module import TrainModule
 from .schedule import warmup_cosine
@@ -71,6 +71,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = UniGeoCLIP.from_config(cfg)
     module = TrainModule(model, ContrastiveLoss(cfg.loss, cfg.model.modalities, rank=rank, world_size=world))
     optimizer, scheduler = optimizer_and_schedule(module, tc)
+    if not gpu:
+        skip_inference_comm_op()
     engine, _, _, _ = deepspeed.initialize(
         model=module, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(tc, gpu=gpu)
     )

@@ -156,9 +156,8 @@ def test_pipeline_from_zero_worker_nodes(cluster: LocalCluster, pipeline: Pipeli
                                       table["vector"].to_pylist(), strict=True) if m == "coords"}  # fmt: skip
     current = samples.samples().to_table(filter="current = true")
     model = UniGeoCLIP.from_pretrained(run / "model")
-    decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(
-        current
-    )  # the canonical inputs, as the embed job reads them
+    # the canonical inputs, as the embed job reads them
+    decoded = DecodeBatch(PreprocessSpec.of(model.config), augment=False)(current)
     with torch.no_grad():
         want = model.encode(Modality.COORDS, torch.from_numpy(decoded["coords"]))
     got = np.stack([coords[i] for i in current["sample_id"].to_pylist()])

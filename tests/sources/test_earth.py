@@ -217,3 +217,61 @@ def test_source_settings_are_validated_by_their_source_when_an_ingest_builds_it(
         make_source("earth", load_config("earth", overrides={"data": {"sources": {"eart": {"max_places": 10}}}}))
     source = make_source("earth", load_config("earth", overrides={"data": {"sources": {"earth": {"max_places": 7}}}}))
     assert source.cfg.max_places == 7 and source.cfg.landscape_spacing_km == 200.0  # the preset's, then the override
+
+
+def _reference_local_grid(lat_deg: float, lon_deg: float, side_km: float, px: int) -> tuple[np.ndarray, np.ndarray]:
+    """The one-point grid as it was written before patches were cut in batches (the reference, kept verbatim)."""
+    import math
+
+    offsets = (np.arange(px, dtype=np.float64) + 0.5) * (side_km / px) - side_km / 2.0
+    east, north = np.meshgrid(offsets, -offsets)
+    dist = np.hypot(east, north) / EARTH_RADIUS_KM
+    bearing = np.arctan2(east, north)
+    phi0, lmb0 = math.radians(lat_deg), math.radians(lon_deg)
+    sin_lat = math.sin(phi0) * np.cos(dist) + math.cos(phi0) * np.sin(dist) * np.cos(bearing)
+    lat = np.arcsin(np.clip(sin_lat, -1.0, 1.0))
+    dlon = np.arctan2(np.sin(bearing) * np.sin(dist) * math.cos(phi0), np.cos(dist) - math.sin(phi0) * sin_lat)
+    lon = np.degrees(lmb0 + dlon)
+    return np.degrees(lat), (lon + 180.0) % 360.0 - 180.0
+
+
+def test_grids_of_a_batch_are_bit_for_bit_those_of_one_point_at_a_time() -> None:
+    from unigeoclip.geo.raster import local_grids
+
+    rng = np.random.default_rng(5)
+    lat = np.concatenate([rng.uniform(-89.9, 89.9, 40), [0.0, 89.99, -89.99, 51.5]])
+    lon = np.concatenate([rng.uniform(-180.0, 180.0, 40), [179.99, 0.0, -179.99, -0.1]])
+    for px, km in ((96, 100.0), (33, 7.5)):
+        grid_lat, grid_lon = local_grids(lat, lon, km, px)
+        assert grid_lat.shape == (len(lat), px, px)
+        for k in range(len(lat)):
+            want_lat, want_lon = _reference_local_grid(float(lat[k]), float(lon[k]), km, px)
+            np.testing.assert_array_equal(grid_lat[k], want_lat)
+            np.testing.assert_array_equal(grid_lon[k], want_lon)
+
+
+def test_a_batch_of_items_gives_bit_for_bit_the_samples_of_one_at_a_time(planned: list[dict[str, Any]]) -> None:
+    """Ingest hands the earth source whole blocks (``extract_batch``): every tile, height and text is the one the
+    item gets alone, rejects included, in order (GLOBE-only, pvlib-only and mixed elevation patches among them)."""
+    from unigeoclip.sources.earth import landscape_points
+
+    source = EarthSource(WESTERN_EUROPE.model_copy(update={"landscape_spacing_km": 400.0}), DATA)
+    land = [{"kind": "landscape", "landscape_id": i, "lat_deg": a, "lon_deg": b, "sea": sea, "year": 2022}
+            for i, a, b, sea in landscape_points(source.cfg)[:12]]  # fmt: skip
+    items = [*planned[:20], *land, {"name": "no id"}, _item("Nowhere", 95.0, 0.0, "FR"),
+             _item("Kathmandu", 27.7, 85.3, "NP", 1), _item("Lhasa", 29.65, 91.1, "CN", 2)]  # fmt: skip
+    batch = source.extract_batch(items)
+    alone = [source.extract(item) for item in items]
+    assert len(batch) == len(alone) == len(items)
+
+    def key(p: RawSample | Reject) -> tuple[Any, ...]:
+        if isinstance(p, Reject):
+            return ("reject", p.reason, p.source_id)
+        return (p.source_id, p.lat_deg, p.lon_deg, p.year, p.aerial, p.dsm.tobytes(), p.dsm.dtype.str, p.text,
+                tuple(sorted(p.source_ids.items())))  # fmt: skip
+
+    for got, want in zip(batch, alone, strict=True):
+        assert [key(p) for p in got] == [key(p) for p in want]
+    used = {p.source_ids["dsm"] for out in batch for p in out if isinstance(p, RawSample)}
+    assert {"pvlib-altitude", "globe-g10g"} <= used, used
+    assert [out[0].reason for out in batch[-4:-2]] == ["bad_plan_item", "invalid_coordinates"]

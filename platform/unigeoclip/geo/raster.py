@@ -48,14 +48,28 @@ def local_grid(lat_deg: float, lon_deg: float, side_km: float, px: int) -> tuple
     keeps its shape at any latitude; longitudes come back in [-180, 180), so a patch
     over the dateline simply has pixels on both sides of it, and one over a pole crosses it.
     """
+    lat, lon = local_grids(np.array([lat_deg]), np.array([lon_deg]), side_km, px)
+    return lat[0], lon[0]
+
+
+def local_grids(lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_grid` of ``N`` centres at once: ``(N, px, px)`` each, the same values as one at a time.
+
+    The offsets' trigonometry is shared by every centre; each centre's own sines and cosines are taken
+    with :mod:`math`, as one at a time, so a batch changes no bit of any patch.
+    """
     offsets = (np.arange(px, dtype=np.float64) + 0.5) * (side_km / px) - side_km / 2.0
     east, north = np.meshgrid(offsets, -offsets)  # (px, px); row 0 = north
     dist = np.hypot(east, north) / EARTH_RADIUS_KM  # angular distance, radians
     bearing = np.arctan2(east, north)
-    phi0, lmb0 = math.radians(lat_deg), math.radians(lon_deg)
-    sin_lat = math.sin(phi0) * np.cos(dist) + math.cos(phi0) * np.sin(dist) * np.cos(bearing)
+    cos_d, sin_d, cos_b, sin_b = np.cos(dist), np.sin(dist), np.cos(bearing), np.sin(bearing)
+    phi0 = [math.radians(float(v)) for v in np.ravel(lat_deg)]
+    sin_phi0 = np.array([math.sin(p) for p in phi0])[:, None, None]  # (N, 1, 1)
+    cos_phi0 = np.array([math.cos(p) for p in phi0])[:, None, None]
+    lmb0 = np.array([math.radians(float(v)) for v in np.ravel(lon_deg)])[:, None, None]
+    sin_lat = sin_phi0 * cos_d + cos_phi0 * sin_d * cos_b  # (N, px, px)
     lat = np.arcsin(np.clip(sin_lat, -1.0, 1.0))
-    dlon = np.arctan2(np.sin(bearing) * np.sin(dist) * math.cos(phi0), np.cos(dist) - math.sin(phi0) * sin_lat)
+    dlon = np.arctan2(sin_b * sin_d * cos_phi0, cos_d - sin_phi0 * sin_lat)
     lon = np.degrees(lmb0 + dlon)
     return np.degrees(lat), (lon + 180.0) % 360.0 - 180.0
 

@@ -20,6 +20,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,12 +114,7 @@ class ExtractSamples:
         """Plan items (JSON) -> the validated rows the store lacks; rejects and duplicates go to the ledger."""
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
-        for raw in batch["item"]:
-            item = json.loads(raw)
-            try:
-                produced = self.source.extract(item)
-            except Exception as exc:  # a broken input must not stop the job: record it and go on
-                produced = [Reject(self.source.name, _item_id(item), "extract_failed", f"{type(exc).__name__}: {exc}")]
+        for produced in extract_items(self.source, [json.loads(raw) for raw in batch["item"]], isolate=True):
             for p in produced:
                 if isinstance(p, Reject):
                     rejects.append(p)
@@ -144,6 +140,31 @@ class ExtractSamples:
         if rejects:
             self.ledger.add_rejects.remote([reject_row(r, self.run_id) for r in rejects])
         return pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA)
+
+
+def extract_items(source: Source, items: Sequence[dict[str, Any]], *, isolate: bool) -> list[list[RawSample | Reject]]:
+    """Each item's samples and rejects: the source's ``extract_batch`` when it has one, else ``extract`` per item.
+
+    ``isolate``: an item whose extraction raises becomes an ``extract_failed`` reject (a broken input must not
+    stop the job), and a batch whose extraction raises is taken again item by item, so only the broken one is
+    rejected. Without it, the exception propagates (debugging, benchmarks).
+    """
+    batched = getattr(source, "extract_batch", None)
+    if batched is not None and len(items) > 1:
+        try:
+            return list(batched(items))
+        except Exception:  # retried item by item below, where each failure is recorded
+            if not isolate:
+                raise
+    out: list[list[RawSample | Reject]] = []
+    for item in items:
+        try:
+            out.append(list(source.extract(item)))
+        except Exception as exc:  # a broken input must not stop the job: record it and go on
+            if not isolate:
+                raise
+            out.append([Reject(source.name, _item_id(item), "extract_failed", f"{type(exc).__name__}: {exc}")])
+    return out
 
 
 def _item_id(item: dict[str, Any]) -> str:
@@ -271,10 +292,10 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
 def extract_locally(
     source: Source, data: DataConfig, items: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[Reject]]:
-    """The same per-item work in this process, without Ray (for benchmarks and debugging)."""
+    """The same work in this process, without Ray (for benchmarks and debugging: an exception is raised)."""
     rows, rejects = [], []
-    for item in items:
-        for p in source.extract(item):
+    for produced in extract_items(source, items, isolate=False):
+        for p in produced:
             if isinstance(p, RawSample):
                 checked = check_sample(p, data, "local")
                 rejects.extend(checked.rejects)

@@ -88,8 +88,10 @@ class Source(Protocol):
 
     ``plan()`` runs once on the driver and returns small JSON-able work items;
     ``extract(item)`` runs in parallel in Ray Data workers and turns one item into
-    samples and rejects. Heavy resources (rasters, models) are opened lazily in the
-    worker, never pickled from the driver.
+    samples and rejects. A source may also define ``extract_batch(items)`` (what ``extract``
+    gives for each, computed together); ingest then hands it each block of items at once.
+    Heavy resources (rasters, models) are opened lazily in the worker, never pickled from
+    the driver.
     """
 
     name: str

@@ -35,6 +35,14 @@ TOKENIZER_DIR = "tokenizer"
 TextInput = Sequence[str] | Mapping[str, torch.Tensor]
 
 
+def batch_tensors(batch: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """A decoded numpy batch as tensors on ``device`` (string columns such as ids left out).
+
+    Arrays from Ray's object store are read-only: they are copied, as torch may write to its tensors.
+    """
+    return {k: torch.from_numpy(np.array(v)).to(device) for k, v in batch.items() if v.dtype != object}
+
+
 class UniGeoCLIP(nn.Module):
     """Towers in an ``nn.ModuleDict`` keyed by modality; ``forward(batch)`` returns a dict of embeddings."""
 
@@ -160,11 +168,7 @@ class UniGeoCLIP(nn.Module):
         present: dict[Modality, list[np.ndarray]] = {}
         try:
             for batch in batches:
-                # arrays from Ray's object store are read-only: copied, as torch may write to its tensors
-                tensors = {
-                    k: torch.from_numpy(np.array(v)).to(self.device) for k, v in batch.items() if v.dtype != object
-                }
-                for m, z in self(tensors).items():
+                for m, z in self(batch_tensors(batch, self.device)).items():
                     embs.setdefault(m, []).append(z.float().cpu().numpy())
                     present.setdefault(m, []).append(np.asarray(batch[present_key(m)], dtype=bool))
         finally:

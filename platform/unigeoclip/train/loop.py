@@ -35,6 +35,7 @@ from ..eval.retrieval import PairRecall, format_matrix, recall_matrix
 from ..losses import ContrastiveLoss
 from ..losses.gather import all_reduce_mean
 from ..models import UniGeoCLIP
+from ..models.unigeoclip import batch_tensors
 from ..reader.pipeline import batch_rows
 from .deepspeed_config import deepspeed_config, skip_inference_comm_op
 from .live import LiveGauges
@@ -232,11 +233,6 @@ def held_out_recall(model: UniGeoCLIP, val_data: list[dict[str, np.ndarray]]) ->
     return recall_matrix(embs, present) if embs else []
 
 
-def _to_torch(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    # arrays from the object store are read-only: copy, as torch tensors may be written to
-    return {k: torch.from_numpy(np.array(v)).to(device) for k, v in batch.items() if v.dtype != object}
-
-
 def _report_with_checkpoint(engine: Any, metrics: dict[str, float], step: int, export: tuple | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="unigeoclip-ckpt-") as directory:
         engine.save_checkpoint(directory, tag=f"step{step}")
@@ -265,7 +261,7 @@ def _export(
         # copy_ casts to each target's dtype: bf16 weights become fp32, float64 Fourier buffers stay float64
         exported.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     exported.save_pretrained(directory / EXPORT_DIR)
-    batch = {k: v[:16] for k, v in _to_torch(val_data[0], torch.device("cpu")).items()}
+    batch = {k: v[:16] for k, v in batch_tensors(val_data[0], torch.device("cpu")).items()}
     reference = exported if sharded else model
     was_training = reference.training
     reference.eval()

@@ -189,12 +189,10 @@ class EmbeddingStore:
         """The rows of the given samples (every modality, or only ``modality``), in no particular order."""
         ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
         columns = RESULT_COLUMNS + ["written_at"] + ([VECTOR] if with_vectors else [])
-        parts = []
-        for start in range(0, max(len(ids), 1), 1000):
-            clauses = [in_list(self._id, ids[start : start + 1000])]
-            if modality is not None:
-                clauses.append(str(build_filter(modality=modality)))
-            parts.append(self.scan(columns=columns, where=" AND ".join(f"({c})" for c in clauses)))
+        parts = [
+            self.scan(columns=columns, where=in_list(self._id, ids[start : start + 1000]), modality=modality)
+            for start in range(0, max(len(ids), 1), 1000)
+        ]
         return pa.concat_tables(parts)
 
     def scan(self, *, columns: Sequence[str] | None = None, where: str | None = None, **filters: Any) -> pa.Table:

@@ -32,18 +32,19 @@ demo: install
 	$(VENV)/bin/unigeoclip demo $(if $(QUICK),--quick) $(if $(PORT),--port $(PORT)) $(if $(OUT),--out $(OUT))
 
 # What the tests run for real beside Python: Prometheus and its Pushgateway (Debian's packages; the cluster
-# tests scrape the local cluster with them). Installed once, with apt (as root, or through sudo).
-TEST_TOOLS := prometheus prometheus-pushgateway
+# tests scrape the local cluster with them) and Chromium (Debian's; Playwright drives it in the map explorer's
+# browser test). Installed once, with apt (as root, or through sudo).
+TEST_TOOLS := prometheus prometheus-pushgateway chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 test-tools:
-	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+	@command -v prometheus >/dev/null && command -v prometheus-pushgateway >/dev/null && command -v chromium >/dev/null || { \
 		echo "installing Debian's $(TEST_TOOLS) for the tests"; \
 		$(APT) install -y -q --no-install-recommends $(TEST_TOOLS) >/dev/null 2>&1 \
 		|| { $(APT) update -q >/dev/null && $(APT) install -y -q --no-install-recommends $(TEST_TOOLS) >/dev/null; }; }
 
 test: install test-tools
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=40
 
 test-fast: install test-tools
 	$(PY) -m pytest -q -m "not slow"

@@ -75,8 +75,8 @@ def service(
 ) -> Iterator[Service]:  # fmt: skip
     db = tmp_path_factory.mktemp("serve-db") / "db"
     embed(models[0], tiny_store[0], db, options=EMBED)
-    cfg = ServeConfig(db=str(db), api_key=API_KEY, limits=LIMITS, refresh_s=0.5, gateway=FIXED, encoder=FIXED,
-                      retriever=FIXED)  # fmt: skip
+    cfg = ServeConfig(db=str(db), store=tiny_store[0].root, api_key=API_KEY, limits=LIMITS, refresh_s=0.5,
+                      gateway=FIXED, encoder=FIXED, retriever=FIXED)  # fmt: skip
     url = start_service(cfg, port=free_port(), log_level="WARNING")  # no access log: thousands of fuzz requests
     http = httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=60)
     deadline = time.time() + 120
@@ -509,6 +509,137 @@ def test_an_open_loop_at_three_times_capacity_is_shed_with_503_and_retry_after(s
         serve.delete("shed")
 
 
+# -- stored items and the map explorer -------------------------------------------------------------------
+
+
+def test_items_answer_a_samples_stored_content_by_id(service: Service, items: list[dict]) -> None:
+    from PIL import Image
+
+    row = items[0]
+    sid = row["sample_id"]
+    summary = service.http.get(f"/v1/items/{sid}").json()
+    assert summary == {"sample_id": sid, "lat_deg": row["lat_deg"], "lon_deg": row["lon_deg"], "year": row["year"],
+                       "cell_token": row["cell_token"], "text": row["text"],
+                       "modalities": [m.value for m in Modality]}  # fmt: skip
+    aerial = service.http.get(f"/v1/items/{sid}/aerial")
+    assert aerial.status_code == 200 and aerial.content == row["aerial"], "the stored bytes, as stored"
+    assert aerial.headers["content-type"] == "image/png"
+    view = service.http.get(f"/v1/items/{sid}/street", params={"view": len(row["street"]) - 1})
+    assert view.content == row["street"][-1]["image"]
+    dsm = Image.open(io.BytesIO(service.http.get(f"/v1/items/{sid}/dsm").content))
+    assert dsm.format == "PNG" and dsm.size == (row["dsm_px"], row["dsm_px"]) and dsm.mode == "RGB"
+    shade = np.asarray(dsm, np.float64).mean(axis=2)
+    heights = np.asarray(row["dsm"], np.float64).reshape(row["dsm_px"], row["dsm_px"])
+    assert shade.std() > 1.0 and np.ptp(heights) > 0, "relief is drawn"
+    assert service.http.get(f"/v1/items/{sid}/text").json() == {"sample_id": sid, "text": row["text"]}
+
+    refusals = {
+        f"/v1/items/{sid}/sonar": (422, "unknown modality 'sonar'"),
+        f"/v1/items/{sid}/street?view=99": (422, "view 99 is out of range"),
+        "/v1/items/x'%20OR%201=1/aerial": (422, "is not a sample id"),
+        "/v1/items/..%2f..%2fetc/aerial": (404, "Not Found"),  # no route matches: a path never reaches the store
+        "/v1/items/00000-2000-none/aerial": (404, "not in this service's sample store"),
+    }
+    for path, (status, words) in refusals.items():
+        r = service.http.get(path)
+        assert r.status_code == status and words in r.json()["error"], (path, r.text)
+    bare = httpx.Client(base_url=service.url, timeout=30)
+    assert bare.get(f"/v1/items/{sid}/aerial").status_code == 401, "stored content is behind the API key"
+
+
+def test_base_map_tiles_are_blue_marble_in_web_mercator(service: Service) -> None:
+    from PIL import Image
+    from unigeoclip.geodata.rasters import BMNG_GRID, blue_marble
+
+    bare = httpx.Client(base_url=service.url, timeout=60)  # the base map is open: the page draws it before any key
+    tile = bare.get("/tiles/2/2/1.png")  # 0..90 E, 0..66.5 N
+    assert tile.status_code == 200 and tile.headers["content-type"] == "image/png"
+    rgb = np.asarray(Image.open(io.BytesIO(tile.content)).convert("RGB"), np.float64)
+    assert rgb.shape == (256, 256, 3)
+    # an independent reference: the standard XYZ formulas, and the nearest Blue Marble pixel
+    for row, col in [(0, 0), (128, 64), (255, 255), (200, 10)]:
+        n = 256 * 2**2
+        lon = (2 * 256 + col + 0.5) / n * 360 - 180
+        lat = np.degrees(np.arctan(np.sinh(np.pi * (1 - 2 * (1 * 256 + row + 0.5) / n))))
+        r = int((BMNG_GRID.lat_top - lat) / BMNG_GRID.deg_per_px)
+        c = int((lon - BMNG_GRID.lon_left) / BMNG_GRID.deg_per_px)
+        nearby = blue_marble()[r - 1 : r + 2, c - 1 : c + 2].reshape(-1, 3).astype(np.float64)
+        assert (nearby.min(0) - 1 <= rgb[row, col]).all() and (rgb[row, col] <= nearby.max(0) + 1).all()
+    for path in ("/tiles/6/0/0.png", "/tiles/1/2/0.png", "/tiles/-1/0/0.png"):
+        assert bare.get(path).status_code == 422, path
+
+
+def chromium() -> str:
+    import shutil
+
+    path = shutil.which("chromium")
+    assert path, "Chromium is missing: `make test-tools` installs Debian's chromium package"
+    return path
+
+
+def test_the_map_explorer_in_a_real_browser(service: Service, items: list[dict], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("UNIGEOCLIP_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    upload = tmp_path / "tile.png"
+    upload.write_bytes(items[1]["aerial"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])  # root in CI: no sandbox
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            offsite: list[str] = []
+            local = (
+                service.url,
+                "blob:",
+                "data:",
+            )  # the page's own origin, and the thumbnails it made from its answers
+            page.on("request", lambda r: None if r.url.startswith(local) else offsite.append(r.url))
+            page.goto(f"{service.url}/")
+            expect(page.locator("#key-box")).to_be_visible()  # the service has a key: the page asks for it
+            expect(page.locator(".leaflet-tile-loaded").first).to_be_visible()
+            page.fill("#key", API_KEY)
+            page.click("#key-save")
+
+            page.fill("#k", "5")
+            page.fill("#q", items[0]["text"])
+            page.click("#search")
+            expect(page.locator(".hit-marker")).to_have_count(5)  # k
+            expect(page.locator("#results li .text").first).not_to_be_empty()
+            page.screenshot(path=shots / "explorer-search.png")
+
+            page.locator("#map").click(position={"x": 400, "y": 300})
+            expect(page.locator("#status")).to_contain_text("Nearest aerial tiles and DSM patches")
+            thumbs = page.locator("#thumbs img")
+            expect(thumbs).to_have_count(8)  # the 4 nearest aerial tiles and the 4 nearest DSM patches
+            expect(page.locator("#thumbs figcaption", has_text="dsm")).to_have_count(4)
+            page.wait_for_function("[...document.querySelectorAll('#thumbs img')].every(i => i.naturalWidth > 0)")
+            page.screenshot(path=shots / "explorer-click.png")
+
+            page.set_input_files("#file", upload)
+            expect(page.locator("#status")).to_contain_text("geolocated to")
+            expect(page.locator(".geo-confidence")).to_have_count(1)
+            page.screenshot(path=shots / "explorer-geolocate.png")
+            assert errors == [] and offsite == [], (errors, offsite)
+
+            page = browser.new_page()  # a wrong key: the page says so and asks again
+            page.goto(f"{service.url}/")
+            page.fill("#key", "not-the-key")
+            page.click("#key-save")
+            page.fill("#q", "a town")
+            page.click("#search")
+            expect(page.locator("#key-message")).to_contain_text("The API key was refused")
+            expect(page.locator("#key-box")).to_be_visible()
+            expect(page.locator("#status")).to_contain_text("Search failed: the API key in X-API-Key is not valid")
+            page.screenshot(path=shots / "explorer-bad-key.png")
+        finally:
+            browser.close()
+    print(f"explorer screenshots: {shots}")
+
+
 # -- fuzz ----------------------------------------------------------------------------------------------
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
@@ -626,7 +757,7 @@ def test_schemathesis_finds_no_failure_on_any_route(service: Service, fuzz_watch
 
     run()
     print(f"schemathesis: {sum(sent.values())} requests, by route: {dict(sent)}")
-    assert sum(sent.values()) >= 2_000 and len(sent) == 6, sent
+    assert sum(sent.values()) >= 2_000 and len(sent) == 9, sent
 
 
 def raw_http(url: str, head: bytes, body: bytes) -> tuple[int, dict[str, str], bytes] | None:

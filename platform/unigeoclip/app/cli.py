@@ -240,7 +240,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve import ServeConfig, start_service
 
     fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
-    fields |= {"db": args.db} | ({"model": args.model} if args.model else {})
+    fields |= {"db": args.db} | {k: v for k in ("model", "store") if (v := getattr(args, k))}
     if args.colocate:
         fields["colocate"] = True
     cfg = ServeConfig.model_validate(fields)
@@ -260,7 +260,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"deployed {cfg.db} at {url} on {where} (OpenAPI: /docs); API key: {key}; it keeps running: "
               "`serve status` shows it, `serve shutdown` stops it")  # fmt: skip
         return 0
-    print(f"serving {cfg.db} at {url} (OpenAPI: /docs); API key: {key}; Ctrl-C or SIGTERM stops", flush=True)
+    print(f"serving {cfg.db} at {url} (map explorer: {url}/, OpenAPI: /docs); API key: {key}; Ctrl-C or SIGTERM "
+          "stops", flush=True)  # fmt: skip
     try:
         while not stop.wait(3600):
             pass
@@ -276,6 +277,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", required=True, help="LanceDB directory or URI (its serving model version is served)")
     p.add_argument("--model", default=None, help="the serving version's model directory, if not where it was embedded")
+    p.add_argument("--store", default=None,
+                   help="the sample store the embeddings were made from: GET /v1/items and the map explorer's "
+                   "thumbnails and texts read it")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="HTTP port [8000]")
     p.add_argument(

@@ -91,6 +91,11 @@ class ServeConfig(_Closed):
         description="model directory of the serving version, when the path recorded at embedding time is not "
         "readable here; it must be the model the store serves (checked at start-up)",
     )
+    store: str | None = Field(
+        None,
+        description="the sample store the embeddings were made from: GET /v1/items reads stored content (the map "
+        "explorer's thumbnails and texts) from it; unset, that route answers 404",
+    )
     api_key: SecretStr | None = Field(None, description="required in the X-API-Key header of /v1/* when set")
     api_key_env: str = Field("UNIGEOCLIP_API_KEY", description="environment variable read for the key when unset")
     metrics_token: SecretStr | None = Field(None, description="scrape token GET /metrics requires (Bearer) when set")

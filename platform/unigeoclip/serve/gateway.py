@@ -1,14 +1,18 @@
 """The HTTP gateway: a FastAPI ingress that checks requests, asks the encoder and the retriever, and answers.
 
-Routes: ``POST /v1/embed``, ``POST /v1/search``, ``POST /v1/geolocate``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``. Bad requests get a 4xx JSON body ``{"error", "status"}``;
-a call that meets a dying replica is retried on another before the client sees a 503.
+Routes: ``POST /v1/embed``, ``POST /v1/search``, ``POST /v1/geolocate``, ``GET /v1/items/{sample_id}/{modality}``,
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``, and the map explorer: ``GET /`` (its page), ``GET /static/*``
+(its scripts, Leaflet included) and ``GET /tiles/{z}/{x}/{y}.png`` (its offline base map). Bad requests get a
+4xx JSON body ``{"error", "status"}``; a call that meets a dying replica is retried on another before the client
+sees a 503.
 """
 
 # No `from __future__ import annotations` here: Serve's ingress re-wraps the route methods, and FastAPI must
 # see real classes (not strings it would resolve in Serve's module) to inject the Request.
 import asyncio
 import logging
+import mimetypes
+import pathlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
+from fastapi import Query as QueryParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
@@ -29,7 +34,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from ..errors import InputError
 from ..modality import Modality
-from . import ensemble
+from . import basemap, ensemble
 from .colocated import InProcess
 from .config import RETRY_AFTER_S, ServeConfig
 from .decode import prepare
@@ -43,6 +48,7 @@ from .schemas import (
     ErrorResponse,
     GeolocateRequest,
     GeolocateResponse,
+    ItemSummary,
     Query,
     SearchRequest,
     SearchResponse,
@@ -55,6 +61,8 @@ REPLICA_GONE = (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUna
 RETRIES = 4
 JSON_VALUES_BESIDE_DSM = 1_000  # a request's other JSON values (k, targets, filters, years): a generous bound
 RETRY_BACKOFF_S = 0.25
+STATIC = pathlib.Path(__file__).parent / "static"
+STATIC_FILES = {p.relative_to(STATIC).as_posix(): p for p in sorted(STATIC.rglob("*")) if p.is_file()}  # all it serves
 REQUEST_BODIES: dict[str, type[BaseModel]] = {
     "/v1/embed": EmbedRequest,
     "/v1/search": SearchRequest,
@@ -175,7 +183,7 @@ class Gateway:
                 self._authenticate(request, lambda: check_api_key(request, self.api_key))
             payload = await work()
             status, reason = 200, None
-            response = json_response(payload)
+            response = payload if isinstance(payload, Response) else json_response(payload)
         except ServiceError as exc:
             status, reason, response = exc.status, exc.reason, error_response(exc, request_id)
         except InputError as exc:
@@ -300,6 +308,92 @@ class Gateway:
                     "candidates": hits}  # fmt: skip
 
         return await self._answer("/v1/geolocate", request, work)
+
+    @api.get("/v1/items/{sample_id}", response_model=ItemSummary, responses=_errors(401, 404, 422, 429, 500, 503))
+    async def item_summary(
+        self, request: Request, sample_id: str = Path(max_length=128, description="a search hit's sample_id")
+    ) -> Response:
+        """A stored sample's place, year, text and the modalities it holds."""
+
+        async def work() -> Any:
+            return await self._item(sample_id, None, 0)
+
+        return await self._answer("/v1/items", request, work)
+
+    @api.get(
+        "/v1/items/{sample_id}/{modality}",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "application/json": {}},
+                         "description": "aerial or street: the stored image; dsm: a hillshade PNG; text, coords: JSON"},
+                   **_errors(401, 404, 422, 429, 500, 503)},
+    )  # fmt: skip
+    async def item(
+        self,
+        request: Request,
+        sample_id: str = Path(max_length=128, description="a search hit's sample_id"),
+        modality: str = Path(description="aerial, street, dsm, text or coords"),
+        view: int = QueryParam(0, ge=0, le=1_000, description="street: which of the sample's views"),
+    ) -> Response:
+        """One sample's stored content: what a hit points at (read from the service's sample store by id)."""
+
+        async def work() -> Any:
+            return await self._item(sample_id, modality, view)
+
+        return await self._answer("/v1/items", request, work)
+
+    async def _item(self, sample_id: str, modality: str | None, view: int) -> Any:
+        found = await self._call("retriever", "item", sample_id, modality, view)
+        if "error" in found:
+            raise ServiceError(found["status"], found["error"], found.get("reason", "invalid"))
+        if isinstance(found["body"], dict):
+            return found["body"]
+        return Response(
+            found["body"], media_type=found["media_type"], headers={"Cache-Control": "private, max-age=3600"}
+        )
+
+    @api.get("/", response_class=Response, include_in_schema=False)
+    async def explorer(self) -> Response:
+        """The map explorer's page (it asks for the API key when the service has one)."""
+        return self._static_file("index.html")
+
+    @api.get("/explorer.json", include_in_schema=False)
+    async def explorer_settings(self) -> dict[str, Any]:
+        """What the explorer's page needs to know first: whether to ask for a key, the largest k, whether items read."""
+        return {"api_key_required": self.api_key is not None, "max_k": self.limits.max_k,
+                "items": self.cfg.store is not None}  # fmt: skip
+
+    @api.get("/static/{name:path}", response_class=Response, include_in_schema=False)
+    async def static(self, name: str) -> Response:
+        """The explorer's scripts, styles and images, packaged with the library (nothing from a CDN)."""
+        return self._static_file(name)
+
+    def _static_file(self, name: str) -> Response:
+        path = STATIC_FILES.get(name)
+        if path is None:
+            return error_response(ServiceError(404, f"no static file {name[:80]!r}: the explorer is at /", "not_found"))
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return Response(path.read_bytes(), media_type=kind, headers={"Cache-Control": "no-cache"})
+
+    @api.get(
+        "/tiles/{z}/{x}/{y}.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "a 256 px Web Mercator tile"},
+                   **_errors(422, 503)},
+    )  # fmt: skip
+    async def tile(
+        self,
+        request: Request,
+        z: int = Path(ge=0, le=basemap.MAX_ZOOM),
+        x: int = Path(ge=0, le=2**basemap.MAX_ZOOM - 1),
+        y: int = Path(ge=0, le=2**basemap.MAX_ZOOM - 1),
+    ) -> Response:
+        """The explorer's offline base map: a Blue Marble tile (XYZ scheme, zoom 0 to 5; open, no key)."""
+
+        async def work() -> Response:
+            png = await self.offload(basemap.tile_png, z, x, y)
+            return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400"})
+
+        return await self._answer("/tiles", request, work)
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

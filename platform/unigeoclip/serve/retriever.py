@@ -20,16 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NotFoundError
 from ..vectors import EmbeddingDB, EmbeddingStore
 from ..vectors.db import is_storage_fault
 from .config import ServeConfig
+from .items import ItemReader
 from .memory import MemorySnapshot
 from .versions import AliasWatcher, serving_pointer
 
 log = logging.getLogger(__name__)
 KEEP_STORES = 3
 STORAGE_FAULT = "the embedding store could not be read; retry shortly (the operator's logs have the details)"
+SAMPLE_STORAGE_FAULT = "the sample store could not be read; retry shortly (the operator's logs have the details)"
 INLINE_SEARCH_VALUES = 4_000_000  # an in-memory search this small (a millisecond or two) runs on the loop, not a thread
 HIT_COLUMNS = ["sample_id", "modality", "cell_token", "lat_deg", "lon_deg", "year", "score"]
 
@@ -43,6 +45,7 @@ class Retriever:
         self._lock = threading.Lock()
         self.stores: OrderedDict[str, EmbeddingStore] = OrderedDict()
         self.memory: dict[str, MemorySnapshot] = {}
+        self.items = ItemReader(cfg.store) if cfg.store is not None else None
         pointer = serving_pointer(self.db)
         self._adopt(EmbeddingStore.open(self.db))
         self.watcher = AliasWatcher(self.db, cfg.refresh_s, self._on_alias, pointer)
@@ -85,6 +88,29 @@ class Retriever:
         store = self.stores[self.current]
         return {"model_version": store.model_version, "table_version": store.table_version, "rows": len(store),
                 "in_memory": store.model_version in self.memory}  # fmt: skip
+
+    async def item(self, sample_id: str, modality: str | None = None, view: int = 0) -> dict[str, Any]:
+        """``{"body", "media_type"}``: one sample's stored content of ``modality``, or its summary when None
+        (:class:`ItemReader`); or ``{"error", "status"}``."""
+        if self.items is None:
+            return {"error": "this service has no sample store to read items from: start it with --store (the store "
+                    "its embeddings were made from)", "status": 404, "reason": "no_store"}  # fmt: skip
+        try:
+            body: bytes | dict[str, Any]
+            if modality is None:
+                body, media_type = await asyncio.to_thread(self.items.summary, sample_id), "application/json"
+            else:
+                body, media_type = await asyncio.to_thread(self.items.read, sample_id, modality, view=view)
+        except InputError as exc:
+            return {"error": str(exc), "status": 422, "reason": "invalid"}
+        except NotFoundError as exc:
+            return {"error": str(exc), "status": 404, "reason": "not_found"}
+        except (OSError, RuntimeError) as exc:
+            if not is_storage_fault(exc):
+                raise
+            log.exception("reading sample %r from the sample store failed", sample_id)
+            return {"error": SAMPLE_STORAGE_FAULT, "status": 503, "reason": "storage"}
+        return {"body": body, "media_type": media_type}
 
     async def search(
         self, vector: np.ndarray, model_version: str, *, k: int, targets: list[str] | None, filters: dict[str, Any]

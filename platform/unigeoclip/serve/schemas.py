@@ -163,6 +163,18 @@ class GeolocateResponse(BaseModel):
     candidates: list[Hit]
 
 
+class ItemSummary(BaseModel):
+    """A stored sample: its place, year and text, and the modalities GET /v1/items/{sample_id}/{modality} has."""
+
+    sample_id: str
+    lat_deg: float
+    lon_deg: float
+    year: int
+    cell_token: str
+    text: str | None
+    modalities: list[str]
+
+
 class ErrorResponse(BaseModel):
     """Every refusal and error: what was wrong and how to fix it."""
 

@@ -100,9 +100,9 @@ def serve_stage(run: DemoRun) -> None:
     from ...serve import ServeConfig, start_service
     from .examples import run_examples, wait_until_ready
 
-    run.command("serve", "--db", str(run.db), "--port", str(run.options.port))
-    url = start_service(ServeConfig(db=str(run.db)), host=run.options.host, port=run.options.port,
-                        log_level="WARNING")  # fmt: skip
+    run.command("serve", "--db", str(run.db), "--store", str(run.store), "--port", str(run.options.port))
+    url = start_service(ServeConfig(db=str(run.db), store=str(run.store)), host=run.options.host,
+                        port=run.options.port, log_level="WARNING")  # fmt: skip
     try:
         run.say(f"ready: {wait_until_ready(url)}")
         answers = run_examples(url, SampleStore(run.store), run.say)

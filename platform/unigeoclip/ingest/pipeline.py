@@ -28,18 +28,19 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from ..cluster.runtime import actor_pool
+from ..cluster.runtime import actor_pool, can_grow
 from ..config import DataConfig, IngestConfig
 from ..lease import held
 from ..obs.metrics import push_run_metrics, textfile_beside
+from ..obs.progress import Rate, polled
 from ..samples.schema import SAMPLE_SCHEMA
 from ..samples.store import SampleStore
 from ..samples.validate import check_sample, reject_row
 from ..sources.base import RawSample, Reject, Source
 
 NEW, STORED, DUPLICATE, NEW_VERSION = "new", "stored", "duplicate", "new_version"
-# Rows per fragment write. lance-ray's default (2^20) buffers every block of a small or mid-size ingest until
-# extraction ends and then writes it all in one task; a few hundred rows (~100 MB) lets writes overlap it.
+# Rows per file (Lance fragment) of the samples table: a few hundred rows (~100 MB) are written as soon as
+# extraction has made them, so writing overlaps it.
 WRITE_ROWS = 256
 
 
@@ -73,9 +74,13 @@ class IngestLedger:
         self.rejects: list[dict[str, Any]] = []
         self.superseded: list[str] = []
         self.counts: Counter[str] = Counter()
+        self.items_done = 0  # plan items extracted so far (the run's progress lines)
 
-    def claim(self, keys: list[tuple[str, int, str]]) -> list[str]:
-        """Each ``(cell, year, content_hash)``'s status: stored, duplicate, new or new_version (first claim wins)."""
+    def claim(self, keys: list[tuple[str, int, str]], items: int = 0) -> list[str]:
+        """Each ``(cell, year, content_hash)``'s status: stored, duplicate, new or new_version (first claim wins).
+
+        ``items``: how many plan items the keys were extracted from (counted for :meth:`progress`)."""
+        self.items_done += items
         out = []
         for cell, year, content in keys:
             place = (cell, year)
@@ -103,12 +108,18 @@ class IngestLedger:
         """The run's rejects, superseded sample ids and counts by status, read once extraction is done."""
         return {"rejects": self.rejects, "superseded": self.superseded, "counts": dict(self.counts)}
 
+    def progress(self) -> tuple[int, int]:
+        """Plan items extracted so far, and rejects so far (while the run goes)."""
+        return self.items_done, len(self.rejects)
+
 
 class ExtractSamples:
     """Ray Data transform: plan items (JSON) -> validated, new sample rows; rejects go to the ledger."""
 
-    def __init__(self, source: Source, data: DataConfig, run_id: str, ledger: Any) -> None:
+    def __init__(self, source: Source, data: DataConfig, run_id: str, ledger: Any, shared: Any = None) -> None:
         self.source, self.data, self.run_id, self.ledger = source, data, run_id, ledger
+        if shared is not None:  # the source's shared data, read once on the driver (see share_source_data)
+            self.source.use_shared_data(ray.get(shared))  # type: ignore[attr-defined]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Plan items (JSON) -> the validated rows the store lacks; rejects and duplicates go to the ledger."""
@@ -123,7 +134,8 @@ class ExtractSamples:
                 rejects.extend(checked.rejects)
                 if checked.row is not None:
                     rows.append(checked.row)
-        statuses = ray.get(self.ledger.claim.remote([(r["cell_token"], r["year"], r["content_hash"]) for r in rows]))
+        keys = [(r["cell_token"], r["year"], r["content_hash"]) for r in rows]
+        statuses = ray.get(self.ledger.claim.remote(keys, items=len(batch["item"])))
         kept = []
         for row, status in zip(rows, statuses, strict=True):
             if status in (NEW, NEW_VERSION):
@@ -165,6 +177,16 @@ def extract_items(source: Source, items: Sequence[dict[str, Any]], *, isolate: b
                 raise
             out.append([Reject(source.name, _item_id(item), "extract_failed", f"{type(exc).__name__}: {exc}")])
     return out
+
+
+def share_source_data(source: Source) -> ray.ObjectRef | None:
+    """The source's ``shared_data()`` (what every worker would read: rasters, tables) put once in the object store.
+
+    Read here, on the driver of this job, so it holds on any cluster: each node's workers get the object from
+    Ray (numpy arrays zero-copy) and adopt it with ``use_shared_data``. None for a source without shared data.
+    """
+    share = getattr(source, "shared_data", None)
+    return ray.put(share()) if share is not None else None
 
 
 def _item_id(item: dict[str, Any]) -> str:
@@ -232,8 +254,6 @@ def ingest(
 
 
 def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestConfig | None) -> IngestSummary:
-    import lance_ray
-
     start = time.perf_counter()
     store.ensure_compatible(data)
     repaired = store.repair_current()  # a run killed between its two commits left two current rows somewhere
@@ -242,31 +262,38 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
     keys = store.keys()
     stored = {name: keys.column(name).to_pylist() for name in keys.column_names}
     ledger = IngestLedger.remote(stored, store.root)  # type: ignore[attr-defined]
+    shared = share_source_data(source) if items else None
     written = 0
     plan = plan or IngestConfig()
     items_per_batch = plan.items_per_batch
     if items:
         batches = math.ceil(len(items) / items_per_batch)
         # One block per batch: the last blocks then leave no actor idle for long (a tail of one batch).
+        extract_kwargs = {"source": source, "data": data, "run_id": run_id, "ledger": ledger, "shared": shared}
         ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=batches).map_batches(
             ExtractSamples,
-            fn_constructor_kwargs={"source": source, "data": data, "run_id": run_id, "ledger": ledger},
+            fn_constructor_kwargs=extract_kwargs,
             batch_size=items_per_batch,
             batch_format="numpy",
             compute=actor_pool(plan.min_actors, plan.max_actors, batches),
             num_cpus=1,
         )
-        store.ensure_samples_table()  # lance-ray cannot create a dataset from an empty stream
-        # Writing is light: with a whole CPU per write task, writes would wait for the extraction actors
-        # (which hold every CPU) and back-pressure would stall them.
-        lance_ray.write_lance(
-            ds,
-            store.samples_uri,
-            schema=SAMPLE_SCHEMA,
-            mode="append",
-            min_rows_per_file=WRITE_ROWS,
-            ray_remote_args={"num_cpus": 0.1},
-        )
+        store.ensure_samples_table()  # the table exists after a run, even one whose every item was rejected
+        with polled(Rate("ingest", len(items), "items"), lambda: _progress(ledger)):
+            if can_grow():  # a cluster: Ray Data's write tasks (lance-ray) write where the rows are, one commit
+                import lance_ray
+
+                # Writing is light: with a whole CPU per write task, writes would wait for the extraction
+                # actors (which hold every CPU) and back-pressure would stall them.
+                lance_ray.write_lance(ds, store.samples_uri, schema=SAMPLE_SCHEMA, mode="append",
+                                      min_rows_per_file=WRITE_ROWS, ray_remote_args={"num_cpus": 0.1})  # fmt: skip
+            else:
+                # This machine's own Ray: the rows stream to this process, which writes them while extraction
+                # goes on (files of WRITE_ROWS rows, one commit). Write tasks were slower here: they could not
+                # start before the extraction actors, which hold every CPU, were done, and each then started a
+                # worker process of its own, a serial tail of seconds (notes/issue25.md).
+                store.append_samples(ds.iter_batches(batch_size=None, batch_format="pyarrow"),
+                                     rows_per_file=WRITE_ROWS)  # fmt: skip
         written = store.count_run(run_id)
     report = ray.get(ledger.report.remote())
     store.mark_superseded(report["superseded"])
@@ -287,6 +314,12 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
     summary.metrics = push_run_metrics("ingest", summary.figures, labels={"store": store.root},
                                        default_textfile=textfile_beside(store.root, "ingest"))  # fmt: skip
     return summary
+
+
+def _progress(ledger: Any) -> tuple[int, str]:
+    """The run's progress line fields from its ledger: items extracted, and rejects so far (when there are any)."""
+    items, rejects = ray.get(ledger.progress.remote())
+    return items, f"{rejects:,} rejected" if rejects else ""
 
 
 def extract_locally(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,29 @@ class SampleStore:
         """Create the empty samples table with the store's schema if it does not exist yet."""
         if not self.has_samples():
             lance.write_dataset(SAMPLE_SCHEMA.empty_table(), self.samples_uri, mode="create")
+
+    def append_samples(self, tables: Iterable[pa.Table], *, rows_per_file: int) -> int:
+        """Append sample rows as they come (a stream of tables): files of ``rows_per_file`` rows, one commit.
+
+        Written while the stream is still being produced (nothing is buffered beyond one file); nothing is
+        committed when the stream holds no rows. Returns the rows appended.
+        """
+        batches = (b for table in tables for b in table.cast(SAMPLE_SCHEMA).to_batches() if b.num_rows)
+        first = next(batches, None)
+        if first is None:
+            return 0
+        written = 0
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            nonlocal written
+            for batch in itertools.chain([first], batches):
+                written += batch.num_rows
+                yield batch
+
+        reader = pa.RecordBatchReader.from_batches(SAMPLE_SCHEMA, counted())
+        mode = "append" if self.has_samples() else "create"
+        lance.write_dataset(reader, self.samples_uri, schema=SAMPLE_SCHEMA, mode=mode, max_rows_per_file=rows_per_file)
+        return written
 
     def count_run(self, run_id: str) -> int:
         """Rows written by one ingest run."""

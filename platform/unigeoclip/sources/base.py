@@ -91,7 +91,9 @@ class Source(Protocol):
     samples and rejects. A source may also define ``extract_batch(items)`` (what ``extract``
     gives for each, computed together); ingest then hands it each block of items at once.
     Heavy resources (rasters, models) are opened lazily in the worker, never pickled from
-    the driver.
+    the driver with the source. A source whose workers all read the same large data may
+    define ``shared_data()`` (that data, read on the driver) and ``use_shared_data(data)``:
+    ingest then puts it in Ray's object store once and every worker adopts it.
     """
 
     name: str

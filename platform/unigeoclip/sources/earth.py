@@ -34,6 +34,7 @@ from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..geo.distance import EARTH_RADIUS_KM
 from ..geo.raster import block_mean, local_grids, sample_bilinear, supersample_factor
 from ..geo.s2 import stable_fraction
+from ..geodata import once
 from ..geodata.places import CountryFacts, Places, admin1_names, country_facts, load_places
 from ..geodata.rasters import (
     BMNG_GRID,
@@ -282,6 +283,9 @@ def _candidates(places: Places, cfg: EarthSourceConfig) -> np.ndarray:
     return candidates
 
 
+# Places whose patches are cut together: past a few dozen, their (N, P, P) grids outgrow the CPU caches and
+# a batch runs slower per place than a smaller one (measured in notes/issue25.md).
+EXTRACT_CHUNK = 16
 REQUIRED_ITEM_KEYS = ("geonameid", "name", "lat_deg", "lon_deg", "year")
 LANDSCAPE_PREFIX = "landscape:"
 
@@ -397,6 +401,18 @@ class EarthSource:
             "timezone": row["timezone"],
         }
 
+    def shared_data(self) -> dict[str, Any]:
+        """What every extraction worker reads (rasters, ~200 MB, and country facts), read once to be shared.
+
+        Ingest puts it in Ray's object store and each worker adopts it (:meth:`use_shared_data`), so the
+        JPEG and npz files are decoded once per job instead of once per worker.
+        """
+        return once.values((blue_marble, globe_tile_g, pvlib_altitude, country_facts))
+
+    def use_shared_data(self, shared: dict[str, Any]) -> None:
+        """Adopt :meth:`shared_data` from another process (numpy arrays as zero-copy object-store views)."""
+        once.adopt(shared)
+
     def extract(self, item: dict[str, Any]) -> list[RawSample | Reject]:
         """One sample per place: Blue Marble PNG, elevation patch, text; a Reject if the item is unusable.
 
@@ -407,8 +423,15 @@ class EarthSource:
         """What :meth:`extract` gives for each item, with the patches of the whole batch cut together.
 
         One grid computation and one lookup per raster serve every place of the batch, instead of a
-        numpy call per place; every tile is bit for bit the one a place alone would get.
+        numpy call per place; every tile is bit for bit the one a place alone would get. A long batch is
+        cut in chunks of ``EXTRACT_CHUNK`` places, whose grids stay small enough to be fast.
         """
+        if len(items) > EXTRACT_CHUNK:
+            return [
+                out
+                for s in range(0, len(items), EXTRACT_CHUNK)
+                for out in self.extract_batch(items[s : s + EXTRACT_CHUNK])
+            ]
         out: list[list[RawSample | Reject]] = []
         usable: list[int] = []
         for i, item in enumerate(items):

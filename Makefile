@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml Makefile
 	@! $(PIP) show -q torchvision 2>/dev/null || { echo 'torchvision crept in (CUDA build): removing it'; $(PIP) uninstall -y -q torchvision; }
 	@touch $(STAMP)
 
-# The whole pipeline on the real-Earth sample: `make demo QUICK=1` for a smoke run, PORT=N for another port.
+# The whole pipeline on the real-Earth sample: `make demo QUICK=1` for a smoke run, PORT=N for another port,
+# KEEP_SERVING=1 to keep the service and its map explorer up at the end (until Ctrl-C), VERBOSE=1 for Ray's own output.
 demo: install
-	$(VENV)/bin/unigeoclip demo $(if $(QUICK),--quick) $(if $(PORT),--port $(PORT)) $(if $(OUT),--out $(OUT))
+	$(VENV)/bin/unigeoclip demo $(if $(QUICK),--quick) $(if $(PORT),--port $(PORT)) $(if $(OUT),--out $(OUT)) \
+		$(if $(KEEP_SERVING),--keep-serving) $(if $(VERBOSE),--verbose)
 
 # What the tests run for real beside Python: Prometheus and its Pushgateway (Debian's packages; the cluster
 # tests scrape the local cluster with them) and Chromium (Debian's; Playwright drives it in the map explorer's

@@ -9,6 +9,9 @@ timings, a fresh run/embeddings/report beside a kept store, and the session's Ra
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -71,6 +74,39 @@ def test_each_stage_runs_once_in_order_on_what_the_one_before_left(ray_cluster: 
     assert EarthSourceConfig.of(cfg.data).max_places == 400 and cfg.train.steps == 30 and cfg.train.ckpt_every == 30
     assert list(seconds) == [*titles, "shut down"] and len(seconds) == STAGES
     assert json.loads((options.out / "timings.json").read_text()) == pytest.approx(seconds)
-    banners = [line for line in lines if line.startswith("\n=== [")]
-    assert [b.split("]")[0] for b in banners] == [f"\n=== [{i}/{STAGES}" for i in range(1, STAGES + 1)]
+    banners = [line for line in lines if line.startswith("=== [") and not line.endswith(" s ===")]
+    assert [b.split("]")[0] for b in banners] == [f"=== [{i}/{STAGES}" for i in range(1, STAGES + 1)]
+    # the demo's own lines: a banner and a done line per stage, the wall-time table, where things are, the explorer
+    assert len("\n".join(lines).splitlines()) == 2 * STAGES + (STAGES + 2) + 2, lines
+    assert lines[-1] == f"explorer: {options.url}/ (live only with --keep-serving: make demo KEEP_SERVING=1)"
     assert ray.is_initialized(), "the session's Ray (not the demo's) stays up"
+
+
+def test_keep_serving_leaves_the_service_up_until_sigterm_then_stops_it(ray_cluster: dict, tmp_path: Path) -> None:
+    options = DemoOptions.quick(tmp_path / "demo", port=free_port(), keep_serving=True)
+    events: list[str] = []
+    lines: list[str] = []
+
+    def serve(run: DemoRun) -> None:  # what serve_stage does with --keep-serving: the service stays up
+        events.append("started")
+        run.left_up.append((run.options.url, lambda: events.append("stopped")))
+
+    def evaluate(run: DemoRun) -> None:
+        assert events == ["started"], "the service is still up while the report is made"
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if line.startswith("explorer: "):  # the signal handler is in place by now: stop as a service manager would
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+
+    noop = lambda run: None  # noqa: E731
+    stages = Stages(tuple((title, {3: serve, 4: evaluate}.get(i, noop)) for i, (title, _) in
+                          enumerate(DEMO_STAGES.steps)))  # fmt: skip
+    before = signal.getsignal(signal.SIGTERM)
+    seconds = run_demo(options, stages=stages, say=say)
+
+    assert events == ["started", "stopped"]
+    explorer = lines.index(f"explorer: {options.url}/ (live: Ctrl-C or SIGTERM stops the service)")
+    assert lines[explorer - 2].startswith("stage wall times:") and lines[explorer - 1].startswith("report: ")
+    assert lines[explorer + 1].startswith(f"=== [{STAGES}/{STAGES}] shut down"), "stopped after the explorer line"
+    assert list(seconds)[-1] == "shut down" and signal.getsignal(signal.SIGTERM) is before

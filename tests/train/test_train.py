@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from safetensors.torch import load_file
 from unigeoclip import Config, Modality, UniGeoCLIP
 from unigeoclip.errors import CheckpointError, ConfigError
 from unigeoclip.ingest.pipeline import IngestSummary
+from unigeoclip.obs.progress import PROGRESS_LOGGER
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.train.checkpoint import kept_steps, load_checkpoint
 from unigeoclip.train.trainer import train
@@ -32,14 +34,33 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+PROGRESS = re.compile(
+    r"train: step (\d+)/(\d+) \| loss [\d.]+ \| acc@1 [\d.]+ \| (val r@1 [\d.]+ \| )?[\d.]+ samples/s \| lr \S+ \| "
+    r"eta \d+ m \d\d s"
+)
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_zero_stage_trains_two_workers_loss_falls_recall_rises_and_export_reproduces(
-    stage: int, tiny_store: tuple[SampleStore, IngestSummary], tiny_world_cfg: Config, tmp_path: Path
+    stage: int,
+    tiny_store: tuple[SampleStore, IngestSummary],
+    tiny_world_cfg: Config,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store, _ = tiny_store
-    cfg = tiny_train_cfg(tiny_world_cfg, zero_stage=stage, steps=100, val_every=25)
+    caplog.set_level(logging.INFO, logger=PROGRESS_LOGGER)
+    # two checkpoints, not ten: checkpointing is the resume and killed-worker tests' subject; each costs a
+    # DeepSpeed save of every rank's optimizer state and Ray Train's copy of it
+    cfg = tiny_train_cfg(tiny_world_cfg, zero_stage=stage, steps=100, val_every=25, ckpt_every=50)
     result = train(cfg, store, tmp_path / "run")
     log = metrics(tmp_path / "run")
+    # every progress line of rank 0 reached this process (the driver), in order, the last one included
+    lines = [r.getMessage() for r in caplog.records if r.name == PROGRESS_LOGGER]
+    assert len(lines) == len(log) and lines[0].startswith("train: step 0/100 | val r@1 "), lines
+    matched = [PROGRESS.fullmatch(line) for line in lines[1:]]
+    assert [int(m[1]) if m else None for m in matched] == [m["step"] for m in log[1:]], lines
+    assert all("val r@1" in line for line in lines[1:]), "the last held-out recall rides along on every line"
     losses = [m["loss"] for m in log if "loss" in m]
     recalls = [m["val_r1"] for m in log if "val_r1" in m]
     assert log[0]["step"] == 0 and log[-1]["step"] == 100
@@ -98,9 +119,10 @@ def test_resume_after_a_stopped_run_continues_at_the_right_step(
     cfg.save(config_file)
     env = os.environ | {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     command = ["jobs/train.py", "--config", str(config_file), "--store", tiny_store[0].root, "--out", str(run_dir)]
+    console = (tmp_path / "console.txt").open("w")  # what the `unigeoclip train` command printed
     driver = subprocess.Popen(
         [sys.executable, *command], env=env, cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=console, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         deadline = time.time() + 600
@@ -115,6 +137,15 @@ def test_resume_after_a_stopped_run_continues_at_the_right_step(
     finally:
         driver.kill()
         driver.wait()
+        console.close()
+    # the command's console: where its log is, then its own progress lines; Ray Train's and DeepSpeed's output
+    # (the workers' stdout, forwarded by Ray) is in the log file
+    printed = (tmp_path / "console.txt").read_text().splitlines()
+    assert printed[0].startswith(f"log: {run_dir / 'logs' / 'unigeoclip-train.log'} "), printed
+    steps = [int(m[1]) for line in printed[1:] if (m := PROGRESS.fullmatch(line))]
+    assert steps and steps == sorted(steps) and not [line for line in printed if "pid=" in line], printed
+    filed = (run_dir / "logs" / "unigeoclip-train.log").read_text()
+    assert "(RayTrainWorker pid=" in filed and "(TrainController pid=" in filed
     stopped_at = max(m["step"] for m in metrics(run_dir))
     assert stopped_at < 200
     tags = [

@@ -3,6 +3,8 @@
 Every sub-command takes ``--config`` (a preset or a YAML file) and any number of
 ``--set dotted.key=value`` overrides (values parsed as YAML), and runs on the Ray
 cluster at ``--address`` / ``RAY_ADDRESS``, or on a local Ray when there is none.
+Each prints its own progress and summary; what Ray and the libraries print goes to a
+log file beside its output (``--log-file``; ``--verbose`` keeps it on the console).
 """
 
 from __future__ import annotations
@@ -10,17 +12,41 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..config import Config, load_config, parse_overrides, preset_names
 from ..errors import UniGeoCLIPError
+from .console import Console, default_log_file, stop_event, wait_for
 
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides=parse_overrides(args.set))
+
+
+def _start(args: argparse.Namespace, console: Console, root: str | None) -> None:
+    """The command's work begins: Ray's output to the log file beside ``root`` (or ``--log-file``), then Ray."""
+    from ..cluster.runtime import ensure_ray
+
+    _route(args, console, root)
+    ensure_ray(args.address, data_progress=args.verbose)
+
+
+def _route(args: argparse.Namespace, console: Console, root: str | None) -> None:
+    console.route(Path(args.log_file) if args.log_file else default_log_file(root, args.command))
+
+
+def _output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's, Ray Data's, Ray Train's, DeepSpeed's and Serve's own output on the console, as they "
+                   "print it (no log file)")  # fmt: skip
+    p.add_argument("--log-file", default=None, metavar="PATH",
+                   help="where that output goes otherwise [OUTPUT/logs/unigeoclip-<command>.log beside the "
+                   "command's local output directory, else the temp directory]")  # fmt: skip
 
 
 def _common(p: argparse.ArgumentParser, default_config: str) -> None:
@@ -31,24 +57,22 @@ def _common(p: argparse.ArgumentParser, default_config: str) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip ingest``: ``--source`` into the sample store at ``--store``; prints the run's summary."""
-    from ..cluster.runtime import ensure_ray
     from ..ingest.pipeline import ingest
     from ..samples.store import SampleStore
     from ..sources.registry import make_source
 
     cfg = _config(args)
-    ensure_ray(args.address)
+    _start(args, console, args.store)
     summary = ingest(make_source(args.source, cfg), SampleStore(args.store), cfg.data, plan=cfg.ingest,
                      lease_wait_s=args.wait_for_lease)  # fmt: skip
-    print(summary)
+    console.say(str(summary))
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip train`` on ``--store`` into ``--out``, or continues a run (``--resume``, ``--auto-resume``)."""
-    from ..cluster.runtime import ensure_ray
     from ..train.trainer import has_run, train
 
     overrides = parse_overrides(args.set)
@@ -58,15 +82,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         train_over["steps"] = args.steps
     cfg = load_config(args.config, overrides=overrides)
-    ensure_ray(args.address)
     resume = args.resume or (args.auto_resume and has_run(args.out))
+    _start(args, console, args.out)
     if args.auto_resume:
-        print(f"{'resuming the run' if resume else 'starting a new run'} in {args.out} (--auto-resume)")
+        console.say(f"{'resuming the run' if resume else 'starting a new run'} in {args.out} (--auto-resume)")
     result = train(cfg, args.store, args.out, gpu=args.gpu, resume=resume)
-    print(f"model: {result.model_dir}")
-    val = {k: v for k, v in result.metrics.items() if k == "val_r1"}
-    if val:
-        print(f"final mean recall@1 on {cfg.train.val_split}: {val['val_r1']:.3f}")
+    console.say(result.summary(cfg.train.val_split))
     return 0
 
 
@@ -87,33 +108,32 @@ def _embed_options(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
+def cmd_embed(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip embed`` or ``reembed`` (``args.command``); exit status 1 when some rows failed to embed."""
-    from ..cluster.runtime import ensure_ray
     from ..embed import embed, reembed
 
-    ensure_ray(args.address)
     options = _embed_options(args)
+    _start(args, console, args.db)
     if args.command == "embed":
         summary = embed(args.model, args.store, args.db, model_version=args.model_version, options=options)
     else:
         summary = reembed(args.store, args.db, model_dir=args.model, model_version=args.model_version, options=options)
-    print(summary)
+    console.say(str(summary))
     return 0 if not summary.failed else 1
 
 
-def cmd_refresh(args: argparse.Namespace) -> int:
+def cmd_refresh(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip refresh``: ingests ``--source``, then re-embeds into ``--db``; 1 when some rows failed."""
-    from ..cluster.runtime import ensure_ray
     from ..embed import refresh
     from ..samples.store import SampleStore
     from ..sources.registry import make_source
 
     cfg = _config(args)
-    ensure_ray(args.address)
+    options = _embed_options(args)
+    _start(args, console, args.db)
     summary = refresh(make_source(args.source, cfg), SampleStore(args.store), args.db, cfg.data, plan=cfg.ingest,
-                      options=_embed_options(args))  # fmt: skip
-    print(summary)
+                      options=options)  # fmt: skip
+    console.say(str(summary))
     return 0 if not summary.embed.failed else 1
 
 
@@ -164,10 +184,9 @@ def _lease_arg(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip evaluate``: a ``--model`` or kept ``--checkpoint`` on ``--store`` -> a report in ``--out``."""
     import time
-    from pathlib import Path
 
     from ..eval.report import printed_summary, write_report
     from ..eval.suite import PEERS, EvalOptions, evaluate, parse_ensemble
@@ -189,17 +208,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ablation_models=tuple(Path(a) for a in args.ablation), map_bbox=bbox, pictures=not args.no_pictures,
     )  # fmt: skip
     model_dir = args.model
+    _route(args, console, args.out)  # no Ray here, but DeepSpeed, transformers and the peers' libraries print
     if args.checkpoint:
         from ..train.checkpoint import load_checkpoint, parse_checkpoint_ref
 
         run_dir, step = parse_checkpoint_ref(args.checkpoint)
         model = load_checkpoint(run_dir, step)
         model_dir = model.save_pretrained(Path(args.out) / "checkpoint-model")  # what the report evaluated
-        print(f"evaluating {args.checkpoint}: its weights are in {model_dir}")
+        console.say(f"evaluating {args.checkpoint}: its weights are in {model_dir}")
     start = time.perf_counter()
     result = evaluate(model_dir, args.store, args.out, options)
     report = write_report(result, args.out)
-    print(printed_summary(report, result.samples, time.perf_counter() - start))
+    console.say(printed_summary(report, result.samples, time.perf_counter() - start))
     return 0
 
 
@@ -227,16 +247,12 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     """Serve on this machine's Ray (or --address) until Ctrl-C or SIGTERM; ``serving/serve_config.yaml`` is the
     cluster way."""
-    import signal
-    import threading
-    from pathlib import Path
-
     from ray import serve
 
-    from ..cluster.runtime import ensure_ray, shutdown
+    from ..cluster.runtime import shutdown
     from ..serve import ServeConfig, start_service
 
     fields: dict[str, Any] = yaml.safe_load(Path(args.serve_config).read_text()) if args.serve_config else {}
@@ -250,27 +266,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "--detach leaves the service running on a cluster after this command ends, so it needs one: give "
             "--address or RAY_ADDRESS (or submit it: ray job submit -- python jobs/serve.py --detach ...)"
         )
-    ensure_ray(args.address)
-    stop = threading.Event()  # after ray.init (which installs its own SIGTERM handler), before the deployments
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop, or a pod's
+    _start(args, console, args.db)
+    stop = stop_event()  # after ray.init (which installs its own SIGTERM handler), before the deployments
     url = start_service(cfg, host=args.host, port=args.port, proxy_location=args.proxy_location)
     key = "required in X-API-Key" if cfg.resolved_api_key() else f"none (set ${cfg.api_key_env} to require one)"
     if args.detach:
         where = {"HeadOnly": "the head node", "Disabled": "no node (HTTP off)"}.get(args.proxy_location, "every node")
-        print(f"deployed {cfg.db} at {url} on {where} (OpenAPI: /docs); API key: {key}; it keeps running: "
-              "`serve status` shows it, `serve shutdown` stops it")  # fmt: skip
+        console.say(f"deployed {cfg.db} at {url} on {where} (OpenAPI: /docs); API key: {key}; it keeps running: "
+                    "`serve status` shows it, `serve shutdown` stops it")  # fmt: skip
         return 0
-    print(f"serving {cfg.db} at {url} (map explorer: {url}/, OpenAPI: /docs); API key: {key}; Ctrl-C or SIGTERM "
-          "stops", flush=True)  # fmt: skip
+    console.say(f"serving {cfg.db} at {url} (map explorer: {url}/, OpenAPI: /docs); API key: {key}; Ctrl-C or "
+                "SIGTERM stops")  # fmt: skip
     try:
-        while not stop.wait(3600):
-            pass
-    except KeyboardInterrupt:
-        pass
+        wait_for(stop)
     finally:  # nothing this command started outlives it: the deployments, its local Ray, their HAProxy
         serve.shutdown()
         shutdown()
-    print("stopped", flush=True)
+    console.say("stopped")
     return 0
 
 
@@ -300,19 +312,16 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip demo``: the whole pipeline on this machine in ``--out`` (a smoke run with ``--quick``)."""
-    from pathlib import Path
-
     from .demo import DemoOptions, run_demo
 
     out = Path(args.out or ("data/demo-quick" if args.quick else "data/demo"))
-    options = (
-        DemoOptions.quick(out, host=args.host, port=args.port)
-        if args.quick
-        else DemoOptions(out, host=args.host, port=args.port)
-    )
-    run_demo(options)
+    log_file = Path(args.log_file) if args.log_file else None
+    kwargs = {"host": args.host, "port": args.port, "keep_serving": args.keep_serving, "verbose": args.verbose}
+    options = (DemoOptions.quick(out, log_file=log_file, **kwargs) if args.quick
+               else DemoOptions(out, log_file=log_file, **kwargs))  # fmt: skip
+    run_demo(options, say=console.say, console=console)
     return 0
 
 
@@ -322,6 +331,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 400 places, 30 training steps (a few minutes)")
     p.add_argument("--host", default="127.0.0.1", help="address the service listens on [127.0.0.1]")
     p.add_argument("--port", type=int, default=8000, help="HTTP port of the service [8000]")
+    p.add_argument("--keep-serving", action="store_true",
+                   help="after the examples and the report, keep the service and its map explorer up until Ctrl-C "
+                   "or SIGTERM")  # fmt: skip
     p.set_defaults(func=cmd_demo)
 
 
@@ -371,18 +383,42 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_args(p)
     p = sub.add_parser("demo", help="the whole pipeline on the real-Earth sample, on this machine (make demo)")
     _demo_args(p)
+    for command in sub.choices.values():
+        _output_args(command)
     return parser
 
 
+SUBMITTED_JOB = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor in a submitted job's driver
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``unigeoclip`` entry point: the exit status (2, the message on stderr, on a library error)."""
+    """The ``unigeoclip`` entry point: the exit status (2, the message on stderr, on a library error; 130 on
+    Ctrl-C). Any error is printed with the path of the command's log file."""
     args = build_parser().parse_args(argv)
+    if SUBMITTED_JOB in os.environ:  # a Ray job (ray job submit, a RayJob): its output is the job's log, which the
+        args.verbose = True  # cluster keeps and `ray job logs` / kubectl show; nothing is moved to a file
+    console = Console(args.command, verbose=args.verbose)
     try:
-        code: int = args.func(args)
+        code: int = args.func(args, console)
         return code
     except (UniGeoCLIPError, FileNotFoundError) as exc:
-        print(f"unigeoclip {args.command}: error: {exc}", file=sys.stderr)
+        message = f"unigeoclip {args.command}: error: {exc}"
+        console.filed(message)
+        console.close()
+        print(message + console.error_hint(), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        console.filed("interrupted (Ctrl-C)")
+        console.close()
+        print(f"unigeoclip {args.command}: interrupted" + console.error_hint(), file=sys.stderr)
+        return 130
+    except BaseException:  # a bug or Ray's own error: its traceback follows on stderr, the log file holds the rest
+        console.filed(f"failed:\n{traceback.format_exc()}")
+        console.close()
+        print(f"unigeoclip {args.command}: failed" + console.error_hint(), file=sys.stderr)
+        raise
+    finally:
+        console.close()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any
 import ray
 
 from ..errors import ConfigError, ResourcesUnavailableError
+from ..obs.progress import warn
 from . import data_idle
 from .ingress import haproxy_available, stop_own_haproxy, use_fast_serve_ingress
 
@@ -20,10 +21,14 @@ from .ingress import haproxy_available, stop_own_haproxy, use_fast_serve_ingress
 _started_here = False
 
 
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> dict[str, Any]:
+def ensure_ray(
+    address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True, data_progress: bool = True
+) -> dict[str, Any]:
     """Attach to ``address`` (or ``RAY_ADDRESS``), else start a local Ray; returns the cluster's resources.
 
-    A no-op when Ray is already initialised (tests share one cluster per session).
+    A no-op when Ray is already initialised (tests share one cluster per session), but for the Ray Data
+    settings: ``data_progress=False`` turns Ray Data's own progress bars (and their logged form without
+    a terminal) off, for a caller that prints its own progress lines (the ``unigeoclip`` command).
     """
     global _started_here
     # lance warns at every os.fork of a process that imported it; Ray's forks exec at once, so it is noise here.
@@ -48,9 +53,10 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, quiet
         ray.init(**kwargs)
         _started_here = address in (None, "local")
     data_idle.install()
+    ctx = ray.data.DataContext.get_current()
+    if quiet or not data_progress:
+        ctx.enable_progress_bars = data_progress
     if quiet:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = True
         ctx.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         # ...except its progress: without a terminal (CI, `make demo | tee`, a Ray job's log) Ray Data
@@ -128,7 +134,7 @@ def wait_for_resources(
                     f"{what} waited {waited:.0f} s for {describe_bundles(bundles)}; the cluster has "
                     f"{_fmt(have, missing_resources(bundles, have))}: {hint}; `ray status` shows the autoscaler's view"
                 )
-            print(f"{what}: waiting for {describe_bundles(bundles)} ({waited:.0f} s so far; `ray status` shows why)")
+            warn(f"{what}: waiting for {describe_bundles(bundles)} ({waited:.0f} s so far; `ray status` shows why)")
     finally:
         remove_placement_group(pg)
     return time.monotonic() - start

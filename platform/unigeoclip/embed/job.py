@@ -36,6 +36,7 @@ from ..errors import ConfigError, NotFoundError
 from ..lease import held
 from ..modality import Modality
 from ..obs.metrics import push_run_metrics, textfile_beside
+from ..obs.progress import Rate
 from ..samples.store import SampleStore
 from ..vectors.db import EmbeddingDB
 from ..vectors.index import DEFAULT_POLICY, IndexPolicy, maintain_index
@@ -304,6 +305,7 @@ def _run_pipeline(
     schema = embedding_schema(dim)
     writer = BufferedUpserter(table, schema, commit_rows=options.commit_rows, commit_seconds=options.commit_seconds)
     start = first = time.perf_counter()
+    rate = Rate(summary.job, plan.rows_to_embed, "rows")
     block: pa.Table
     for i, block in enumerate(ds.iter_batches(batch_size=None, batch_format="pyarrow")):
         if i == 0:
@@ -318,6 +320,8 @@ def _run_pipeline(
             summary.embedded.update(Counter(good["modality"].to_pylist()))
         if bad.num_rows:
             _record_failures(db, summary, bad)
+        failed = sum(summary.failed.values())
+        rate.update(sum(summary.embedded.values()) + failed, f"{failed:,} failed" if failed else "")
     writer.flush()
     summary.stream_seconds = time.perf_counter() - first
 

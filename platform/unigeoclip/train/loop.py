@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -36,6 +37,7 @@ from ..losses import ContrastiveLoss
 from ..losses.gather import all_reduce_mean
 from ..models import UniGeoCLIP
 from ..models.unigeoclip import batch_tensors
+from ..obs.progress import clock
 from ..reader.pipeline import batch_rows
 from .deepspeed_config import deepspeed_config, skip_inference_comm_op
 from .live import LiveGauges
@@ -51,20 +53,25 @@ log = logging.getLogger("unigeoclip.train")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``config`` = ``{"cfg": Config dict, "run_dir": str, "gpu": bool, "val": ObjectRef}``.
+    """Ray Train entry point; ``config`` = ``{"cfg": Config dict, "run_dir": str, "gpu": bool, "val": ObjectRef}``
+    and optionally ``"progress"``: a ``ray.util.queue.Queue`` that rank 0 puts its progress lines on (the
+    driver prints them).
 
     ``val`` holds the held-out split as decoded numpy batches (see ``data.reader.load_batches``).
     """
+    run_dir, gpu = Path(config["run_dir"]), bool(config["gpu"])
+    if not gpu:  # said, not detected: DeepSpeed's detection warns "unable to detect" a GPU on every CPU worker
+        os.environ["DS_ACCELERATOR"] = "cpu"
     import deepspeed
 
     _quiet_library_loggers()
     cfg = Config.model_validate(config["cfg"])
     tc = cfg.train
-    run_dir, gpu = Path(config["run_dir"]), bool(config["gpu"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     _record_worker(run_dir, rank)
     live = LiveGauges("train", tuple(LIVE_FIGURES.values()), {"run": str(run_dir)}) if rank == 0 else None
+    lines = config.get("progress") if rank == 0 else None
     torch.manual_seed(tc.seed)
     torch.set_num_threads(max(1, round(tc.cpus_per_worker)))  # 1.5 reserved CPUs: 2 threads
     device = ray.train.torch.get_device() if gpu else torch.device("cpu")
@@ -90,8 +97,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_step, started = engine.global_steps, time.perf_counter()
     if tc.val_every > 0 and start_step == 0:  # the untrained baseline, so progress can be read off the log
         last_val = _validate(engine.module.model, val_data, cfg, rank)
-        _log_progress(live, run_dir, {"step": 0, "lr": 0.0, "acc1": float("nan"), "samples_per_s": 0.0} | last_val,
-                      tc.steps, start_step, started)  # fmt: skip
+        _log_progress(live, lines, run_dir, {"step": 0, "lr": 0.0, "acc1": float("nan"), "samples_per_s": 0.0}
+                      | last_val, tc.steps, start_step, started)  # fmt: skip
     while engine.global_steps < tc.steps:
         batches = 0
         batches_iter = train_shard.iter_torch_batches(
@@ -110,7 +117,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 last_val = _validate(engine.module.model, val_data, cfg, rank)
             if step < tc.steps and (step % tc.log_every == 0 or step % tc.ckpt_every == 0 or val_due):
                 metrics = meter.summary(step, float(scheduler.get_last_lr()[0]), world) | last_val
-                _log_progress(live, run_dir, metrics, tc.steps, start_step, started)
+                _log_progress(live, lines, run_dir, metrics, tc.steps, start_step, started)
                 if step % tc.ckpt_every == 0:
                     _report_with_checkpoint(engine, metrics, step)
                 else:
@@ -124,7 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
     final = _validate(engine.module.model, val_data, cfg, rank)
     metrics = meter.summary(engine.global_steps, float(scheduler.get_last_lr()[0]), world) | final
-    _log_progress(live, run_dir, metrics, tc.steps, start_step, started)
+    _log_progress(live, lines, run_dir, metrics, tc.steps, start_step, started)
     _report_with_checkpoint(engine, metrics, engine.global_steps, export=(cfg, val_data, device))
 
 
@@ -294,20 +301,42 @@ def _emit(text: str) -> None:
     print(text, file=sys.__stdout__, flush=True)
 
 
+def progress_line(metrics: dict[str, float], total: int, eta_s: float | None) -> str:
+    """``"train: step 50/350 | loss 4.0416 | acc@1 0.015 | val r@1 0.014 | 141.5 samples/s | lr 1.10e-03 |
+    eta 5 m 36 s"``: the loss and accuracy once a step ran, the held-out recall once a validation ran."""
+    fields = [f"train: step {int(metrics['step'])}/{total}"]
+    loss, acc1 = metrics.get("loss", float("nan")), metrics.get("acc1", float("nan"))
+    if math.isfinite(loss):
+        fields.append(f"loss {loss:.4f}")
+    if math.isfinite(acc1):
+        fields.append(f"acc@1 {acc1:.3f}")
+    if "val_r1" in metrics:
+        fields.append(f"val r@1 {metrics['val_r1']:.3f}")
+    if metrics.get("samples_per_s", 0.0) > 0:
+        fields.append(f"{metrics['samples_per_s']:.1f} samples/s | lr {metrics['lr']:.2e}")
+    fields.append(f"eta {clock(eta_s)}" if eta_s is not None else "eta -")
+    return " | ".join(fields)
+
+
 def _log_progress(
-    live: LiveGauges | None, run_dir: Path, metrics: dict[str, float], total: int, start_step: int, started: float
+    live: LiveGauges | None,
+    lines: Any,
+    run_dir: Path,
+    metrics: dict[str, float],
+    total: int,
+    start_step: int,
+    started: float,
 ) -> None:
-    """Rank 0 (the one holding ``live``): a console line, a line of ``metrics.jsonl``, the live gauges."""
+    """Rank 0 (the one holding ``live``): a line on its stdout and on ``lines`` (the driver's queue, if any), a
+    line of ``metrics.jsonl``, the live gauges."""
     if live is None:
         return
     live.set({LIVE_FIGURES[k]: v for k, v in metrics.items() if k in LIVE_FIGURES})
     step = int(metrics["step"])
     done = step - start_step
-    eta = f"{(time.perf_counter() - started) / done * (total - step) / 60:.1f} min" if done > 0 else "-"
-    val = f" | val r@1 {metrics['val_r1']:.3f}" if "val_r1" in metrics else ""
-    _emit(
-        f"step {step:>6}/{total} | loss {metrics.get('loss', float('nan')):.4f} | acc@1 {metrics['acc1']:.3f}"
-        f" | {metrics['samples_per_s']:.1f} samples/s | lr {metrics['lr']:.2e}{val} | eta {eta}"
-    )
+    line = progress_line(metrics, total, (time.perf_counter() - started) / done * (total - step) if done > 0 else None)
+    _emit(line)
+    if lines is not None:
+        lines.put_nowait(line)
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"time": time.time(), **metrics}) + "\n")

@@ -10,6 +10,7 @@
     model/             the exported model (UniGeoCLIP.from_pretrained) once the run completes
     probe.safetensors  a batch and the trained model's embeddings of it (export self-check)
     feature_cache.json locked towers: contents wanted, cached and computed, the cache's size and place
+    logs/              unigeoclip-train.log: what Ray, Ray Train and DeepSpeed printed (``unigeoclip train``)
 
 Resuming relaunches the same Ray Train run (same name and storage): the workers pick
 the latest checkpoint up with ``ray.train.get_checkpoint()``.
@@ -22,7 +23,10 @@ import math
 import os
 import shutil
 import stat
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, UniGeoCLIPError
 from ..models.unigeoclip import CONFIG_FILE
 from ..obs.metrics import push_run_metrics
+from ..obs.progress import say
 from ..reader.pipeline import build_dataset, load_batches
 from ..samples.store import SampleStore
 from .frozen import ensure_features
@@ -60,6 +65,12 @@ class TrainResult:
     model_dir: Path
     metrics: dict[str, Any]
     checkpoint: str
+
+    def summary(self, val_split: str) -> str:
+        """``"model: DIR (final mean recall@1 on test_year: 0.032)"``, the recall when a validation ran."""
+        val = self.metrics.get("val_r1")
+        recall = f" (final mean recall@1 on {val_split}: {val:.3f})" if val is not None else ""
+        return f"model: {self.model_dir}{recall}"
 
 
 def has_run(run_dir: str | Path) -> bool:
@@ -136,6 +147,37 @@ def _wait_for_cluster(tc: Any, gpu: bool) -> None:
     )
 
 
+@contextmanager
+def relay_lines(lines: Any, *, poll_s: float = 1.0) -> Iterator[None]:
+    """While the block runs (``trainer.fit()``), a thread prints what the workers put on the ``lines`` queue
+    as progress lines of this process; the rest is taken once the block ends.
+
+    Training runs in Ray Train's worker processes, whose stdout reaches this process only through
+    Ray's log forwarding (which the ``unigeoclip`` command sends to its log file): rank 0 hands its
+    lines over the queue instead, and here they are lines like any other stage's.
+    """
+    from ray.util.queue import Empty
+
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            try:
+                say(lines.get(timeout=poll_s))
+            except Empty:
+                continue
+
+    thread = threading.Thread(target=relay, name="unigeoclip-train-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=poll_s + 30)
+    for line in lines.get_nowait_batch(lines.qsize()):  # after a clean end only: a failure keeps its own error
+        say(line)
+
+
 def train(
     cfg: Config,
     store: SampleStore | str,
@@ -154,6 +196,7 @@ def train(
     import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.queue import Queue
 
     started = time.perf_counter()
     run_dir = Path(run_dir).resolve()
@@ -195,9 +238,16 @@ def train(
         )
     datasets: dict[str, Any] = {"train": train_dataset}
     resources = resource_plan(tc, gpu)[0]
+    lines = Queue(actor_options={"num_cpus": 0})  # rank 0's progress lines, printed here (see relay_lines)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg.to_dict(), "run_dir": str(run_dir), "gpu": gpu, "val": val_ref},
+        train_loop_config={
+            "cfg": cfg.to_dict(),
+            "run_dir": str(run_dir),
+            "gpu": gpu,
+            "val": val_ref,
+            "progress": lines,
+        },
         scaling_config=ray.train.ScalingConfig(num_workers=tc.workers, use_gpu=gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=RUN_NAME,
@@ -208,7 +258,11 @@ def train(
         datasets=datasets,
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
     )
-    result = trainer.fit()
+    try:
+        with relay_lines(lines):
+            result = trainer.fit()
+    finally:
+        lines.shutdown()
     if result.checkpoint is None:
         raise UniGeoCLIPError(f"training finished without a checkpoint; see {run_dir / 'ray'}")
     model_dir = run_dir / EXPORT_DIR

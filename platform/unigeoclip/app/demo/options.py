@@ -25,6 +25,19 @@ class DemoOptions:
     probe_points: int = 5000
     host: str = "127.0.0.1"
     port: int = 8000
+    keep_serving: bool = False  # after the stages, keep the service (and its map explorer) up until Ctrl-C / SIGTERM
+    verbose: bool = False  # Ray Data's own progress too (the command keeps Ray's output on the console)
+    log_file: Path | None = None  # where the command sends Ray's and the libraries' output [OUT/logs/unigeoclip.log]
+
+    @property
+    def log_path(self) -> Path:
+        """The run's log file: ``log_file``, else ``OUT/logs/unigeoclip.log``."""
+        return self.log_file or self.out / "logs" / "unigeoclip.log"
+
+    @property
+    def url(self) -> str:
+        """The service's base URL (what ``start_service`` answers for ``host:port``)."""
+        return f"http://{self.host}:{self.port}"
 
     @classmethod
     def quick(cls, out: Path, **kwargs: Any) -> DemoOptions:

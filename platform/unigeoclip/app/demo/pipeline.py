@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ...errors import UniGeoCLIPError
+from ...obs.progress import clock
+from ..console import Console, stop_event, wait_for
 from .options import CONFIG, DemoOptions
 from .stages import DemoRun, Stages
 
@@ -38,22 +41,18 @@ class StageClock:
     def stage(self, name: str) -> Iterator[None]:
         """A context that prints the stage's numbered banners and records its wall time in ``seconds``."""
         number = len(self.seconds) + 1
-        self.say(f"\n=== [{number}/{STAGES}] {name} (at {_clock(time.perf_counter() - self.started)}) ===")
+        self.say(f"=== [{number}/{STAGES}] {name} (at {clock(time.perf_counter() - self.started)}) ===")
         start = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - start
-        self.say(f"=== [{number}/{STAGES}] {name}: done in {_clock(self.seconds[name])} ===")
+        self.say(f"=== [{number}/{STAGES}] {name}: done in {clock(self.seconds[name])} ===")
 
     def summary(self) -> str:
         """The table of every stage's wall time (minutes and seconds) and the total since the clock started."""
-        rows = [f"  {name:<42} {_clock(s):>8}" for name, s in self.seconds.items()]
+        width = max(len(name) for name in [*self.seconds, "total"])
+        rows = [f"  {name:<{width}} {clock(s):>9}" for name, s in self.seconds.items()]
         total = time.perf_counter() - self.started
-        return "\n".join(["stage wall times:", *rows, f"  {'total':<42} {_clock(total):>8}"])
-
-
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} m {rest:02d} s"
+        return "\n".join(["stage wall times:", *rows, f"  {'total':<{width}} {clock(total):>9}"])
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -67,9 +66,19 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def run_demo(options: DemoOptions, *, stages: Stages = DEMO_STAGES, say: Callable[[str], None] = print
-             ) -> dict[str, float]:  # fmt: skip
-    """Run every stage in order; returns each stage's wall time in seconds (also written to ``OUT/timings.json``)."""
+def run_demo(
+    options: DemoOptions,
+    *,
+    stages: Stages = DEMO_STAGES,
+    say: Callable[[str], None] = print,
+    console: Console | None = None,
+) -> dict[str, float]:
+    """Run every stage in order; returns each stage's wall time in seconds (also written to ``OUT/timings.json``).
+
+    ``console`` (the ``unigeoclip`` command's) gets the run's log file, ``options.log_path``, started afresh
+    once the checks have passed. With ``options.keep_serving`` the service a stage left up (``run.left_up``)
+    keeps serving after the last stage, until Ctrl-C or SIGTERM; the shut-down stage then stops it.
+    """
     import ray
 
     from ...cluster.runtime import ensure_ray, shutdown
@@ -80,21 +89,52 @@ def run_demo(options: DemoOptions, *, stages: Stages = DEMO_STAGES, say: Callabl
     run = DemoRun(load_config(CONFIG, overrides=options.overrides()), options, say)
     for stale in (run.run, run.db, run.report):
         shutil.rmtree(stale, ignore_errors=True)
-    clock = StageClock(say)
+    options.out.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        console.route(options.log_path, fresh=True)
+    timer = StageClock(say)
     own_ray = not ray.is_initialized()
-    ensure_ray()
+    ensure_ray(data_progress=options.verbose)
+    finished = False
     try:
         for title, stage in stages.steps:
-            with clock.stage(title):
+            with timer.stage(title):
                 stage(run)
-        with clock.stage("shut down"):
+        if run.left_up:
+            previous = signal.getsignal(signal.SIGTERM)
+            stop = stop_event()  # after ray.init, as `unigeoclip serve` does
+            try:
+                _finish(run, timer, live=True)
+                finished = True
+                wait_for(stop)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+        with timer.stage("shut down"):
+            _stop_services(run)
             if own_ray:
                 shutdown()
     finally:
+        _stop_services(run)
         if own_ray:
             shutdown()
-    say("\n" + clock.summary())
-    (options.out / "timings.json").write_text(json.dumps(clock.seconds, indent=2))
-    say(f"report: {run.report / 'report.md'}; answers: {options.out / 'examples.json'}; model: {run.model}; "
-        f"embeddings: {run.db}")  # fmt: skip
-    return clock.seconds
+    (options.out / "timings.json").write_text(json.dumps(timer.seconds, indent=2))
+    if not finished:
+        _finish(run, timer, live=False)
+    return timer.seconds
+
+
+def _stop_services(run: DemoRun) -> None:
+    while run.left_up:
+        run.left_up.pop()[1]()
+
+
+def _finish(run: DemoRun, timer: StageClock, *, live: bool) -> None:
+    """The stage wall times, where everything is, and the map explorer's URL (live or not)."""
+    options = run.options
+    run.say(timer.summary())
+    run.say(f"report: {run.report / 'report.md'}; answers: {options.out / 'examples.json'}; model: {run.model}; "
+            f"embeddings: {run.db}")  # fmt: skip
+    if live:
+        run.say(f"explorer: {run.left_up[-1][0]}/ (live: Ctrl-C or SIGTERM stops the service)")
+    else:
+        run.say(f"explorer: {options.url}/ (live only with --keep-serving: make demo KEEP_SERVING=1)")

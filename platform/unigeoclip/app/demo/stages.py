@@ -27,6 +27,8 @@ class DemoRun:
     cfg: Config
     options: DemoOptions
     say: Callable[[str], None] = print
+    # Services a stage left running for ``--keep-serving``: (base URL, how to stop it); the demo stops them last.
+    left_up: list[tuple[str, Callable[[], None]]] = field(default_factory=list, compare=False)
 
     @property
     def store(self) -> Path:
@@ -76,9 +78,7 @@ def train_stage(run: DemoRun) -> None:
     run.command("train", "--store", str(run.store), "--out", str(run.run), "--config", CONFIG,
                 *run.options.train_args(), *run.options.config_sets())  # fmt: skip
     result = train(run.cfg, str(run.store), run.run)
-    run.say(f"model: {result.model_dir}")
-    if "val_r1" in result.metrics:
-        run.say(f"final mean recall@1 on {run.cfg.train.val_split}: {result.metrics['val_r1']:.3f}")
+    run.say(result.summary(run.cfg.train.val_split))
 
 
 def embed_stage(run: DemoRun) -> None:
@@ -93,7 +93,8 @@ def embed_stage(run: DemoRun) -> None:
 
 
 def serve_stage(run: DemoRun) -> None:
-    """Starts the service over the embeddings, asks it the examples (kept in ``OUT/examples.json``), then stops it."""
+    """Starts the service over the embeddings, asks it the examples (kept in ``OUT/examples.json``), then stops it,
+    or leaves it up (``run.left_up``) with ``--keep-serving``."""
     from ray import serve
 
     from ...samples.store import SampleStore
@@ -103,12 +104,12 @@ def serve_stage(run: DemoRun) -> None:
     run.command("serve", "--db", str(run.db), "--store", str(run.store), "--port", str(run.options.port))
     url = start_service(ServeConfig(db=str(run.db), store=str(run.store)), host=run.options.host,
                         port=run.options.port, log_level="WARNING")  # fmt: skip
-    try:
-        run.say(f"ready: {wait_until_ready(url)}")
-        answers = run_examples(url, SampleStore(run.store), run.say)
-        (run.options.out / "examples.json").write_text(json.dumps([asdict(a) for a in answers], indent=1))
-    finally:
-        serve.shutdown()
+    run.left_up.append((url, serve.shutdown))  # stopped below, or by the demo's end (--keep-serving)
+    run.say(f"ready: {wait_until_ready(url)}")
+    answers = run_examples(url, SampleStore(run.store), run.say)
+    (run.options.out / "examples.json").write_text(json.dumps([asdict(a) for a in answers], indent=1))
+    if not run.options.keep_serving:
+        run.left_up.pop()[1]()
 
 
 def evaluate_stage(run: DemoRun) -> None:

@@ -9,6 +9,7 @@ model directory (consolidated fp32 weights, config, tokenizer).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -337,6 +338,7 @@ def _log_progress(
     line = progress_line(metrics, total, (time.perf_counter() - started) / done * (total - step) if done > 0 else None)
     _emit(line)
     if lines is not None:
-        lines.put_nowait(line)
+        with contextlib.suppress(ray.exceptions.RayActorError):  # the driver's queue is gone: the line above remains
+            lines.put_nowait(line)
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"time": time.time(), **metrics}) + "\n")

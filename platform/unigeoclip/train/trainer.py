@@ -37,7 +37,7 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, UniGeoCLIPError
 from ..models.unigeoclip import CONFIG_FILE
 from ..obs.metrics import push_run_metrics
-from ..obs.progress import say
+from ..obs.progress import say, warn
 from ..reader.pipeline import build_dataset, load_batches
 from ..samples.store import SampleStore
 from .frozen import ensure_features
@@ -156,6 +156,7 @@ def relay_lines(lines: Any, *, poll_s: float = 1.0) -> Iterator[None]:
     Ray's log forwarding (which the ``unigeoclip`` command sends to its log file): rank 0 hands its
     lines over the queue instead, and here they are lines like any other stage's.
     """
+    from ray.exceptions import RayActorError
     from ray.util.queue import Empty
 
     stop = threading.Event()
@@ -166,6 +167,9 @@ def relay_lines(lines: Any, *, poll_s: float = 1.0) -> Iterator[None]:
                 say(lines.get(timeout=poll_s))
             except Empty:
                 continue
+            except RayActorError:  # the queue's actor is gone: the lines stay in the log file, training goes on
+                warn("training progress lines stopped (their queue's actor died); the log file has them")
+                return
 
     thread = threading.Thread(target=relay, name="unigeoclip-train-progress", daemon=True)
     thread.start()
@@ -174,7 +178,11 @@ def relay_lines(lines: Any, *, poll_s: float = 1.0) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=poll_s + 30)
-    for line in lines.get_nowait_batch(lines.qsize()):  # after a clean end only: a failure keeps its own error
+    try:  # after a clean end only: a failure keeps its own error
+        rest = lines.get_nowait_batch(lines.qsize())
+    except RayActorError:
+        rest = []
+    for line in rest:
         say(line)
 
 
@@ -197,6 +205,7 @@ def train(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     started = time.perf_counter()
     run_dir = Path(run_dir).resolve()
@@ -238,7 +247,10 @@ def train(
         )
     datasets: dict[str, Any] = {"train": train_dataset}
     resources = resource_plan(tc, gpu)[0]
-    lines = Queue(actor_options={"num_cpus": 0})  # rank 0's progress lines, printed here (see relay_lines)
+    # rank 0's progress lines, printed here (see relay_lines); on this driver's node, so that losing a worker
+    # node (which Ray Train survives) never takes the queue with it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    lines = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={

@@ -90,15 +90,28 @@ class Rate:
 
 
 @contextmanager
+def beside(name: str, loop: Callable[[threading.Event], None], *, join_s: float) -> Iterator[None]:
+    """While the block runs, ``loop(stop)`` runs in a daemon thread; ``stop`` is set when the block ends, and
+    the thread is waited for up to ``join_s`` seconds."""
+    stop = threading.Event()
+    thread = threading.Thread(target=loop, args=(stop,), name=f"unigeoclip-{name}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=join_s)
+
+
+@contextmanager
 def polled(rate: Rate, read: Callable[[], tuple[int, str]], *, every_s: float = 2.0) -> Iterator[None]:
     """While the block runs, a thread calls ``read()`` (-> ``(done, extra)``) every ``every_s`` and updates ``rate``.
 
     For a step that blocks the calling thread (a Ray Data write) and keeps its count elsewhere (an
     actor). An error in ``read`` ends the lines with a warning and its traceback, never the step.
     """
-    stop = threading.Event()
 
-    def poll() -> None:
+    def poll(stop: threading.Event) -> None:
         while not stop.wait(every_s):
             try:
                 done, extra = read()
@@ -107,10 +120,5 @@ def polled(rate: Rate, read: Callable[[], tuple[int, str]], *, every_s: float = 
                 return
             rate.update(done, extra)
 
-    thread = threading.Thread(target=poll, name=f"unigeoclip-progress-{rate.what}", daemon=True)
-    thread.start()
-    try:
+    with beside(f"progress-{rate.what}", poll, join_s=every_s + 5):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=every_s + 5)

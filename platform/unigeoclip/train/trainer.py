@@ -37,7 +37,7 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, UniGeoCLIPError
 from ..models.unigeoclip import CONFIG_FILE
 from ..obs.metrics import push_run_metrics
-from ..obs.progress import say, warn
+from ..obs.progress import beside, say, warn
 from ..reader.pipeline import build_dataset, load_batches
 from ..samples.store import SampleStore
 from .frozen import ensure_features
@@ -159,9 +159,7 @@ def relay_lines(lines: Any, *, poll_s: float = 1.0) -> Iterator[None]:
     from ray.exceptions import RayActorError
     from ray.util.queue import Empty
 
-    stop = threading.Event()
-
-    def relay() -> None:
+    def relay(stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 say(lines.get(timeout=poll_s))
@@ -171,13 +169,8 @@ def relay_lines(lines: Any, *, poll_s: float = 1.0) -> Iterator[None]:
                 warn("training progress lines stopped (their queue's actor died); the log file has them")
                 return
 
-    thread = threading.Thread(target=relay, name="unigeoclip-train-progress", daemon=True)
-    thread.start()
-    try:
+    with beside("train-progress", relay, join_s=poll_s + 30):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=poll_s + 30)
     try:  # after a clean end only: a failure keeps its own error
         rest = lines.get_nowait_batch(lines.qsize())
     except RayActorError:

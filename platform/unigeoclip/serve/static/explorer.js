@@ -88,10 +88,9 @@ function filters() {
   if ($("bbox").checked) {
     const b = map.getBounds();
     const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
-    const wrap = (lon) => ((((lon + 180) % 360) + 360) % 360) - 180;
     const wide = b.getEast() - b.getWest() >= 360;
-    out.bbox = [clamp(b.getSouth(), -90, 90), wide ? -180 : wrap(b.getWest()),
-                clamp(b.getNorth(), -90, 90), wide ? 180 : wrap(b.getEast())];
+    out.bbox = [clamp(b.getSouth(), -90, 90), wide ? -180 : wrapLon(b.getWest()),
+                clamp(b.getNorth(), -90, 90), wide ? 180 : wrapLon(b.getEast())];
   }
   const text = $("years").value.trim();
   if (text) {
@@ -126,6 +125,9 @@ function clearResults() {
   objectUrls.forEach((u) => URL.revokeObjectURL(u));
   objectUrls = [];
 }
+
+// Leaflet's longitudes run past +-180 on the world's copies; the API wants [-180, 180).
+function wrapLon(lon) { return ((((lon + 180) % 360) + 360) % 360) - 180; }
 
 function fmt(x, digits = 3) { return Number(x).toFixed(digits); }
 
@@ -204,7 +206,7 @@ $("search-form").addEventListener("submit", (event) => {
 
 map.on("click", (event) => {
   const lat = event.latlng.lat;
-  const lon = ((((event.latlng.lng + 180) % 360) + 360) % 360) - 180;
+  const lon = wrapLon(event.latlng.lng);
   run("Nearest tiles", async () => {
     const query = { coords: { lat_deg: lat, lon_deg: lon } };
     const [aerial, dsm] = await Promise.all(["aerial", "dsm"].map((m) => postJson("v1/search", searchBody(query, [m]))));

@@ -71,7 +71,20 @@ def local_grids(lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: in
     lat = np.arcsin(np.clip(sin_lat, -1.0, 1.0))
     dlon = np.arctan2(sin_b * sin_d * cos_phi0, cos_d - sin_phi0 * sin_lat)
     lon = np.degrees(lmb0 + dlon)
-    return np.degrees(lat), (lon + 180.0) % 360.0 - 180.0
+    return np.degrees(lat), wrap(lon + 180.0, 360.0) - 180.0
+
+
+def wrap(x: np.ndarray, period: float) -> np.ndarray:
+    """``x % period`` (numpy's floor remainder), the same float bits, with the division taken only where needed.
+
+    A value strictly between 0 and ``period`` is its own remainder, exactly; the others (negative, zero, past
+    the period, NaN) go through ``np.remainder``. Coordinates mostly lie inside one turn, so most are copied.
+    """
+    out = np.array(x, dtype=np.float64)
+    away = ~((out > 0.0) & (out < period))
+    if away.any():
+        out[away] = np.remainder(out[away], period)
+    return out
 
 
 def sample_bilinear(
@@ -82,12 +95,18 @@ def sample_bilinear(
     Returns ``(values, inside)``: float32 of shape ``lat.shape + raster.shape[2:]`` and a
     bool mask. Outside a non-wrapping raster the values are edge-clamped and ``inside`` is
     False: the caller decides what to put there (another raster, NaN).
+
+    Each value is ``(v00 (1 - fc) + v01 fc) (1 - fr) + (v10 (1 - fc) + v11 fc) fr`` in float64, rounded
+    once to float32. The four corners are gathered from the flattened raster (``take``) and each band is
+    weighted on its own contiguous plane: the same arithmetic, bit for bit, as indexing ``raster[r, c]`` and
+    broadcasting the weights over a short last axis of bands, numpy's slow case (notes/issue25.md).
     """
     row = (grid.lat_top - lat) / grid.deg_per_px - 0.5
-    col = ((lon - grid.lon_left) % 360.0) / grid.deg_per_px - 0.5  # mod 360: tiles may straddle the dateline
+    col = wrap(lon - grid.lon_left, 360.0) / grid.deg_per_px - 0.5  # mod 360: tiles may straddle the dateline
     inside = (row >= -0.5) & (row <= grid.rows - 0.5)
     if grid.wraps:
-        col = col % grid.cols
+        col = wrap(col, grid.cols)
+        col[col == grid.cols] = 0.0  # a hair west of column 0 rounds up to one full turn: the same point
     else:
         inside &= col <= grid.cols - 0.5
         col = np.clip(col, 0.0, grid.cols - 1.0)
@@ -95,13 +114,30 @@ def sample_bilinear(
     r0 = np.floor(row).astype(np.int64)
     c0 = np.floor(col).astype(np.int64)
     r1 = np.minimum(r0 + 1, grid.rows - 1)
-    c1 = (c0 + 1) % grid.cols if grid.wraps else np.minimum(c0 + 1, grid.cols - 1)
+    c1 = c0 + 1
+    c1[c1 == grid.cols] = 0 if grid.wraps else grid.cols - 1
     fr, fc = row - r0, col - c0
-    if raster.ndim == 3:  # broadcast the weights over bands
-        fr, fc = fr[..., None], fc[..., None]
-    top = raster[r0, c0] * (1.0 - fc) + raster[r0, c1] * fc
-    bottom = raster[r1, c0] * (1.0 - fc) + raster[r1, c1] * fc
-    return (top * (1.0 - fr) + bottom * fr).astype(np.float32), inside
+    gr, gc = 1.0 - fr, 1.0 - fc
+    r0 *= grid.cols
+    r1 *= grid.cols
+    at = [r + c for r, c in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))]  # the four corners' flat pixel indices
+    if raster.ndim == 2:
+        corners = [[raster.reshape(-1).take(i)] for i in at]
+    else:  # (pixels, bands) rows gathered at once, then one contiguous plane per band
+        gathered = [raster.reshape(grid.rows * grid.cols, -1).take(i, axis=0) for i in at]
+        corners = [[np.ascontiguousarray(g[..., band]) for band in range(g.shape[-1])] for g in gathered]
+    out = np.empty(lat.shape + raster.shape[2:], dtype=np.float32)
+    planes = out[..., None] if raster.ndim == 2 else out
+    for band, (v00, v01, v10, v11) in enumerate(zip(*corners, strict=True)):
+        top = v00 * gc
+        top += v01 * fc
+        bottom = v10 * gc
+        bottom += v11 * fc
+        top *= gr
+        bottom *= fr
+        top += bottom
+        planes[..., band] = top
+    return out, inside
 
 
 def supersample_factor(out_px_km: float, src_px_km: float, max_factor: int = 8) -> int:

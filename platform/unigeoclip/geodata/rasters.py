@@ -11,7 +11,7 @@ import functools
 import numpy as np
 from PIL import Image
 
-from ..geo.raster import LatLonGrid
+from ..geo.raster import LatLonGrid, wrap
 from .files import checked_shape, package_file
 from .once import once
 
@@ -81,5 +81,5 @@ def era5_climatology() -> tuple[np.ndarray, np.ndarray]:
 def covers(grid: LatLonGrid, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Which points a raster covers, decided before loading it (GLOBE is 130 MB)."""
     row = (grid.lat_top - lat) / grid.deg_per_px
-    col = ((lon - grid.lon_left) % 360.0) / grid.deg_per_px
+    col = wrap(lon - grid.lon_left, 360.0) / grid.deg_per_px
     return np.asarray((row >= 0) & (row <= grid.rows) & (grid.wraps | (col <= grid.cols)))

@@ -19,9 +19,10 @@ of their cells already. Their source ids start with ``landscape:`` (:func:`is_la
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,12 +97,27 @@ def aerial_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> np.
     return aerial_patches(np.array([lat_deg]), np.array([lon_deg]), side_km, px)[0]
 
 
-def aerial_patches(lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: int) -> list[np.ndarray]:
-    """:func:`aerial_patch` of ``N`` points, cut together: one grid and one Blue Marble lookup for all of them."""
+Grids = Callable[[int], tuple[np.ndarray, np.ndarray]]  # pixels per side -> the (N, P, P) lat and lon grids
+
+
+def aerial_patches(
+    lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: int, *, grids: Grids | None = None
+) -> list[np.ndarray]:
+    """:func:`aerial_patch` of ``N`` points, cut together: one grid and one Blue Marble lookup for all of them.
+
+    ``grids``: where the points' ``local_grids`` come from (default: computed here), to share them with
+    :func:`elevation_patches` when both patches sample as many pixels."""
     factor = supersample_factor(side_km / px, BMNG_GRID.px_km)
-    lat, lon = local_grids(lat_deg, lon_deg, side_km, px * factor)
+    lat, lon = (grids or functools.partial(local_grids, lat_deg, lon_deg, side_km))(px * factor)
     rgb, _ = sample_bilinear(blue_marble(), BMNG_GRID, lat, lon)  # (N, P, P, 3)
     return [np.clip(np.rint(block_mean(one, factor)), 0, 255).astype(np.uint8) for one in rgb]
+
+
+def _fixed_grids(lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`local_grids`, made read-only: safe to hand to several patch functions."""
+    lat, lon = local_grids(lat_deg, lon_deg, side_km, px)
+    lat.flags.writeable = lon.flags.writeable = False
+    return lat, lon
 
 
 def elevation_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> tuple[np.ndarray, str]:
@@ -116,11 +132,13 @@ def elevation_patch(lat_deg: float, lon_deg: float, side_km: float, px: int) -> 
 
 
 def elevation_patches(
-    lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: int
+    lat_deg: np.ndarray, lon_deg: np.ndarray, side_km: float, px: int, *, grids: Grids | None = None
 ) -> list[tuple[np.ndarray, str]]:
-    """:func:`elevation_patch` of ``N`` points, cut together (each raster looked up once, and only if needed)."""
+    """:func:`elevation_patch` of ``N`` points, cut together (each raster looked up once, and only if needed).
+
+    ``grids``: as for :func:`aerial_patches`."""
     factor = supersample_factor(side_km / px, GLOBE_G_GRID.px_km)
-    lat, lon = local_grids(lat_deg, lon_deg, side_km, px * factor)  # (N, P, P)
+    lat, lon = (grids or functools.partial(local_grids, lat_deg, lon_deg, side_km))(px * factor)  # (N, P, P)
     in_globe = np.asarray(covers(GLOBE_G_GRID, lat, lon), dtype=bool)  # (N, P, P)
     some: np.ndarray = np.asarray(in_globe.any(axis=(1, 2)))  # (N,) any pixel in GLOBE
     whole: np.ndarray = np.asarray(in_globe.all(axis=(1, 2)))  # (N,) every pixel in GLOBE
@@ -443,8 +461,11 @@ class EarthSource:
             lat = np.array([float(items[i]["lat_deg"]) for i in usable])
             lon = np.array([float(items[i]["lon_deg"]) for i in usable])
             km = self.cfg.patch_km
-            aerials = aerial_patches(lat, lon, km, self.data.aerial_px)
-            dsms = elevation_patches(lat, lon, km, self.data.dsm_px)
+            # The aerial and the DSM patch share their grid when they sample as many pixels (the earth preset:
+            # 128 aerial pixels, 64 DSM pixels sampled twice over); the grids are read-only, so none is changed.
+            grids = functools.cache(functools.partial(_fixed_grids, lat, lon, km))
+            aerials = aerial_patches(lat, lon, km, self.data.aerial_px, grids=grids)
+            dsms = elevation_patches(lat, lon, km, self.data.dsm_px, grids=grids)
             for k, i in enumerate(usable):
                 out[i] = [self._sample(items[i], aerials[k], *dsms[k])]
         return out

@@ -13,7 +13,7 @@ no task submitted or finished, no queued byte changed), the thread sleeps
 ``IDLE_SLEEP_S``, so a consumer's pull is noticed within that time (a training step
 takes about a second). It patches a private method: when a Ray upgrade renames it, Ray
 is left as it is and a warning says so. ``runtime.ensure_ray`` installs it in the driver
-and, through the job's ``worker_process_setup_hook``, in every worker.
+and, through the job's ``worker_process_setup_hook`` (:mod:`.worker_setup`), in every worker.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from typing import Any
 
 IDLE_SLEEP_S = 0.02
 _MARK = "_unigeoclip_sleeps_when_idle"
-HOOK = f"{__name__}.install"  # the dotted path Ray imports in each worker process
 
 
 def install() -> bool:

@@ -14,7 +14,7 @@ import ray
 
 from ..errors import ConfigError, ResourcesUnavailableError
 from ..obs.progress import warn
-from . import data_idle
+from . import worker_setup
 from .ingress import haproxy_available, stop_own_haproxy, use_fast_serve_ingress
 
 # Whether ensure_ray started the Ray this process uses: then no autoscaler can add nodes to it.
@@ -48,11 +48,12 @@ def ensure_ray(
                 use_fast_serve_ingress()
         if quiet:
             kwargs["logging_level"] = logging.WARNING
-        # Every worker (the SplitCoordinator feeding Ray Train above all) gets the idle-sleeping executor.
-        kwargs["runtime_env"] = {"worker_process_setup_hook": data_idle.HOOK}
+        # Every worker sets up as this process does below (the kept heap; the idle-sleeping Ray Data executor,
+        # for the SplitCoordinator feeding Ray Train above all).
+        kwargs["runtime_env"] = {"worker_process_setup_hook": worker_setup.HOOK}
         ray.init(**kwargs)
         _started_here = address in (None, "local")
-    data_idle.install()
+    worker_setup.setup()
     ctx = ray.data.DataContext.get_current()
     if quiet or not data_progress:
         ctx.enable_progress_bars = data_progress

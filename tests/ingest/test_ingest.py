@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from unigeoclip import Config, Modality
+from unigeoclip.errors import ConfigError, DataSourceError
 from unigeoclip.geo.distance import haversine_km
 from unigeoclip.geo.s2 import contains, parent_token
 from unigeoclip.ingest.pipeline import IngestSummary, ingest
@@ -144,12 +146,13 @@ def test_files_source_ingests_through_ray(ray_cluster: dict, tiny_world_cfg: Con
     assert 29.0 < np.nanmax(dsm) < 31.0
 
 
-def test_earth_workers_use_the_rasters_the_driver_shared_and_store_what_one_process_makes(
+def test_earth_workers_use_the_rasters_read_once_and_store_what_one_process_makes(
     ray_cluster: dict, tmp_path: Path
 ) -> None:
-    """The earth rasters are read once on the driver and reach the extraction actors through Ray's object store
-    (zero-copy, read-only views, not the workers' own reads of the files); the store then holds, byte for byte,
-    the rows one plain process makes from the files (GLOBE, pvlib and mixed elevation patches among them)."""
+    """The earth rasters are read once (by a task, while the driver plans) and reach the extraction actors through
+    Ray's object store (zero-copy, read-only views, not the workers' own reads of the files); the store then
+    holds, byte for byte, the rows one plain process makes from the files (GLOBE, pvlib and mixed elevation
+    patches among them)."""
     import ray
     from unigeoclip import load_config
     from unigeoclip.config import IngestConfig
@@ -187,6 +190,51 @@ def test_earth_workers_use_the_rasters_the_driver_shared_and_store_what_one_proc
     )
     used = {json.loads(r["source_ids"])["dsm"] for r in stored}
     assert {"globe-g10g", "pvlib-altitude"} <= used, used
+
+
+class BrokenSource(SyntheticSource):
+    """The synthetic source with shared data that cannot be read, or a plan that fails."""
+
+    def __init__(self, cfg: SyntheticSourceConfig, data: Any, broken: str) -> None:
+        super().__init__(cfg, data)
+        self.broken = broken
+
+    def shared_data(self) -> dict[str, Any]:
+        if self.broken == "shared":
+            raise DataSourceError("tiles.npz is missing from the package: reinstall unigeoclip[earth]")
+        return {}
+
+    def use_shared_data(self, shared: dict[str, Any]) -> None:
+        pass
+
+    def plan(self) -> list[dict[str, Any]]:
+        if self.broken == "plan":
+            raise ConfigError("sources.broken: no item passes the filters; widen them")
+        return super().plan()
+
+
+@pytest.mark.parametrize("broken", ["shared", "plan"])
+def test_a_failed_shared_read_or_plan_is_raised_as_itself_and_leaves_no_ledger(
+    ray_cluster: dict, tiny_world_cfg: Config, tmp_path: Path, broken: str
+) -> None:
+    """The shared data is read by a task while the driver plans: its error reaches the caller as the source
+    raised it (the CLI prints its message), as a plan's does, and the run's ledger actor is gone either way."""
+    from ray.util.state import list_actors
+
+    def ledgers() -> int:
+        return len(list_actors(filters=[("class_name", "=", "IngestLedger"), ("state", "=", "ALIVE")]))
+
+    before = ledgers()
+    source = BrokenSource(SyntheticSourceConfig.of(tiny_world_cfg.data), tiny_world_cfg.data, broken)
+    error = DataSourceError if broken == "shared" else ConfigError
+    with pytest.raises(error, match=r"reinstall unigeoclip|widen them") as raised:
+        ingest(source, SampleStore(tmp_path / "store"), tiny_world_cfg.data)
+    assert type(raised.value) is error  # the source's own error, not Ray's wrapper of it
+    for _ in range(50):  # ray.kill is asynchronous: the actor is gone within moments
+        if ledgers() == before:
+            break
+        time.sleep(0.2)
+    assert ledgers() == before
 
 
 def test_reader_yields_model_ready_tensors_with_masks(

@@ -1,7 +1,7 @@
 """Package data read once per process, or handed in by another process through Ray's object store.
 
 A loader decorated with :func:`once` is a ``functools.cache`` of no arguments whose value a worker can also
-:func:`adopt`: ingest reads the rasters once on the driver (:func:`values`), puts them in the object store,
+:func:`adopt`: ingest reads the rasters once (one Ray task, :func:`values`) into the object store,
 and every extraction worker adopts them (numpy arrays come back as zero-copy, read-only views), instead of
 each worker decoding the same JPEG and npz files.
 """

@@ -180,13 +180,33 @@ def extract_items(source: Source, items: Sequence[dict[str, Any]], *, isolate: b
 
 
 def share_source_data(source: Source) -> ray.ObjectRef | None:
-    """The source's ``shared_data()`` (what every worker would read: rasters, tables) put once in the object store.
+    """The source's ``shared_data()`` (what every worker would read: rasters, tables), read once into the object store.
 
-    Read here, on the driver of this job, so it holds on any cluster: each node's workers get the object from
-    Ray (numpy arrays zero-copy) and adopt it with ``use_shared_data``. None for a source without shared data.
+    A Ray task reads it and returns it, so the read runs on another core while the driver plans; each node's
+    workers get the object from Ray (numpy arrays zero-copy) and adopt it with ``use_shared_data``. The
+    files ship with the package, so any node can read them. None for a source without shared data;
+    :func:`check_shared` surfaces a failed read as the source's own error.
     """
-    share = getattr(source, "shared_data", None)
-    return ray.put(share()) if share is not None else None
+    if getattr(source, "shared_data", None) is None:
+        return None
+    return _read_shared_data.remote(source)
+
+
+@ray.remote
+def _read_shared_data(source: Source) -> Any:
+    return source.shared_data()  # type: ignore[attr-defined]
+
+
+def check_shared(shared: ray.ObjectRef | None) -> None:
+    """Wait for :func:`share_source_data`'s read; its error (a missing package file...) is raised as it was raised."""
+    if shared is None:
+        return
+    try:
+        ray.get(shared)  # zero-copy views where the read ran on this node; dropped at once
+    except ray.exceptions.RayTaskError as exc:
+        if exc.cause is None:  # the error could not be rebuilt here: Ray's own message says what it was
+            raise
+        raise exc.cause from None
 
 
 def _item_id(item: dict[str, Any]) -> str:
@@ -258,47 +278,23 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
     store.ensure_compatible(data)
     repaired = store.repair_current()  # a run killed between its two commits left two current rows somewhere
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    items = source.plan()
     keys = store.keys()
     stored = {name: keys.column(name).to_pylist() for name in keys.column_names}
+    # The ledger's process starts and the source's shared data is read (a task) while this process plans.
     ledger = IngestLedger.remote(stored, store.root)  # type: ignore[attr-defined]
-    shared = share_source_data(source) if items else None
-    written = 0
-    plan = plan or IngestConfig()
-    items_per_batch = plan.items_per_batch
-    if items:
-        batches = math.ceil(len(items) / items_per_batch)
-        # One block per batch: the last blocks then leave no actor idle for long (a tail of one batch).
-        extract_kwargs = {"source": source, "data": data, "run_id": run_id, "ledger": ledger, "shared": shared}
-        ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=batches).map_batches(
-            ExtractSamples,
-            fn_constructor_kwargs=extract_kwargs,
-            batch_size=items_per_batch,
-            batch_format="numpy",
-            compute=actor_pool(plan.min_actors, plan.max_actors, batches),
-            num_cpus=1,
-        )
-        store.ensure_samples_table()  # the table exists after a run, even one whose every item was rejected
-        with polled(Rate("ingest", len(items), "items"), lambda: _progress(ledger)):
-            if can_grow():  # a cluster: Ray Data's write tasks (lance-ray) write where the rows are, one commit
-                import lance_ray
-
-                # Writing is light: with a whole CPU per write task, writes would wait for the extraction
-                # actors (which hold every CPU) and back-pressure would stall them.
-                lance_ray.write_lance(ds, store.samples_uri, schema=SAMPLE_SCHEMA, mode="append",
-                                      min_rows_per_file=WRITE_ROWS, ray_remote_args={"num_cpus": 0.1})  # fmt: skip
-            else:
-                # This machine's own Ray: the rows stream to this process, which writes them while extraction
-                # goes on (files of WRITE_ROWS rows, one commit). Write tasks were slower here: they could not
-                # start before the extraction actors, which hold every CPU, were done, and each then started a
-                # worker process of its own, a serial tail of seconds (notes/issue25.md).
-                store.append_samples(ds.iter_batches(batch_size=None, batch_format="pyarrow"),
-                                     rows_per_file=WRITE_ROWS)  # fmt: skip
-        written = store.count_run(run_id)
-    report = ray.get(ledger.report.remote())
+    try:
+        shared = share_source_data(source)
+        items = source.plan()
+        check_shared(shared if items else None)
+        written = 0
+        if items:
+            _extract_and_write(items, source, store, data, plan or IngestConfig(), run_id, ledger, shared)
+            written = store.count_run(run_id)
+        report = ray.get(ledger.report.remote())
+    finally:
+        ray.kill(ledger)  # also when planning or extraction failed
     store.mark_superseded(report["superseded"])
     store.append_rejects(report["rejects"])
-    ray.kill(ledger)
     counts = report["counts"]
     summary = IngestSummary(
         run_id=run_id,
@@ -314,6 +310,46 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
     summary.metrics = push_run_metrics("ingest", summary.figures, labels={"store": store.root},
                                        default_textfile=textfile_beside(store.root, "ingest"))  # fmt: skip
     return summary
+
+
+def _extract_and_write(
+    items: list[dict[str, Any]],
+    source: Source,
+    store: SampleStore,
+    data: DataConfig,
+    plan: IngestConfig,
+    run_id: str,
+    ledger: Any,
+    shared: ray.ObjectRef | None,
+) -> None:
+    """Plan items -> Ray Data blocks -> the extraction actors -> the store's samples table (one commit)."""
+    batches = math.ceil(len(items) / plan.items_per_batch)
+    # One block per batch: the last blocks then leave no actor idle for long (a tail of one batch).
+    extract_kwargs = {"source": source, "data": data, "run_id": run_id, "ledger": ledger, "shared": shared}
+    ds = ray.data.from_items([{"item": json.dumps(it)} for it in items], override_num_blocks=batches).map_batches(
+        ExtractSamples,
+        fn_constructor_kwargs=extract_kwargs,
+        batch_size=plan.items_per_batch,
+        batch_format="numpy",
+        compute=actor_pool(plan.min_actors, plan.max_actors, batches),
+        num_cpus=1,
+    )
+    store.ensure_samples_table()  # the table exists after a run, even one whose every item was rejected
+    with polled(Rate("ingest", len(items), "items"), lambda: _progress(ledger)):
+        if can_grow():  # a cluster: Ray Data's write tasks (lance-ray) write where the rows are, one commit
+            import lance_ray
+
+            # Writing is light: with a whole CPU per write task, writes would wait for the extraction
+            # actors (which hold every CPU) and back-pressure would stall them.
+            lance_ray.write_lance(ds, store.samples_uri, schema=SAMPLE_SCHEMA, mode="append",
+                                  min_rows_per_file=WRITE_ROWS, ray_remote_args={"num_cpus": 0.1})  # fmt: skip
+        else:
+            # This machine's own Ray: the rows stream to this process, which writes them while extraction
+            # goes on (files of WRITE_ROWS rows, one commit). Write tasks were slower here: they could not
+            # start before the extraction actors, which hold every CPU, were done, and each then started a
+            # worker process of its own, a serial tail of seconds (notes/issue25.md).
+            store.append_samples(ds.iter_batches(batch_size=None, batch_format="pyarrow"),
+                                 rows_per_file=WRITE_ROWS)  # fmt: skip
 
 
 def _progress(ledger: Any) -> tuple[int, str]:

@@ -92,8 +92,8 @@ class Source(Protocol):
     gives for each, computed together); ingest then hands it each block of items at once.
     Heavy resources (rasters, models) are opened lazily in the worker, never pickled from
     the driver with the source. A source whose workers all read the same large data may
-    define ``shared_data()`` (that data, read on the driver) and ``use_shared_data(data)``:
-    ingest then puts it in Ray's object store once and every worker adopts it.
+    define ``shared_data()`` (that data) and ``use_shared_data(data)``: ingest then reads it once (a
+    Ray task, while the driver plans) into Ray's object store and every worker adopts it.
     """
 
     name: str

@@ -16,6 +16,7 @@ Goals (issue 25): Ray >= 1.5x the one process, and >= 5x 38 items/s. The machine
 printed before and after: others' work on a shared machine slows every path, Ray's most.
 
     .venv/bin/python benchmarks/bench_ingest_earth.py [--places 300] [--landscape 300] [--batch N] [--rounds 2]
+    .venv/bin/python benchmarks/bench_ingest_earth.py --demo     # the earth preset's whole plan, as `make demo`
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import lance
 import pyarrow as pa
+import ray
 from unigeoclip import load_config
 from unigeoclip.cluster.runtime import cluster_cpus, ensure_ray
 from unigeoclip.config import IngestConfig
@@ -79,9 +81,10 @@ def main() -> None:
     parser.add_argument("--landscape", type=int, default=300)
     parser.add_argument("--batch", type=int, default=None, help="items per block (default: the earth preset's)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--demo", action="store_true", help="the earth preset's whole plan (10,128 items), as the demo")
     args = parser.parse_args()
     load_before = load()
-    earth = {"max_places": args.places, "landscape_max": args.landscape}
+    earth = {} if args.demo else {"max_places": args.places, "landscape_max": args.landscape}
     cfg = load_config("earth", overrides={"data": {"sources": {"earth": earth}}})
     batch = args.batch or cfg.ingest.items_per_batch
     source_cfg = EarthSourceConfig.of(cfg.data)
@@ -93,9 +96,8 @@ def main() -> None:
         loader()  # the rasters read once in this process, as a long-lived worker has them
     ensure_ray()
     start = time.perf_counter()
-    shared = share_source_data(source)  # what each Ray run puts in the object store first (read here already)
+    ray.get(share_source_data(source))  # what each Ray run shares first (put from here: this process holds it)
     put_s = time.perf_counter() - start
-    del shared
     everything, two = PlannedEarth(source_cfg, cfg.data, items), PlannedEarth(source_cfg, cfg.data, items[:2])
     names = ("one at a time", "batched", "Ray Data", "Ray Data, 2 items")
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -119,7 +121,8 @@ def main() -> None:
         assert ingest(two, SampleStore(work / f"two{r}"), cfg.data, plan=plan).written == 2
         times["Ray Data, 2 items"].append(time.perf_counter() - start)
     shutil.rmtree(work)
-    print(f"earth source, {len(items)} items ({args.places} places + {args.landscape} landscape), "
+    what = "the earth preset's whole plan" if args.demo else f"{args.places} places + {args.landscape} landscape"
+    print(f"earth source, {len(items)} items ({what}), "
           f"{cluster_cpus()} Ray CPUs, blocks of {batch}, {args.rounds} alternating rounds")  # fmt: skip
     print(f"load averages: {load_before} before, {load()} after")
     print(f"plan (once, the same for every path, in no figure below)  {plan_s:.2f} s")

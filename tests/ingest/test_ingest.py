@@ -179,7 +179,11 @@ def test_earth_workers_use_the_rasters_read_once_and_store_what_one_process_make
     assert ray.get(adopted_in_a_worker.remote([share_source_data(source)])) == [False, False]
 
     store = SampleStore(tmp_path / "store")
+    from unigeoclip.geodata import once
+
+    once.forget()  # this process reads nothing: a task reads the rasters, and this process adopts them after
     summary = ingest(source, store, cfg.data, plan=IngestConfig(items_per_batch=8))
+    assert source.shared_data_held()  # the next run from here puts them without reading the files
     rows, rejects = extract_locally(source, cfg.data, source.plan())
     assert summary.written == len(rows) == len(source.plan()) and not rejects and not summary.rejects
 

@@ -44,6 +44,11 @@ def values(loaders: Iterable[Callable[[], Any]]) -> dict[str, Any]:
     return out
 
 
+def held(loaders: Iterable[Callable[[], Any]]) -> bool:
+    """Whether this process holds every one of the loaders' values (read or adopted): :func:`values` reads nothing."""
+    return all(_name(loader) in _VALUES for loader in loaders)
+
+
 def adopt(given: Mapping[str, Any]) -> None:
     """Use these values (from :func:`values` in another process) instead of reading the files here."""
     unknown = sorted(set(given) - set(_LOADERS))

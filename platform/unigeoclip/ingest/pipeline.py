@@ -180,15 +180,18 @@ def extract_items(source: Source, items: Sequence[dict[str, Any]], *, isolate: b
 
 
 def share_source_data(source: Source) -> ray.ObjectRef | None:
-    """The source's ``shared_data()`` (what every worker would read: rasters, tables), read once into the object store.
+    """The source's ``shared_data()`` (what every worker would read: rasters, tables), once in the object store.
 
-    A Ray task reads it and returns it, so the read runs on another core while the driver plans; each node's
-    workers get the object from Ray (numpy arrays zero-copy) and adopt it with ``use_shared_data``. The
-    files ship with the package, so any node can read them. None for a source without shared data;
-    :func:`check_shared` surfaces a failed read as the source's own error.
+    Where this process holds it already (``shared_data_held()``: a run before this one adopted it), it is put
+    from here; else a Ray task reads it, on another core while the driver plans. Each node's workers get the
+    object from Ray (numpy arrays zero-copy) and adopt it with ``use_shared_data``; the files ship with the
+    package, so any node can read them. None for a source without shared data. :func:`check_shared` waits
+    for the read, raises its error as the source raised it, and has this process adopt the data.
     """
     if getattr(source, "shared_data", None) is None:
         return None
+    if getattr(source, "shared_data_held", lambda: False)():
+        return ray.put(source.shared_data())  # type: ignore[attr-defined]
     return _read_shared_data.remote(source)
 
 
@@ -197,12 +200,15 @@ def _read_shared_data(source: Source) -> Any:
     return source.shared_data()  # type: ignore[attr-defined]
 
 
-def check_shared(shared: ray.ObjectRef | None) -> None:
-    """Wait for :func:`share_source_data`'s read; its error (a missing package file...) is raised as it was raised."""
+def check_shared(source: Source, shared: ray.ObjectRef | None) -> None:
+    """Wait for :func:`share_source_data`'s read; its error (a missing package file...) is raised as it was raised.
+
+    This process then adopts the data (zero-copy views of the object where the read ran on this node), so
+    the next run from here puts it without reading the files again."""
     if shared is None:
         return
     try:
-        ray.get(shared)  # zero-copy views where the read ran on this node; dropped at once
+        source.use_shared_data(ray.get(shared))  # type: ignore[attr-defined]
     except ray.exceptions.RayTaskError as exc:
         if exc.cause is None:  # the error could not be rebuilt here: Ray's own message says what it was
             raise
@@ -285,7 +291,7 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
     try:
         shared = share_source_data(source)
         items = source.plan()
-        check_shared(shared if items else None)
+        check_shared(source, shared if items else None)
         written = 0
         if items:
             _extract_and_write(items, source, store, data, plan or IngestConfig(), run_id, ledger, shared)

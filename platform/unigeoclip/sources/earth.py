@@ -50,6 +50,8 @@ from ..geodata.rasters import (
 from ..preprocess.imaging import encode_png
 from .base import RawSample, Reject, SourceConfig
 
+SHARED_LOADERS = (blue_marble, globe_tile_g, pvlib_altitude, country_facts)  # what every worker reads
+
 
 class EarthSourceConfig(SourceConfig):
     """Real data shipped inside packages (GeoNames, GLOBE, pvlib, Blue Marble): no street modality."""
@@ -425,7 +427,11 @@ class EarthSource:
         Ingest puts it in Ray's object store and each worker adopts it (:meth:`use_shared_data`), so the
         JPEG and npz files are decoded once per job instead of once per worker.
         """
-        return once.values((blue_marble, globe_tile_g, pvlib_altitude, country_facts))
+        return once.values(SHARED_LOADERS)
+
+    def shared_data_held(self) -> bool:
+        """Whether this process holds :meth:`shared_data` already (read or adopted): then it costs no read."""
+        return once.held(SHARED_LOADERS)
 
     def use_shared_data(self, shared: dict[str, Any]) -> None:
         """Adopt :meth:`shared_data` from another process (numpy arrays as zero-copy object-store views)."""

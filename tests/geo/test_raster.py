@@ -107,6 +107,14 @@ def test_the_centre_of_the_first_column_is_sampled_where_the_plain_formula_index
     assert inside.all()
 
 
+def test_one_point_given_as_floats_samples_as_in_an_array() -> None:
+    raster, grid = CASES["rgb uint8, wraps"]
+    value, inside = sample_bilinear(raster, grid, 12.3, -45.6)  # type: ignore[arg-type]
+    assert value.shape == (3,) and bool(inside)
+    np.testing.assert_array_equal(value, sample_bilinear(raster, grid, np.array([12.3]), np.array([-45.6]))[0][0])
+    np.testing.assert_array_equal(value, reference_bilinear(raster, grid, np.array(12.3), np.array(-45.6)))
+
+
 def test_wrap_is_numpys_remainder_bit_for_bit() -> None:
     rng = np.random.default_rng(5)
     special = [0.0, -0.0, 360.0, -360.0, 720.0, 1e-300, -1e-300, np.nextafter(360.0, 0), np.nextafter(0.0, -1),
@@ -116,6 +124,10 @@ def test_wrap_is_numpys_remainder_bit_for_bit() -> None:
         with np.errstate(invalid="ignore"):  # inf % period is NaN, as numpy says
             got, want = wrap(x, period), np.remainder(x, period)
         np.testing.assert_array_equal(got.view(np.uint64), want.view(np.uint64))  # NaNs, signed zeros alike
+    single = rng.uniform(-720, 720, 1000).astype(np.float32)  # numpy keeps float32 % 360.0 in float32
+    np.testing.assert_array_equal(wrap(single, 360.0), np.remainder(single, np.float32(360.0)))
+    assert wrap(single, 360.0).dtype == np.float32 and wrap(np.arange(-400, 400, 7), 360.0).dtype == np.float64
+    np.testing.assert_array_equal(wrap(np.arange(-400, 400, 7), 360.0), np.remainder(np.arange(-400, 400, 7), 360.0))
     grid = rng.uniform(-200, 200, (3, 5, 5))
     assert wrap(grid, 360.0).shape == grid.shape and wrap(grid, 360.0) is not grid
     np.testing.assert_array_equal(grid, np.asarray(grid))  # the input is left as it was

@@ -80,7 +80,7 @@ def wrap(x: np.ndarray, period: float) -> np.ndarray:
     A value strictly between 0 and ``period`` is its own remainder, exactly; the others (negative, zero, past
     the period, NaN) go through ``np.remainder``. Coordinates mostly lie inside one turn, so most are copied.
     """
-    out = np.array(x, dtype=np.float64)
+    out = np.array(x, dtype=np.result_type(x, period))  # the dtype x % period has (float32 stays float32)
     away = ~((out > 0.0) & (out < period))
     if away.any():
         out[away] = np.remainder(out[away], period)
@@ -101,12 +101,13 @@ def sample_bilinear(
     weighted on its own contiguous plane: the same arithmetic, bit for bit, as indexing ``raster[r, c]`` and
     broadcasting the weights over a short last axis of bands, numpy's slow case (notes/issue25.md).
     """
+    lat, lon = np.asarray(lat), np.asarray(lon)
     row = (grid.lat_top - lat) / grid.deg_per_px - 0.5
     col = wrap(lon - grid.lon_left, 360.0) / grid.deg_per_px - 0.5  # mod 360: tiles may straddle the dateline
     inside = (row >= -0.5) & (row <= grid.rows - 0.5)
     if grid.wraps:
         col = wrap(col, grid.cols)
-        col[col == grid.cols] = 0.0  # a hair west of column 0 rounds up to one full turn: the same point
+        col = np.where(col == grid.cols, 0.0, col)  # a hair west of column 0 rounds up to one full turn: column 0
     else:
         inside &= col <= grid.cols - 0.5
         col = np.clip(col, 0.0, grid.cols - 1.0)
@@ -114,8 +115,7 @@ def sample_bilinear(
     r0 = np.floor(row).astype(np.int64)
     c0 = np.floor(col).astype(np.int64)
     r1 = np.minimum(r0 + 1, grid.rows - 1)
-    c1 = c0 + 1
-    c1[c1 == grid.cols] = 0 if grid.wraps else grid.cols - 1
+    c1 = np.where(c0 + 1 == grid.cols, 0 if grid.wraps else grid.cols - 1, c0 + 1)
     fr, fc = row - r0, col - c0
     gr, gc = 1.0 - fr, 1.0 - fc
     r0 *= grid.cols

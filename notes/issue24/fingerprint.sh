@@ -4,6 +4,7 @@
 # Ingests the earth preset (400 places, 400 landscape samples) and the synthetic source into fresh
 # stores, prints one sha256 over every stored row's content columns (sorted by sample_id; the run id
 # and timestamps excluded), then evaluates MODEL_DIR on EVAL_STORE and prints the summary.
+# MODEL_DIR `-` stops after the hashes (issue 25: the stored content alone, no model at hand).
 set -euo pipefail
 out=$1 model=$2 eval_store=$3
 cli=${UNIGEOCLIP:-.venv/bin/unigeoclip}
@@ -23,4 +24,5 @@ for path in sys.argv[1:]:
             h.update(repr(col.to_pylist()).encode())
     print(f"{path.rsplit('/', 1)[1]}: {t.num_rows} rows, {t.num_columns} columns, sha256 {h.hexdigest()}")
 PY
+[ "$model" = - ] && exit 0
 $cli evaluate --model "$model" --store "$eval_store" --out "$out/report" --no-pictures 2>&1 | grep -v '^\s*$' | tail -40

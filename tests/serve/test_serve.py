@@ -278,6 +278,31 @@ def test_colocated_gateway_answers_as_the_three_deployments_do(service: Service,
         serve.delete("colocated")
 
 
+class Slow:
+    """A replica whose requests take as long as they say."""
+
+    async def __call__(self, seconds: float) -> float:
+        import asyncio
+
+        await asyncio.sleep(seconds)
+        return seconds
+
+
+def test_a_stopping_replica_still_finishes_its_requests(service: Service) -> None:
+    """``Scaling``'s short shut-down poll (0.5 s, Ray's is 2 s) still waits for what a replica is running."""
+    options = FIXED.deployment_options()
+    assert options["graceful_shutdown_wait_loop_s"] == 0.5
+    handle = serve.run(serve.deployment(name="Slow", **options)(Slow).bind(), name="drain", route_prefix=None)
+    assert handle.remote(0.0).result(timeout_s=30) == 0.0  # the replica is up
+    running = handle.remote(2.5)
+    time.sleep(0.5)  # the request is in the replica
+    started = time.monotonic()
+    serve.delete("drain")  # waits until the replica has stopped
+    stopped = time.monotonic() - started
+    assert running.result(timeout_s=30) == 2.5, "a request running in a stopping replica was cut off"
+    assert stopped >= 1.5, f"the replica stopped {stopped:.1f} s after the delete, before its request ended"
+
+
 def test_a_storage_fault_is_a_503_that_names_no_path_and_every_answer_has_a_request_id(
     service: Service, items: list[dict], tmp_path: Path
 ) -> None:

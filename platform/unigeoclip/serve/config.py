@@ -55,6 +55,13 @@ class Scaling(_Closed):
     look_back_period_s: float = Field(
         15.0, gt=10, description="window the ongoing-request average is taken over (above Ray's 10 s metrics interval)"
     )
+    # A stopping replica sleeps this long, then again while requests are still running in it: Ray's 2 s made
+    # every stop (Ctrl-C, a scale-down, a new version) wait 2 s more than its requests. The routers stop sending
+    # to it before the first sleep ends (Serve broadcasts the change at once), and what still arrives is
+    # refused and retried elsewhere, so a shorter poll loses nothing.
+    graceful_shutdown_wait_loop_s: float = Field(
+        0.5, gt=0, description="how often a stopping replica checks that its last requests have finished"
+    )
 
     def deployment_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Deployment.options``."""
@@ -65,6 +72,7 @@ class Scaling(_Closed):
             "ray_actor_options": actor,
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
+            "graceful_shutdown_wait_loop_s": self.graceful_shutdown_wait_loop_s,
             # what Serve answers a request its full queue refuses: a 503 that says when to come back
             "backpressure_config": {"status_code": 503, "retry_after_s": RETRY_AFTER_S},
         }

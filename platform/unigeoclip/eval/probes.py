@@ -87,17 +87,27 @@ def _standardise(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def ridge_predictions(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, alphas: Sequence[float]
 ) -> np.ndarray:
-    """Ridge fits for every alpha at once (one SVD): ``(A, N_test, T)`` predictions of centred targets.
+    """Ridge fits for every alpha at once (one decomposition): ``(A, N_test, T)`` predictions of centred targets.
 
     ``x_*`` are standardised ``(N, F)`` features, ``y_train`` ``(N, T)`` centred targets; an
-    intercept is implicit in the centring.
+    intercept is implicit in the centring. With X = U S V^T the coefficients are
+    V diag(s / (s^2 + alpha)) U^T y = V diag(1 / (s^2 + alpha)) V^T X^T y: where there are more rows
+    than features, V and s^2 come from the eigen-decomposition of the F x F matrix X^T X, a sixth of
+    the SVD's time for GeoCLIP's 512 features on 3,000 points (its error, ~1e-16 of the largest s^2,
+    is small beside the smallest alpha); otherwise from the SVD.
     """
     x_mean = x_train.mean(axis=0)
-    u, s, vt = np.linalg.svd(x_train - x_mean, full_matrices=False)  # (N, r), (r,), (r, F)
-    uty = u.T @ y_train  # (r, T)
-    a = np.asarray(alphas, np.float64)[:, None]  # (A, 1)
-    shrink = s[None, :] / (s[None, :] ** 2 + a)  # (A, r)
-    coef = np.einsum("fr,ar,rt->aft", vt.T, shrink, uty)  # (A, F, T)
+    xc = x_train - x_mean
+    if xc.shape[0] >= xc.shape[1]:
+        s2, v = np.linalg.eigh(xc.T @ xc)  # (F,), (F, F)
+        vty = v.T @ (xc.T @ y_train)  # (F, T)
+        s2 = np.maximum(s2, 0.0)[None, :]  # rounding can leave a zero eigenvalue slightly negative
+        shrink = 1.0 / (s2 + np.asarray(alphas, np.float64)[:, None])  # (A, F)
+    else:
+        u, s, vt = np.linalg.svd(xc, full_matrices=False)  # (N, r), (r,), (r, F)
+        v, vty = vt.T, u.T @ y_train
+        shrink = s[None, :] / (s[None, :] ** 2 + np.asarray(alphas, np.float64)[:, None])  # (A, r)
+    coef = np.einsum("fr,ar,rt->aft", v, shrink, vty)  # (A, F, T)
     return np.einsum("nf,aft->ant", x_test - x_mean, coef)
 
 

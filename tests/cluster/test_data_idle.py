@@ -59,3 +59,42 @@ def test_install_patches_ray_once() -> None:
     assert getattr(patched, "_unigeoclip_sleeps_when_idle", False)
     assert ray_data_idle.install() and StreamingExecutor._scheduling_loop_step is patched  # not wrapped twice
     assert not getattr(patched.__wrapped__, "_unigeoclip_sleeps_when_idle", False)  # wraps Ray's own step
+
+
+def test_a_worker_patches_ray_data_when_it_imports_it_and_never_imports_it_for_nothing(ray_cluster: dict) -> None:
+    """The job's setup hook leaves Ray Data unimported (a Serve replica never needs it) and patches it on import."""
+    import ray
+
+    @ray.remote(max_calls=1)  # a worker process of its own, set up by the job's hook
+    def fresh_worker() -> tuple[bool, bool, bool]:
+        import sys
+
+        imported_before = "ray.data" in sys.modules
+        from ray.data._internal.execution.streaming_executor import StreamingExecutor as Executor
+
+        step = Executor._scheduling_loop_step
+        return imported_before, getattr(step, "_unigeoclip_sleeps_when_idle", False), hasattr(step, "__wrapped__")
+
+    assert ray.get(fresh_worker.remote()) == (False, True, True)
+
+
+def test_install_before_ray_data_is_imported_patches_it_on_import() -> None:
+    """In a fresh interpreter: nothing imported by ``install``, the executor patched by its first import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ray\n"
+        "from unigeoclip.cluster import data_idle\n"
+        "assert data_idle.install() and 'ray.data' not in sys.modules\n"
+        "assert data_idle.install() and sum(type(f).__name__ == '_PatchOnImport' for f in sys.meta_path) == 1\n"
+        "import ray.data\n"
+        "from ray.data._internal.execution.streaming_executor import StreamingExecutor as E\n"
+        "assert E._scheduling_loop_step._unigeoclip_sleeps_when_idle\n"
+        "assert not getattr(E._scheduling_loop_step.__wrapped__, '_unigeoclip_sleeps_when_idle', False)\n"
+        "assert not any(type(f).__name__ == '_PatchOnImport' for f in sys.meta_path)\n"
+        "import inspect\n"
+        "assert 'class StreamingExecutor' in inspect.getsource(sys.modules[data_idle.EXECUTOR_MODULE])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -13,26 +13,42 @@ no task submitted or finished, no queued byte changed), the thread sleeps
 ``IDLE_SLEEP_S``, so a consumer's pull is noticed within that time (a training step
 takes about a second). It patches a private method: when a Ray upgrade renames it, Ray
 is left as it is and a warning says so. ``runtime.ensure_ray`` installs it in the driver
-and, through the job's ``worker_process_setup_hook`` (:mod:`.worker_setup`), in every worker.
+and, through the job's ``worker_process_setup_hook`` (:mod:`.worker_setup`), in every worker:
+at once where Ray Data is imported already, else when it is first imported.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
+import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 IDLE_SLEEP_S = 0.02
+EXECUTOR_MODULE = "ray.data._internal.execution.streaming_executor"
 _MARK = "_unigeoclip_sleeps_when_idle"
 
 
 def install() -> bool:
-    """Patch ``StreamingExecutor`` in this process (idempotent); False when this Ray has no such loop step."""
-    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+    """Patch ``StreamingExecutor`` in this process (idempotent): now where Ray Data's executor is imported, else
+    the moment it is. A process that never runs Ray Data (a Serve replica, the ingest ledger) then never
+    imports it (0.2-0.5 s of CPU in each worker). False when this Ray's executor has no such loop step."""
+    module = sys.modules.get(EXECUTOR_MODULE)
+    if module is not None:
+        return _patch(module.StreamingExecutor)
+    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+    return True
 
-    step = getattr(StreamingExecutor, "_scheduling_loop_step", None)
+
+def _patch(executor: type) -> bool:
+    step = getattr(executor, "_scheduling_loop_step", None)
     if step is None:
         warnings.warn(
             "ray.data's StreamingExecutor has no _scheduling_loop_step in this Ray version: its scheduling "
@@ -42,8 +58,40 @@ def install() -> bool:
         )
         return False
     if not getattr(step, _MARK, False):
-        StreamingExecutor._scheduling_loop_step = sleep_when_idle(step)  # type: ignore[method-assign,assignment]
+        executor._scheduling_loop_step = sleep_when_idle(step)  # type: ignore[attr-defined]
     return True
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands Ray Data's executor module to its own loader, then patches it once loaded."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != EXECUTOR_MODULE:
+            return None
+        sys.meta_path.remove(self)  # once: and the search below must not find this finder again
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenPatch(spec.loader)
+        return spec
+
+
+class _ThenPatch(importlib.abc.Loader):
+    """The module's own loader (whose other methods it answers too), then :func:`_patch` on what it loaded."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.loader.exec_module(module)
+        _patch(module.StreamingExecutor)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_code, ... for tracebacks and inspect
+        return getattr(self.loader, name)
 
 
 def sleep_when_idle(step: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:

@@ -341,3 +341,27 @@ def test_place_points_come_from_the_places_already_read_in_this_process() -> Non
         assert len(points.lat) > 200_000 and points.population.min() >= 0
     finally:
         once.forget()
+
+
+@pytest.mark.parametrize("km", [30.0, 1.0])  # few kept (each marks what it rules out) and nearly all kept
+def test_thinning_keeps_exactly_what_a_check_against_every_kept_place_keeps(km: float) -> None:
+    """Greedy thinning of real GeoNames places (Benelux) against a brute-force walk with the same chord test."""
+    import math
+
+    from unigeoclip.geodata.places import load_places
+    from unigeoclip.sources.earth import _SpacingIndex, thin_by_spacing
+
+    places = load_places()
+    inside = np.flatnonzero((places.lat > 49.4) & (places.lat < 53.6) & (places.lon > 2.5) & (places.lon < 7.3))
+    order = inside[np.lexsort((places.ids[inside], -places.population[inside]))]
+    lat, lon = np.radians(places.lat), np.radians(places.lon)
+    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)
+    limit = (2.0 * math.sin(km / EARTH_RADIUS_KM / 2.0)) ** 2
+    want: list[int] = []
+    for i in order.tolist():
+        d = xyz[i] - xyz[want] if want else np.zeros((0, 3))
+        if not (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] + d[:, 2] * d[:, 2] < limit).any():
+            want.append(i)
+    assert thin_by_spacing(places.lat, places.lon, order, km) == want
+    crowded = len(np.unique(np.asarray(_SpacingIndex(places.lat, places.lon, km).keys)[order])) / len(order)
+    assert (crowded < 0.25) == (km > 10), f"both ways of thinning are tested ({crowded:.2f} buckets per place)"

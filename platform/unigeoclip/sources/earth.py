@@ -251,6 +251,7 @@ class _SpacingIndex:
         self.offsets = sorted(steps, key=abs)  # own bucket first: the likeliest place for a close neighbour
         self.limit = chord * chord
         self.buckets: dict[int, list[int]] = {}
+        self._all: tuple[np.ndarray, dict[int, tuple[int, int]], np.ndarray] | None = None  # for close_to
 
     def has_close(self, i: int) -> bool:
         x, y, z, key = self.xs[i], self.ys[i], self.zs[i], self.keys[i]
@@ -264,18 +265,47 @@ class _SpacingIndex:
     def add(self, i: int) -> None:
         self.buckets.setdefault(self.keys[i], []).append(i)
 
+    def close_to(self, i: int) -> np.ndarray:
+        """Every point, kept or not, closer than the spacing to point ``i`` (``i`` too): the pairs and the float
+        operations of :meth:`has_close`, on arrays."""
+        if self._all is None:
+            keys = np.asarray(self.keys, np.int64)
+            by_key = np.argsort(keys, kind="stable")
+            unique, starts, counts = np.unique(keys[by_key], return_index=True, return_counts=True)
+            spans = dict(
+                zip(unique.tolist(), zip(starts.tolist(), (starts + counts).tolist(), strict=True), strict=True)
+            )
+            self._all = by_key, spans, np.array([self.xs, self.ys, self.zs])
+        by_key, spans, xyz = self._all
+        key = self.keys[i]
+        near = np.concatenate([by_key[slice(*spans[key + o])] for o in self.offsets if key + o in spans])
+        d = xyz[:, near] - xyz[:, i : i + 1]  # each candidate minus point i, as has_close subtracts the kept point
+        return near[d[0] * d[0] + d[1] * d[1] + d[2] * d[2] < self.limit]
+
 
 def thin_by_spacing(lat_deg: np.ndarray, lon_deg: np.ndarray, order: np.ndarray, min_km: float) -> list[int]:
     """Greedy thinning: walk ``order`` (most important first), keep a point unless a kept one is within ``min_km``.
 
-    Linear time (a bucket grid, not all pairs): about a second for the 235k GeoNames places.
+    Linear time (a bucket grid, not all pairs). Where the candidates crowd the buckets (the 100 km default:
+    5,871 of 200k kept), each kept point marks every point it rules out, one array operation over its 27
+    buckets, and the walk only reads a flag (0.3 s against 0.9 s); where nearly every candidate is kept
+    (a few km), each candidate is checked against the kept points near it, the cheaper way there.
     """
     index = _SpacingIndex(lat_deg, lon_deg, min_km)
+    if 4 * len(np.unique(np.asarray(index.keys)[order])) > len(order):
+        kept = []
+        for i in order.tolist():
+            if not index.has_close(i):
+                kept.append(i)
+                index.add(i)
+        return kept
+    ruled_out = bytearray(len(index.keys))  # read point by point here, written by array below (the same bytes)
+    marks = np.frombuffer(ruled_out, dtype=np.uint8)
     kept = []
     for i in order.tolist():
-        if not index.has_close(i):
+        if not ruled_out[i]:
             kept.append(i)
-            index.add(i)
+            marks[index.close_to(i)] = 1
     return kept
 
 

@@ -110,3 +110,41 @@ def test_keep_serving_leaves_the_service_up_until_sigterm_then_stops_it(ray_clus
     assert lines[explorer - 2].startswith("stage wall times:") and lines[explorer - 1].startswith("report: ")
     assert lines[explorer + 1].startswith(f"=== [{STAGES}/{STAGES}] shut down"), "stopped after the explorer line"
     assert list(seconds)[-1] == "shut down" and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_service_stops_beside_the_evaluation_and_the_shut_down_waits_for_it(
+    ray_cluster: dict, tmp_path: Path
+) -> None:
+    """serve_stage hands its stop to a ``Background``: the next stage runs meanwhile; shut-down waits and raises."""
+    from unigeoclip.app.demo.stages import Background
+
+    events: list[str] = []
+    evaluated = threading.Event()
+
+    def stop(fail: bool) -> None:
+        assert evaluated.wait(30), "the evaluation never ran while the service was stopping"
+        events.append("stopped")
+        if fail:
+            raise RuntimeError("the drain failed")
+
+    for fail in (False, True):
+        events.clear()
+        evaluated.clear()
+        options = DemoOptions.quick(tmp_path / f"demo-{fail}", port=free_port())
+
+        def serve(run: DemoRun, fail: bool = fail) -> None:
+            run.stopping.append(Background(lambda: stop(fail), name="stop the service"))
+
+        def evaluate(run: DemoRun) -> None:
+            events.append("evaluated")
+            evaluated.set()
+
+        noop = lambda run: None  # noqa: E731
+        stages = Stages(tuple((title, {3: serve, 4: evaluate}.get(i, noop)) for i, (title, _) in
+                              enumerate(DEMO_STAGES.steps)))  # fmt: skip
+        if fail:
+            with pytest.raises(RuntimeError, match="the drain failed"):
+                run_demo(options, stages=stages, say=lambda line: None)
+        else:
+            assert list(run_demo(options, stages=stages, say=lambda line: None))[-1] == "shut down"
+        assert events == ["evaluated", "stopped"], "the shut-down waited for the stop"

@@ -114,7 +114,7 @@ def run_demo(
             if own_ray:
                 shutdown()
     finally:
-        _stop_services(run)
+        _stop_services(run, raising=False)  # a stage failed: what it raised is the error to show
         if own_ray:
             shutdown()
     (options.out / "timings.json").write_text(json.dumps(timer.seconds, indent=2))
@@ -123,9 +123,14 @@ def run_demo(
     return timer.seconds
 
 
-def _stop_services(run: DemoRun) -> None:
+def _stop_services(run: DemoRun, *, raising: bool = True) -> None:
+    """Stop what is left up and wait for what is being stopped; raise the first error of a stop (``raising``)."""
     while run.left_up:
         run.left_up.pop()[1]()
+    errors = [error for error in (stopping.wait() for stopping in run.stopping) if error is not None]
+    run.stopping.clear()
+    if errors and raising:
+        raise errors[0]
 
 
 def _finish(run: DemoRun, timer: StageClock, *, live: bool) -> None:

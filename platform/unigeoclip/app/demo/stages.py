@@ -8,6 +8,7 @@ the five in order, so a test can hand in its own to check the orchestration.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,26 @@ if TYPE_CHECKING:
     from ...config import Config
 
 
+class Background:
+    """``fn()`` in a thread of its own, started at once; :meth:`wait` joins it and answers what it raised."""
+
+    def __init__(self, fn: Callable[[], object], name: str) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to whoever waits, who raises it
+            self.error = exc
+
+    def wait(self) -> BaseException | None:
+        """Wait until ``fn`` has returned; what it raised, else None."""
+        self.thread.join()
+        return self.error
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """What every stage reads: the demo's config and options, its paths, and where to print."""
@@ -29,6 +50,8 @@ class DemoRun:
     say: Callable[[str], None] = print
     # Services a stage left running for ``--keep-serving``: (base URL, how to stop it); the demo stops them last.
     left_up: list[tuple[str, Callable[[], None]]] = field(default_factory=list, compare=False)
+    # Services being stopped beside the next stages (their stop is mostly waiting); the shut-down stage waits.
+    stopping: list[Background] = field(default_factory=list, compare=False)
 
     @property
     def store(self) -> Path:
@@ -93,8 +116,8 @@ def embed_stage(run: DemoRun) -> None:
 
 
 def serve_stage(run: DemoRun) -> None:
-    """Starts the service over the embeddings, asks it the examples (kept in ``OUT/examples.json``), then stops it,
-    or leaves it up (``run.left_up``) with ``--keep-serving``."""
+    """Starts the service over the embeddings, asks it the examples (kept in ``OUT/examples.json``), then stops it
+    beside the next stage (``run.stopping``), or leaves it up (``run.left_up``) with ``--keep-serving``."""
     from ray import serve
 
     from ...samples.store import SampleStore
@@ -109,7 +132,9 @@ def serve_stage(run: DemoRun) -> None:
     answers = run_examples(url, SampleStore(run.store), run.say)
     (run.options.out / "examples.json").write_text(json.dumps([asdict(a) for a in answers], indent=1))
     if not run.options.keep_serving:
-        run.left_up.pop()[1]()
+        # Serve's shut-down is mostly its replicas draining (sleeps): it goes on beside the evaluation, and the
+        # demo's shut-down stage waits for it (or raises what it raised).
+        run.stopping.append(Background(run.left_up.pop()[1], name="stop the service"))
 
 
 def evaluate_stage(run: DemoRun) -> None:

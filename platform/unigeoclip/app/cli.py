@@ -161,7 +161,7 @@ def _embed_args(p: argparse.ArgumentParser, *, model_required: bool, serving_mod
     p.add_argument(
         "--max-actors", type=int, default=None, help="the most model actors, one CPU (GPU) each [as the cluster grows]"
     )
-    p.add_argument("--batch-size", type=int, default=64, help="samples per actor call [64]")
+    p.add_argument("--batch-size", type=int, default=128, help="samples per actor call [128]")
     p.add_argument("--commit-rows", type=int, default=20_000, help="rows per upsert commit [20000]")
     p.add_argument("--commit-seconds", type=float, default=60.0, help="commit at least this often [60]")
     p.add_argument("--no-publish", action="store_true", help="embed a new version without making it serve")

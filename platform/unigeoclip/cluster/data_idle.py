@@ -38,7 +38,7 @@ _MARK = "_unigeoclip_sleeps_when_idle"
 def install() -> bool:
     """Patch ``StreamingExecutor`` in this process (idempotent): now where Ray Data's executor is imported, else
     the moment it is. A process that never runs Ray Data (a Serve replica, the ingest ledger) then never
-    imports it (~0.6 s of CPU in each worker). False when this Ray's executor has no such loop step."""
+    imports it (with pandas and pyarrow). False when this Ray's executor has no such loop step."""
     module = sys.modules.get(EXECUTOR_MODULE)
     if module is not None:
         return _patch(module.StreamingExecutor)

@@ -61,8 +61,8 @@ class EmbedOptions:
     cpus_per_actor: float = 1.0
     decoders: int | None = None  # gpu only: the most CPU actors decoding for the GPU actors (None: as needed)
     resource_timeout_s: float = 900.0  # gpu only: how long to wait for the cluster to bring a GPU
-    # Samples per actor call. Each call costs ~30 ms of Ray Data overhead on a 2-core machine: the demo's
-    # 10,128 samples embed in 24.5 s with 64, 21.9 s with 128, 22.6 s with 256 (notes/issue25.md).
+    # Samples per actor call: each call has a fixed Ray Data overhead, and 128 embedded the demo's store
+    # fastest of 64, 128 and 256 on 2 cores (notes/issue25.md).
     batch_size: int = 128
     commit_rows: int = 20_000
     commit_seconds: float = 60.0

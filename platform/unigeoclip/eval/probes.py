@@ -92,9 +92,9 @@ def ridge_predictions(
     ``x_*`` are standardised ``(N, F)`` features, ``y_train`` ``(N, T)`` centred targets; an
     intercept is implicit in the centring. With X = U S V^T the coefficients are
     V diag(s / (s^2 + alpha)) U^T y = V diag(1 / (s^2 + alpha)) V^T X^T y: where there are more rows
-    than features, V and s^2 come from the eigen-decomposition of the F x F matrix X^T X, a sixth of
-    the SVD's time for GeoCLIP's 512 features on 3,000 points (its error, ~1e-16 of the largest s^2,
-    is small beside the smallest alpha); otherwise from the SVD.
+    than features, V and s^2 come from the eigen-decomposition of the F x F matrix X^T X, much cheaper
+    than the SVD of the N x F matrix (its error, ~1e-16 of the largest s^2, is small beside the smallest
+    alpha); otherwise from the SVD.
     """
     x_mean = x_train.mean(axis=0)
     xc = x_train - x_mean

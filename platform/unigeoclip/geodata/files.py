@@ -45,8 +45,8 @@ def package_file(package: str, relative: str) -> Path:
 def read_json(package: str, relative: str) -> Any:
     """A JSON file shipped inside an installed package, parsed with the cyclic garbage collector paused.
 
-    GeoNames' cities500 is 80 MB of 235,000 records: building them set off dozens of full collections, each
-    walking every container made so far (1.8 s to parse, 0.9 s paused). Plain data holds no cycles, so a
+    GeoNames' cities500 is 80 MB of 235,000 records: building them sets off dozens of full collections, each
+    walking every container made so far (half the parse; notes/issue25.md). Plain data holds no cycles, so a
     collection there frees nothing.
     """
     text = package_file(package, relative).read_text(encoding="utf-8")

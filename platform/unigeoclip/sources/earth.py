@@ -288,8 +288,8 @@ def thin_by_spacing(lat_deg: np.ndarray, lon_deg: np.ndarray, order: np.ndarray,
 
     Linear time (a bucket grid, not all pairs). Where the candidates crowd the buckets (the 100 km default:
     5,871 of 200k kept), each kept point marks every point it rules out, one array operation over its 27
-    buckets, and the walk only reads a flag (0.3 s against 0.9 s); where nearly every candidate is kept
-    (a few km), each candidate is checked against the kept points near it, the cheaper way there.
+    buckets, and the walk only reads a flag; where nearly every candidate is kept (a few km), each candidate
+    is checked against the kept points near it, the cheaper way there (timings: notes/issue25.md).
     """
     index = _SpacingIndex(lat_deg, lon_deg, min_km)
     if 4 * len(np.unique(np.asarray(index.keys)[order])) > len(order):

@@ -229,3 +229,24 @@ def test_a_killed_job_reruns_to_exactly_the_expected_rows_and_searches_never_see
     assert {v for v, _ in seen} == {v1, v2} and seen[-1][0] == v2
     assert all(n == len(want) for _, n in seen), "a search saw a partial snapshot"
     assert seen.index((v2, len(want))) > max(i for i, (v, _) in enumerate(seen) if v == v1)  # switched once
+
+
+def test_the_model_actors_module_leaves_lancedb_unimported() -> None:
+    """A model actor unpickles ``embed.rows``: in a fresh interpreter that imports no LanceDB (over a second of CPU
+    per actor), while the packages' names still resolve, lazily, to their modules' objects."""
+    code = (
+        "import sys\n"
+        "import unigeoclip.embed.rows\n"
+        "assert 'lancedb' not in sys.modules, 'embed.rows imported lancedb'\n"
+        "import unigeoclip.embed as e, unigeoclip.vectors as v\n"
+        "from unigeoclip.embed import job, scheduled\n"
+        "from unigeoclip.vectors import db, index, search\n"
+        "assert (e.embed, e.reembed, e.EmbedOptions, e.refresh) == (job.embed, job.reembed, job.EmbedOptions, "
+        "scheduled.refresh)\n"
+        "assert (v.EmbeddingDB, v.EmbeddingStore, v.DEFAULT_POLICY) == (db.EmbeddingDB, search.EmbeddingStore, "
+        "index.DEFAULT_POLICY)\n"
+        "try:\n    v.EmbeddingTable\nexcept AttributeError as exc:\n    assert 'EmbeddingTable' in str(exc)\n"
+        "else:\n    raise AssertionError('an unknown name resolved')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -2,10 +2,26 @@
 
 ``EmbeddingStore`` (search, get) is the read side the retrieval service and the evaluation use;
 ``EmbeddingDB`` is the write side the embedding jobs use.
+
+The names below are imported on first use: the embedding job's model actors read ``vectors.schema``
+and ``vectors.versions`` only, and need not pay for importing LanceDB (over a second of CPU a process).
 """
 
-from .db import EmbeddingDB
-from .index import DEFAULT_POLICY, IndexPolicy
-from .search import EmbeddingStore
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .db import EmbeddingDB
+    from .index import DEFAULT_POLICY, IndexPolicy
+    from .search import EmbeddingStore
 
 __all__ = ["DEFAULT_POLICY", "EmbeddingDB", "EmbeddingStore", "IndexPolicy"]
+_HOME = {"EmbeddingDB": ".db", "DEFAULT_POLICY": ".index", "IndexPolicy": ".index", "EmbeddingStore": ".search"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(import_module(_HOME[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

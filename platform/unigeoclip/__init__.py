@@ -6,10 +6,11 @@ schemas or stores do not pay for importing torch and transformers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .config import Config, load_config
 from .errors import CheckpointError, ConfigError, InputError, ModalityError, UniGeoCLIPError
+from .lazy import lazy_names
 from .modality import Modality
 
 if TYPE_CHECKING:
@@ -27,11 +28,4 @@ __all__ = [
     "load_config",
 ]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> Any:
-    if name == "UniGeoCLIP":
-        from .models import UniGeoCLIP
-
-        return UniGeoCLIP
-    raise AttributeError(f"module 'unigeoclip' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, {"UniGeoCLIP": ".models"})

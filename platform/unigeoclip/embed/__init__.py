@@ -7,19 +7,23 @@ the function's own name would replace it here once imported.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .job import EmbedOptions, EmbedSummary, embed, reembed
     from .scheduled import RefreshSummary, refresh
 
 __all__ = ["EmbedOptions", "EmbedSummary", "RefreshSummary", "embed", "reembed", "refresh"]
-_HOME = {"EmbedOptions": ".job", "EmbedSummary": ".job", "embed": ".job", "reembed": ".job",
-         "RefreshSummary": ".scheduled", "refresh": ".scheduled"}  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(import_module(_HOME[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(
+    __name__,
+    {
+        "EmbedOptions": ".job",
+        "EmbedSummary": ".job",
+        "embed": ".job",
+        "reembed": ".job",
+        "RefreshSummary": ".scheduled",
+        "refresh": ".scheduled",
+    },
+)

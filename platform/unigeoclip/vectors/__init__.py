@@ -9,8 +9,9 @@ and ``vectors.versions`` only, and need not pay for importing LanceDB (over a se
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:
     from .db import EmbeddingDB
@@ -18,10 +19,6 @@ if TYPE_CHECKING:
     from .search import EmbeddingStore
 
 __all__ = ["DEFAULT_POLICY", "EmbeddingDB", "EmbeddingStore", "IndexPolicy"]
-_HOME = {"EmbeddingDB": ".db", "DEFAULT_POLICY": ".index", "IndexPolicy": ".index", "EmbeddingStore": ".search"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(import_module(_HOME[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(
+    __name__, {"EmbeddingDB": ".db", "DEFAULT_POLICY": ".index", "IndexPolicy": ".index", "EmbeddingStore": ".search"}
+)

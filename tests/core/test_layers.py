@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2] / "platform"
 RAY_PACKAGES = {"ingest", "reader", "embed", "train", "serve", "app", "cluster"}  # cluster: the shared Ray runtime
 # Bottom to top: a module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    {"config", "modality", "errors", "atomic", "lease", "pretrained", "presets"},
+    {"config", "modality", "errors", "atomic", "lease", "lazy", "pretrained", "presets"},
     {"geo", "geodata"},
     {"preprocess"},
     {"sources", "samples"},

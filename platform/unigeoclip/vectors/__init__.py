@@ -4,7 +4,7 @@
 ``EmbeddingDB`` is the write side the embedding jobs use.
 
 The names below are imported on first use: the embedding job's model actors read ``vectors.schema``
-and ``vectors.versions`` only, and need not pay for importing LanceDB (over a second of CPU a process).
+and ``vectors.versions`` only, and need not pay for importing LanceDB (its cost: notes/issue25.md).
 """
 
 from __future__ import annotations

@@ -146,6 +146,10 @@ def test_resume_after_a_stopped_run_continues_at_the_right_step(
     assert steps and steps == sorted(steps) and not [line for line in printed if "pid=" in line], printed
     filed = (run_dir / "logs" / "unigeoclip-train.log").read_text()
     assert "(RayTrainWorker pid=" in filed and "(TrainController pid=" in filed
+    # each progress line is filed once, as the command printed it, not again from rank 0's forwarded stdout
+    step_lines = [line for line in filed.splitlines() if "train: step " in line]
+    assert step_lines and len(step_lines) == len(set(step_lines)), step_lines
+    assert not [line for line in step_lines if "pid=" in line], step_lines
     stopped_at = max(m["step"] for m in metrics(run_dir))
     assert stopped_at < 200
     tags = [

@@ -328,17 +328,20 @@ def _log_progress(
     start_step: int,
     started: float,
 ) -> None:
-    """Rank 0 (the one holding ``live``): a line on its stdout and on ``lines`` (the driver's queue, if any), a
-    line of ``metrics.jsonl``, the live gauges."""
+    """Rank 0 (the one holding ``live``): a progress line for the driver (on ``lines``, its queue; on this worker's
+    stdout where there is no queue or it is gone), a line of ``metrics.jsonl``, the live gauges."""
     if live is None:
         return
     live.set({LIVE_FIGURES[k]: v for k, v in metrics.items() if k in LIVE_FIGURES})
     step = int(metrics["step"])
     done = step - start_step
     line = progress_line(metrics, total, (time.perf_counter() - started) / done * (total - step) if done > 0 else None)
-    _emit(line)
+    handed = False
     if lines is not None:
-        with contextlib.suppress(ray.exceptions.RayActorError):  # the driver's queue is gone: the line above remains
+        with contextlib.suppress(ray.exceptions.RayActorError):  # the driver's queue is gone: stdout has the line
             lines.put_nowait(line)
+            handed = True
+    if not handed:  # once only: the driver files what it relays, and Ray forwards this stdout to the same log
+        _emit(line)
     with (run_dir / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"time": time.time(), **metrics}) + "\n")

@@ -11,6 +11,7 @@ import pytest
 from unigeoclip import Config
 from unigeoclip.app.cli import main
 from unigeoclip.embed import EmbedOptions, embed
+from unigeoclip.eval.suite import EvalOptions, planned_parts
 from unigeoclip.ingest.pipeline import IngestSummary
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.sources.earth import EarthSourceConfig
@@ -49,6 +50,9 @@ def test_evaluate_writes_every_metric_and_picture(
     report = (out / "report.md").read_text()
     n = metrics["samples"]
     assert n >= 2 and metrics["split"] == "test_year"
+    # the progress line's total is the number of parts run (each timed once here: one ablation model)
+    planned = planned_parts(EvalOptions(ablation_models=(depth0,)), has_coords=True, landscape=False)
+    assert len(metrics["seconds"]) == planned, metrics["seconds"]
 
     # retrieval: all 20 directed pairs, recall@1/5/10 and geolocation of the top hit
     assert len(metrics["retrieval"]) == 20

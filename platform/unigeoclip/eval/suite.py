@@ -23,6 +23,7 @@ from ..geo.bbox import BBox
 from ..geo.s2 import stable_fraction
 from ..modality import Modality
 from ..models import UniGeoCLIP
+from ..obs.progress import Rate, polled
 from ..samples.store import SampleStore
 from ..sources.earth import is_landscape
 from .embeddings import SplitEmbeddings, encode_split, read_split_from_db
@@ -117,18 +118,35 @@ class EvalResult:
 
 
 class _Timer:
-    """Wall seconds per stage (a stage entered twice adds up)."""
+    """Wall seconds per part (a part entered twice adds up), and the progress line's count of parts done."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.rate = Rate("evaluate", None, "parts")  # its total is set once the model and the split are read
+        self.done = 0
+        self.current = ""
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         start = time.perf_counter()
+        self.current = name
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.done += 1
+
+    def progress(self) -> tuple[int, str]:
+        """``(parts done, the part running)`` for the progress line."""
+        return self.done, f"now: {self.current}"
+
+
+def planned_parts(o: EvalOptions, *, has_coords: bool, landscape: bool) -> int:
+    """How many timed parts :func:`evaluate` runs: the progress line's total (and its ETA's)."""
+    parts = 4  # load model, embed split, retrieval, ensembles
+    if has_coords:  # geocells, probe targets, a probe of the model and of each peer, each ablation
+        parts += 3 + len(o.peers) + len(o.ablation_models)
+    return parts + int(landscape) + int(o.pictures)
 
 
 def store_locations(store: SampleStore, *, landscape: bool | None = None) -> np.ndarray:
@@ -178,13 +196,18 @@ def _embed(model: UniGeoCLIP, model_dir: Path, store: SampleStore, o: EvalOption
 
 
 def evaluate(model_dir: str | Path, store: SampleStore | str, out: str | Path, options: EvalOptions) -> EvalResult:
-    """Every metric (and picture, unless ``options.pictures`` is False) of one model; pictures go to ``out``."""
-    o = options
-    model_dir = Path(model_dir)
-    store = store if isinstance(store, SampleStore) else SampleStore(store)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Every metric (and picture, unless ``options.pictures`` is False) of one model; pictures go to ``out``.
+
+    A progress line (parts done of all, the part running, ETA) is logged ten seconds in, then every minute.
+    """
     timer = _Timer()
+    with polled(timer.rate, timer.progress):
+        return _evaluate(Path(model_dir), store, Path(out), options, timer)
+
+
+def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptions, timer: _Timer) -> EvalResult:
+    store = store if isinstance(store, SampleStore) else SampleStore(store)
+    out.mkdir(parents=True, exist_ok=True)
     with timer("load model"):
         model = UniGeoCLIP.from_pretrained(model_dir)
         name = f"unigeoclip ({model.config.name})"
@@ -209,6 +232,7 @@ def evaluate(model_dir: str | Path, store: SampleStore | str, out: str | Path, o
                     ensembles.append(r)
     locations = store_locations(store, landscape=False if other is not None else None)
     has_coords = Modality.COORDS in model.modalities
+    timer.rate.total = planned_parts(o, has_coords=has_coords, landscape=other is not None)
     gallery, geocells = None, []
     psplit, points = None, probe_points(locations, o.probe_max_points, o.seed)
     probes: list[ProbeResult] = []

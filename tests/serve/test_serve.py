@@ -37,7 +37,7 @@ from unigeoclip.geo.s2 import parent_token
 from unigeoclip.ingest.pipeline import IngestSummary
 from unigeoclip.samples.store import SampleStore
 from unigeoclip.serve import Limits, Scaling, ServeConfig, start_service
-from unigeoclip.serve.app import APP_NAME, GATEWAY, build_app
+from unigeoclip.serve.app import APP_NAME, GATEWAY, build_app, deployments_healthy
 from unigeoclip.vectors import EmbeddingStore
 from unigeoclip.vectors.versions import model_version_id
 
@@ -389,6 +389,7 @@ def test_requests_enter_through_serves_haproxy_ingress(service: Service) -> None
 
 
 def test_health_readiness_and_openapi(service: Service) -> None:
+    assert deployments_healthy() == (3, "")  # the start's progress line counts from Serve's status
     bare = httpx.Client(base_url=service.url, timeout=30)
     assert bare.get("/healthz").json() == {"status": "ok"}
     ready = bare.get("/readyz").json()

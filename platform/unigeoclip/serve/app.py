@@ -15,8 +15,9 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
-from ray.serve.schema import LoggingConfig
+from ray.serve.schema import DeploymentStatus, LoggingConfig
 
+from ..obs.progress import Rate, polled
 from .config import ServeConfig
 from .encoder import QueryEncoder
 from .gateway import Gateway
@@ -56,9 +57,22 @@ def start_service(
 
     Returns once every deployment is running (``serve.run`` waits); ``/readyz`` says when the model
     and the store are loaded. ``log_level="WARNING"`` also drops the per-request access log (demos,
-    tests: Prometheus keeps the counts). Stop it with ``serve.shutdown()``.
+    tests: Prometheus keeps the counts). Stop it with ``serve.shutdown()``. While the deployments start, a
+    progress line (how many are healthy, which are still starting) is logged three seconds after the
+    first is up, then every minute.
     """
     logging = LoggingConfig(log_level=log_level, enable_access_log=log_level.upper() in ("DEBUG", "INFO"))
+    app = build_app(cfg)
     serve.start(http_options={"host": host, "port": port}, logging_config=logging, proxy_location=proxy_location)
-    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/", logging_config=logging)
+    with polled(Rate("serve", 1 if cfg.colocate else 3, "deployments", first_s=3.0), deployments_healthy):
+        serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging)
     return f"http://{host}:{port}"
+
+
+def deployments_healthy() -> tuple[int, str]:
+    """``(deployments of the service that are healthy, "starting: the others")`` from Serve's status."""
+    status = serve.status().applications.get(APP_NAME)
+    if status is None:  # serve.run has not reached the controller yet
+        return 0, ""
+    waiting = sorted(name for name, d in status.deployments.items() if d.status != DeploymentStatus.HEALTHY)
+    return len(status.deployments) - len(waiting), f"starting: {', '.join(waiting)}" if waiting else ""

@@ -30,9 +30,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _start(args: argparse.Namespace, console: Console, root: str | None) -> None:
     """The command's work begins: Ray's output to the log file beside ``root`` (or ``--log-file``), then Ray."""
+    _route(args, console, root)
+    _ray(args)
+
+
+def _ray(args: argparse.Namespace) -> None:
     from ..cluster.runtime import ensure_ray
 
-    _route(args, console, root)
     ensure_ray(args.address, data_progress=args.verbose)
 
 
@@ -59,14 +63,19 @@ def _common(p: argparse.ArgumentParser, default_config: str) -> None:
 
 def cmd_ingest(args: argparse.Namespace, console: Console) -> int:
     """Runs ``unigeoclip ingest``: ``--source`` into the sample store at ``--store``; prints the run's summary."""
+    from ..ingest.aside import PlanAside
     from ..ingest.pipeline import ingest
     from ..samples.store import SampleStore
     from ..sources.registry import make_source
 
     cfg = _config(args)
-    _start(args, console, args.store)
-    summary = ingest(make_source(args.source, cfg), SampleStore(args.store), cfg.data, plan=cfg.ingest,
-                     lease_wait_s=args.wait_for_lease)  # fmt: skip
+    _route(args, console, args.store)
+    planning = PlanAside(make_source(args.source, cfg))  # on another core while Ray starts here
+    try:
+        _ray(args)
+        summary = ingest(planning, SampleStore(args.store), cfg.data, plan=cfg.ingest, lease_wait_s=args.wait_for_lease)
+    finally:
+        planning.cancel()  # a no-op once its plan was taken
     console.say(str(summary))
     return 0
 

@@ -49,6 +49,11 @@ def held(loaders: Iterable[Callable[[], Any]]) -> bool:
     return all(_name(loader) in _VALUES for loader in loaders)
 
 
+def held_values() -> dict[str, Any]:
+    """Every value this process holds (read or adopted) by loader name, for another process to :func:`adopt`."""
+    return dict(_VALUES)
+
+
 def adopt(given: Mapping[str, Any]) -> None:
     """Use these values (from :func:`values` in another process) instead of reading the files here."""
     unknown = sorted(set(given) - set(_LOADERS))

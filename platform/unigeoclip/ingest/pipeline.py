@@ -20,7 +20,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from ..samples.schema import SAMPLE_SCHEMA
 from ..samples.store import SampleStore
 from ..samples.validate import check_sample, reject_row
 from ..sources.base import RawSample, Reject, Source
+from .aside import PlanAside
 
 NEW, STORED, DUPLICATE, NEW_VERSION = "new", "stored", "duplicate", "new_version"
 # Rows per file (Lance fragment) of the samples table: a few hundred rows (~100 MB) are written as soon as
@@ -266,20 +267,35 @@ class IngestSummary:
 
 
 def ingest(
-    source: Source, store: SampleStore, data: DataConfig, *, plan: IngestConfig | None = None, lease_wait_s: float = 0.0
+    source: Source | PlanAside,
+    store: SampleStore,
+    data: DataConfig,
+    *,
+    plan: IngestConfig | None = None,
+    lease_wait_s: float = 0.0,
 ) -> IngestSummary:
     """Run the pipeline on the current Ray cluster (see :func:`unigeoclip.cluster.runtime.ensure_ray`).
 
-    The extraction actors form an autoscaling pool (``plan``: min and max actors, one CPU each), so
-    on an autoscaling cluster the pool grows as the nodes its demand brings join. One run writes to a
-    store at a time: it holds the store's writer lease (:mod:`unigeoclip.lease`) throughout, waiting
-    ``lease_wait_s`` for another run's, else raising ``LeaseHeld`` naming it.
+    ``source`` may be a :class:`~unigeoclip.ingest.aside.PlanAside` planning it already (started before
+    Ray, as the ``unigeoclip`` command does); its plan is then used. The extraction actors form an
+    autoscaling pool (``plan``: min and max actors, one CPU each), so on an autoscaling cluster the
+    pool grows as the nodes its demand brings join. One run writes to a store at a time: it holds the
+    store's writer lease (:mod:`unigeoclip.lease`) throughout, waiting ``lease_wait_s`` for another
+    run's, else raising ``LeaseHeld`` naming it.
     """
     with held(store.root, "ingest", wait_s=lease_wait_s):
-        return _ingest(source, store, data, plan)
+        if isinstance(source, PlanAside):
+            return _ingest(source.source, store, data, plan, source.items)
+        return _ingest(source, store, data, plan, source.plan)
 
 
-def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestConfig | None) -> IngestSummary:
+def _ingest(
+    source: Source,
+    store: SampleStore,
+    data: DataConfig,
+    plan: IngestConfig | None,
+    planned: Callable[[], list[dict[str, Any]]],
+) -> IngestSummary:
     start = time.perf_counter()
     store.ensure_compatible(data)
     repaired = store.repair_current()  # a run killed between its two commits left two current rows somewhere
@@ -290,7 +306,7 @@ def _ingest(source: Source, store: SampleStore, data: DataConfig, plan: IngestCo
     ledger = IngestLedger.remote(stored, store.root)  # type: ignore[attr-defined]
     try:
         shared = share_source_data(source)
-        items = source.plan()
+        items = planned()
         check_shared(source, shared if items else None)
         written = 0
         if items:

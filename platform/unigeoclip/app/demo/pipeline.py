@@ -23,9 +23,9 @@ from ...errors import UniGeoCLIPError
 from ...obs.progress import clock
 from ..console import Console, stop_event, wait_for
 from .options import CONFIG, DemoOptions
-from .stages import DemoRun, Stages
+from .stages import DemoRun, Stages, plan_ingest
 
-DEMO_STAGES = Stages()
+DEMO_STAGES = Stages(prepare=plan_ingest)  # the ingest is planned in a process of its own while Ray starts
 STAGES = len(DEMO_STAGES.steps) + 1  # and the shut-down
 
 
@@ -94,9 +94,11 @@ def run_demo(
         console.route(options.log_path, fresh=True)
     timer = StageClock(say)
     own_ray = not ray.is_initialized()
-    ensure_ray(data_progress=options.verbose)
     finished = False
     try:
+        if stages.prepare is not None:
+            stages.prepare(run)
+        ensure_ray(data_progress=options.verbose)
         for title, stage in stages.steps:
             with timer.stage(title):
                 stage(run)
@@ -114,6 +116,8 @@ def run_demo(
             if own_ray:
                 shutdown()
     finally:
+        for prepared in run.prepared.values():  # a stage failed before it took what was prepared for it
+            prepared.cancel()
         _stop_services(run, raising=False)  # a stage failed: what it raised is the error to show
         if own_ray:
             shutdown()

@@ -2,7 +2,8 @@
 
 Each stage takes the :class:`DemoRun` (config, paths, options, printer) and does what its
 sub-command does, with the same defaults; the CLI is never re-entered. :class:`Stages` names
-the five in order, so a test can hand in its own to check the orchestration.
+the five in order (and what to start before Ray, ``prepare``: the demo plans its ingest in a
+process of its own while Ray starts), so a test can hand in its own to check the orchestration.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .options import CONFIG, DemoOptions
 
 if TYPE_CHECKING:
     from ...config import Config
+    from ...ingest.aside import PlanAside
 
 
 class Background:
@@ -52,6 +54,8 @@ class DemoRun:
     left_up: list[tuple[str, Callable[[], None]]] = field(default_factory=list, compare=False)
     # Services being stopped beside the next stages (their stop is mostly waiting); the shut-down stage waits.
     stopping: list[Background] = field(default_factory=list, compare=False)
+    # What ``Stages.prepare`` started before Ray (the ingest's plan, in a process of its own), for the stages.
+    prepared: dict[str, PlanAside] = field(default_factory=dict, compare=False)
 
     @property
     def store(self) -> Path:
@@ -83,6 +87,14 @@ class DemoRun:
         self.say("$ unigeoclip " + " ".join(argv))
 
 
+def plan_ingest(run: DemoRun) -> None:
+    """Starts planning the ingest in a process of its own (on the other core while Ray starts here)."""
+    from ...ingest.aside import PlanAside
+    from ...sources.registry import make_source
+
+    run.prepared["ingest"] = PlanAside(make_source("earth", run.cfg))
+
+
 def ingest_stage(run: DemoRun) -> None:
     """Ingests the ``earth`` source into the demo's store, as ``unigeoclip ingest`` does; prints the summary."""
     from ...ingest.pipeline import ingest
@@ -91,7 +103,8 @@ def ingest_stage(run: DemoRun) -> None:
 
     run.command("ingest", "--source", "earth", "--store", str(run.store), "--config", CONFIG,
                 *run.options.config_sets())  # fmt: skip
-    run.say(str(ingest(make_source("earth", run.cfg), SampleStore(run.store), run.cfg.data, plan=run.cfg.ingest)))
+    source = run.prepared.pop("ingest", None) or make_source("earth", run.cfg)
+    run.say(str(ingest(source, SampleStore(run.store), run.cfg.data, plan=run.cfg.ingest)))
 
 
 def train_stage(run: DemoRun) -> None:
@@ -159,7 +172,7 @@ Stage = Callable[[DemoRun], None]
 
 @dataclass(frozen=True)
 class Stages:
-    """The demo's stages in order, each with the banner it prints."""
+    """The demo's stages in order, each with the banner it prints; ``prepare`` (if any) runs before Ray starts."""
 
     steps: tuple[tuple[str, Stage], ...] = field(
         default=(
@@ -170,3 +183,4 @@ class Stages:
             ("evaluate (report with tables and pictures)", evaluate_stage),
         )
     )
+    prepare: Stage | None = None

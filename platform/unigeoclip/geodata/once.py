@@ -54,6 +54,11 @@ def held_values() -> dict[str, Any]:
     return dict(_VALUES)
 
 
+def known(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``given`` whose loaders this process has imported (those :func:`adopt` accepts)."""
+    return {name: value for name, value in given.items() if name in _LOADERS}
+
+
 def adopt(given: Mapping[str, Any]) -> None:
     """Use these values (from :func:`values` in another process) instead of reading the files here."""
     unknown = sorted(set(given) - set(_LOADERS))

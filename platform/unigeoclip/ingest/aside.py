@@ -51,7 +51,7 @@ class PlanAside:
         kind, value, read = pickle.loads(outcome)
         if kind == "error":
             raise value
-        once.adopt(read)
+        once.adopt(once.known(read))  # a loader the plan imported that this process never did: not needed here
         return list(value)
 
     def cancel(self) -> None:

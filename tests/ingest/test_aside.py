@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from unigeoclip import load_config
@@ -16,32 +15,7 @@ from unigeoclip.ingest.aside import PlanAside
 from unigeoclip.sources.earth import EarthSource, EarthSourceConfig
 
 from ..helpers import requires_extra
-
-
-class FailingPlan:
-    """A source whose plan fails, as a source's plan does: with an error that says what to fix."""
-
-    name = "failing"
-
-    def plan(self) -> list[dict[str, Any]]:
-        raise DataSourceError("no places in the bbox: widen data.sources.failing.bbox")
-
-    def extract(self, item: dict[str, Any]) -> list[Any]:
-        return []
-
-
-class ReadsDataOfItsOwn:
-    """A source whose plan imports a package-data loader of a module nothing else imports."""
-
-    name = "own-data"
-
-    def plan(self) -> list[dict[str, Any]]:
-        from .planned_data import table
-
-        return [{"id": i} for i in table()]
-
-    def extract(self, item: dict[str, Any]) -> list[Any]:
-        return []
+from .aside_sources import FailingPlan, ReadsDataOfItsOwn
 
 
 def test_data_a_plan_read_through_a_loader_unknown_here_is_left_there() -> None:

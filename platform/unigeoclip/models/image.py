@@ -1,21 +1,31 @@
-"""Aerial and street-level image towers: SigLIP-2 vision transformers from ``transformers``."""
+"""Aerial and street-level image towers: SigLIP-2 vision transformers.
+
+New towers are built by ``transformers``; a saved one is rebuilt by :mod:`.siglip2` where it can be.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import Siglip2Model, Siglip2VisionConfig, Siglip2VisionModel
+from torch import nn
 
 from ..config import VisionTowerConfig
 from ..errors import ConfigError, InputError
 from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
+from .siglip2 import Siglip2Vision, rebuilds
+
+if TYPE_CHECKING:
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
 
 
 def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:
     """A random-init SigLIP-2 vision config of the tower's sizes (RGB, a square grid of patches)."""
+    from transformers import Siglip2VisionConfig
+
     grid = cfg.image_size // cfg.patch_size
     return Siglip2VisionConfig(
         hidden_size=cfg.hidden_size,
@@ -30,6 +40,8 @@ def vision_config_from(cfg: VisionTowerConfig) -> Siglip2VisionConfig:
 
 def load_pretrained_vision(directory: Path) -> Siglip2VisionModel:
     """A SigLIP-2 vision tower from a local ``Siglip2Model`` or ``Siglip2VisionModel`` directory."""
+    from transformers import Siglip2Model, Siglip2VisionModel
+
     model_type = read_hf_config(directory).get("model_type")
     directory = local_model_dir(directory)
     if model_type == "siglip2":  # a full SigLIP-2 model: keep its vision tower
@@ -37,6 +49,15 @@ def load_pretrained_vision(directory: Path) -> Siglip2VisionModel:
     if model_type == "siglip2_vision_model":
         return Siglip2VisionModel.from_pretrained(str(directory), local_files_only=True)
     raise ConfigError(f"{str(directory)!r} holds a {model_type!r} model; a SigLIP-2 vision tower is needed")
+
+
+def rebuild_vision(hf_config: Mapping[str, Any]) -> nn.Module:
+    """A saved vision tower's backbone, uninitialised (its weights come from the model directory)."""
+    if rebuilds(hf_config):
+        return Siglip2Vision(hf_config)
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+
+    return Siglip2VisionModel(Siglip2VisionConfig(**hf_config))
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -52,10 +73,12 @@ class ImageTower(LockableTower):
     def __init__(self, cfg: VisionTowerConfig, embed_dim: int, hf_config: dict[str, Any] | None = None) -> None:
         super().__init__()
         if hf_config is not None:  # rebuilding a saved model: its weights come from the model directory
-            self.backbone = Siglip2VisionModel(Siglip2VisionConfig(**hf_config))
+            self.backbone = rebuild_vision(hf_config)
         elif cfg.pretrained_dir is not None:
             self.backbone = load_pretrained_vision(cfg.pretrained_dir)
         else:
+            from transformers import Siglip2VisionModel
+
             self.backbone = Siglip2VisionModel(vision_config_from(cfg))
         patch = self.backbone.config.patch_size
         self.patch_size = int(patch if isinstance(patch, int) else patch[0])

@@ -1,28 +1,31 @@
-"""The text tower: SigLIP-2's text transformer, or any local HF encoder (mean pooled)."""
+"""The text tower: SigLIP-2's text transformer, or any local HF encoder (mean pooled).
+
+New towers are built by ``transformers``; a saved SigLIP-2 one is rebuilt by :mod:`.siglip2` where it can be.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    Siglip2Model,
-    Siglip2TextConfig,
-    Siglip2TextModel,
-)
+from torch import nn
 
 from ..config import TextTowerConfig
 from ..errors import ConfigError, InputError
+from ..preprocess.text import Tokenizer
 from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
+from .siglip2 import Siglip2Text, rebuilds
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, Siglip2TextConfig
 
 
-def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -> Siglip2TextConfig:
+def text_config_from(cfg: TextTowerConfig, tokenizer: Tokenizer) -> Siglip2TextConfig:
     """A random-init SigLIP-2 text config whose vocabulary and special ids are the tokenizer's."""
+    from transformers import Siglip2TextConfig
+
     return Siglip2TextConfig(
         vocab_size=len(tokenizer),
         hidden_size=cfg.hidden_size,
@@ -37,6 +40,8 @@ def text_config_from(cfg: TextTowerConfig, tokenizer: PreTrainedTokenizerBase) -
 
 
 def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
+    from transformers import AutoModel, Siglip2Model, Siglip2TextModel
+
     assert cfg.pretrained_dir is not None
     directory = str(local_model_dir(cfg.pretrained_dir))
     model_type = read_hf_config(cfg.pretrained_dir).get("model_type")
@@ -47,6 +52,17 @@ def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
             return Siglip2TextModel.from_pretrained(directory, local_files_only=True)
         raise ConfigError(f"{directory!r} holds a {model_type!r} model; text.kind 'siglip2' needs a SigLIP-2 one")
     return AutoModel.from_pretrained(directory, local_files_only=True)
+
+
+def rebuild_text(kind: str, hf_config: Mapping[str, Any]) -> nn.Module:
+    """A saved text tower's backbone, uninitialised (its weights come from the model directory)."""
+    if kind == "siglip2" and rebuilds(hf_config):
+        return Siglip2Text(hf_config)
+    from transformers import AutoConfig, AutoModel, Siglip2TextConfig, Siglip2TextModel
+
+    if kind == "siglip2":
+        return Siglip2TextModel(Siglip2TextConfig.from_dict(dict(hf_config)))
+    return AutoModel.from_config(AutoConfig.for_model(**hf_config))
 
 
 class TextTower(LockableTower):
@@ -63,18 +79,17 @@ class TextTower(LockableTower):
         self,
         cfg: TextTowerConfig,
         embed_dim: int,
-        tokenizer: PreTrainedTokenizerBase,
+        tokenizer: Tokenizer,
         hf_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if hf_config is not None:  # rebuilding a saved model: its weights come from the model directory
-            if cfg.kind == "siglip2":
-                self.backbone: PreTrainedModel = Siglip2TextModel(Siglip2TextConfig.from_dict(hf_config))
-            else:
-                self.backbone = AutoModel.from_config(AutoConfig.for_model(**hf_config))
+            self.backbone = rebuild_text(cfg.kind, hf_config)
         elif cfg.pretrained_dir is not None:
             self.backbone = _load_pretrained(cfg)
         else:
+            from transformers import Siglip2TextModel
+
             self.backbone = Siglip2TextModel(text_config_from(cfg, tokenizer))
         self.kind = cfg.kind
         self.pooling = cfg.pooling_or_default

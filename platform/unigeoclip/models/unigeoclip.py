@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
-from transformers import PreTrainedTokenizerBase
 
 from .. import atomic
 from ..config import Config, load_config
@@ -20,7 +19,7 @@ from ..errors import CheckpointError, InputError, ModalityError
 from ..geo.coords import LATLON_RANGE, valid_latlon
 from ..modality import INPUT_KEYS, Modality, features_key, modalities_in, present_key
 from ..preprocess.spec import PreprocessSpec
-from ..preprocess.text import build_tokenizer, load_tokenizer, tokenize
+from ..preprocess.text import Tokenizer, build_tokenizer, load_saved_tokenizer, tokenize
 from .blocks import LockableTower
 from .coords import build_location_encoder
 from .dsm import DSMTower
@@ -51,13 +50,13 @@ class UniGeoCLIP(nn.Module):
         cfg: Config,
         *,
         hf_configs: Mapping[str, dict[str, Any]] | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         super().__init__()
         self.config = cfg
         mc = cfg.model
         saved = dict(hf_configs or {})
-        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.tokenizer: Tokenizer | None = None
         towers: dict[str, nn.Module] = {}
         for m in mc.modalities:
             if m in (Modality.AERIAL, Modality.STREET):
@@ -208,7 +207,7 @@ class UniGeoCLIP(nn.Module):
         if Modality.TEXT in cfg.model.modalities:
             if not (src / TOKENIZER_DIR).is_dir():
                 raise CheckpointError(f"{str(src)!r} has a text tower but no {TOKENIZER_DIR}/ directory")
-            tokenizer = load_tokenizer(src / TOKENIZER_DIR)
+            tokenizer = load_saved_tokenizer(src / TOKENIZER_DIR)
         model = cls(cfg, hf_configs=hf_configs, tokenizer=tokenizer)
         missing_keys, unexpected = load_model(model, str(src / WEIGHTS_FILE), strict=False)
         if missing_keys or unexpected:

@@ -10,17 +10,33 @@ Random-init text towers use either
   number of positions, which matters when a description's detail comes late.
 
 Pretrained towers use the tokenizer saved in their own directory.
+
+A saved model's tokenizer (``load_saved_tokenizer``) is read without ``transformers`` where it can be:
+a directory that ``transformers``' fast tokenizers wrote (``tokenizer.json``, ``"backend": "tokenizers"``)
+is run by the ``tokenizers`` library itself, as ``transformers`` runs it, so a process that only embeds
+or serves does not import ``transformers`` (``tests/preprocess/test_text.py`` checks that the ids agree).
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
-from transformers import AutoTokenizer, ByT5Tokenizer, PreTrainedTokenizerBase
 
 from ..config import PACKAGED_MINILM, TextTowerConfig
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Tokenizer: TypeAlias = "PreTrainedTokenizerBase | JsonTokenizer"
+
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 def build_tokenizer(cfg: TextTowerConfig) -> PreTrainedTokenizerBase:
@@ -31,6 +47,8 @@ def build_tokenizer(cfg: TextTowerConfig) -> PreTrainedTokenizerBase:
     if choice == "auto":
         choice = str(cfg.pretrained_dir) if cfg.pretrained_dir is not None else "byte"
     if choice == "byte":
+        from transformers import ByT5Tokenizer
+
         return ByT5Tokenizer()
     if choice == "wordpiece":  # the WordPiece vocabulary that ships with MiniLM
         return load_tokenizer(local_model_dir(PACKAGED_MINILM))
@@ -41,17 +59,108 @@ def load_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved in ``directory``, from local files only; ``ConfigError`` when absent or unusable."""
     if not directory.is_dir():
         raise ConfigError(f"tokenizer directory {str(directory)!r} does not exist")
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"no usable tokenizer in {str(directory)!r}: {exc}") from None
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
+def load_saved_tokenizer(directory: Path) -> Tokenizer:
+    """A model directory's tokenizer: a :class:`JsonTokenizer` where ``transformers``' fast backend wrote it, else
+    ``transformers``' own loader (:func:`load_tokenizer`)."""
+    settings = directory / TOKENIZER_CONFIG
+    fast = (directory / TOKENIZER_JSON).is_file() and settings.is_file()
+    if fast and json.loads(settings.read_text()).get("backend") == "tokenizers":
+        return JsonTokenizer(directory)
+    return load_tokenizer(directory)
+
+
+class JsonTokenizer:
+    """A ``tokenizer.json`` run by the ``tokenizers`` library, with the padding and truncation that ``transformers``'
+    fast tokenizers set for ``padding="max_length", truncation=True`` (its ``set_truncation_and_padding``).
+
+    Saving copies the directory it was read from, file for file, so a model saved again keeps its version hash.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer as Backend
+
+        self.directory = directory
+        self.backend = Backend.from_file(str(directory / TOKENIZER_JSON))
+        self.settings: dict[str, Any] = json.loads((directory / TOKENIZER_CONFIG).read_text())
+        self.pad_token = self._token("pad_token")
+        self.length: int | None = None  # the max_length the backend pads and truncates to
+        if self.pad_token is None or self.backend.token_to_id(self.pad_token) is None:
+            raise ConfigError(f"the tokenizer in {str(directory)!r} has no pad token: padding to max_length needs one")
+
+    def _token(self, key: str) -> str | None:
+        value = self.settings.get(key)
+        return value.get("content") if isinstance(value, dict) else value
+
+    def _id(self, key: str) -> int | None:
+        token = self._token(key)
+        return None if token is None else self.backend.token_to_id(token)
+
+    @property
+    def pad_token_id(self) -> int | None:
+        """The id of ``pad_token`` in ``tokenizer_config.json`` (None without one)."""
+        return self._id("pad_token")
+
+    @property
+    def bos_token_id(self) -> int | None:
+        """The id of ``bos_token`` in ``tokenizer_config.json`` (None without one)."""
+        return self._id("bos_token")
+
+    @property
+    def eos_token_id(self) -> int | None:
+        """The id of ``eos_token`` in ``tokenizer_config.json`` (None without one)."""
+        return self._id("eos_token")
+
+    def __len__(self) -> int:
+        return int(self.backend.get_vocab_size(with_added_tokens=True))
+
+    def get_vocab(self) -> dict[str, int]:
+        """Token -> id, added tokens included (as ``transformers``' ``get_vocab``)."""
+        return dict(self.backend.get_vocab(with_added_tokens=True))
+
+    def save_pretrained(self, directory: str) -> None:
+        """Copy the files it was read from into ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for src in sorted(self.directory.iterdir()):
+            if src.is_file():
+                shutil.copyfile(src, out / src.name)
+
+    def encode(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``texts`` -> ``(B, max_length)`` int64 ids and attention mask, special tokens added, padded and truncated."""
+        if self.length != max_length:  # set once per length: encoding itself does not change the backend
+            self.backend.enable_truncation(
+                max_length, stride=0, strategy="longest_first", direction=self.settings.get("truncation_side", "right")
+            )
+            self.backend.enable_padding(
+                length=max_length,
+                direction=self.settings.get("padding_side", "right"),
+                pad_id=self.pad_token_id,
+                pad_type_id=self.settings.get("pad_token_type_id", 0),
+                pad_token=self.pad_token,
+            )
+            self.length = max_length
+        encodings = self.backend.encode_batch(list(texts), add_special_tokens=True)
+        ids = torch.tensor([e.ids for e in encodings], dtype=torch.long).reshape(len(encodings), max_length)
+        mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.long).reshape(len(encodings), max_length)
+        return ids, mask
+
+
+def tokenize(tokenizer: Tokenizer, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
     """``texts`` -> the batch keys ``text_input_ids`` / ``text_attention_mask``, each ``(B, max_length)``.
 
     Padding to ``max_length`` is how SigLIP text towers are trained (they pool the last
     position), and fixed shapes batch cleanly through Ray Data.
     """
+    if isinstance(tokenizer, JsonTokenizer):
+        ids, mask = tokenizer.encode(texts, max_length)
+        return {"text_input_ids": ids, "text_attention_mask": mask}
     enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     return {"text_input_ids": enc["input_ids"], "text_attention_mask": enc["attention_mask"]}

@@ -4,12 +4,21 @@ GeoCLIP's pretrained ``LocationEncoder`` (pip ``geoclip``; the weights ship insi
 package) loads offline: only the location encoder is built, never ``GeoCLIP()``, which
 fetches CLIP from a hub. ``geoclip`` is installed without its dependencies (it would drag
 in a CUDA torchvision); what its import needs is in the Makefile.
+
+The location encoder's module is imported without ``geoclip``'s package ``__init__`` files,
+which import its CLIP image encoder and with it ``transformers``: seconds of the evaluation
+for a model the baseline never builds.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
+import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,18 +29,35 @@ from ..models import UniGeoCLIP
 
 LocationFeatures = Callable[[np.ndarray], np.ndarray]  # (N, 2) lat_deg, lon_deg -> (N, F)
 
+GEOCLIP_MODEL = "_unigeoclip_geoclip_model"  # the installed geoclip/model/ directory, imported under this name
+
+
+def geoclip_location_encoder_class() -> type[torch.nn.Module]:
+    """``geoclip.model.location_encoder.LocationEncoder``, with its two sibling modules (``misc``, ``rff``) and
+    nothing else of the package: ``geoclip/model/`` is imported as a package of a private name, so ``import
+    geoclip`` elsewhere still gets the real package. ``ImportError`` when ``geoclip`` is not installed."""
+    spec = importlib.util.find_spec("geoclip")
+    if spec is None or spec.origin is None:
+        raise ImportError("no module named 'geoclip'")
+    if GEOCLIP_MODEL not in sys.modules:
+        package = types.ModuleType(GEOCLIP_MODEL)
+        package.__path__ = [str(Path(spec.origin).parent / "model")]
+        sys.modules[GEOCLIP_MODEL] = package
+    encoder: type[torch.nn.Module] = importlib.import_module(f"{GEOCLIP_MODEL}.location_encoder").LocationEncoder
+    return encoder
+
 
 @functools.cache
 def geoclip_location_encoder() -> torch.nn.Module:
     """GeoCLIP's pretrained location encoder (512-d output), in eval mode, from the package's own weights."""
     try:
-        from geoclip.model.location_encoder import LocationEncoder
+        location_encoder = geoclip_location_encoder_class()
     except ImportError as exc:
         raise DataSourceError(
             f"GeoCLIP's location encoder is not importable ({exc}): `make install` installs "
             "geoclip==1.3.0 with --no-deps and the packages it needs (geopy pandas tqdm huggingface-hub)"
         ) from None
-    return LocationEncoder(from_pretrained=True).eval()
+    return location_encoder(from_pretrained=True).eval()
 
 
 @torch.no_grad()

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ..geo.distance import EARTH_RADIUS_KM
+from ..geo.distance import chord_of_km, unit_vectors
 from ..geo.raster import sample_bilinear
 from ..geodata.places import place_points
 from ..geodata.rasters import ERA5_GRID, PVLIB_GRID, era5_climatology, pvlib_altitude
@@ -48,20 +49,20 @@ def altitude_m(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _population_tree() -> tuple[object, np.ndarray]:
-    from sklearn.neighbors import BallTree
+def _population_tree() -> tuple[Any, np.ndarray]:
+    """A k-d tree of GeoNames' places as unit vectors (built in a tenth of a second, where a haversine ball tree of
+    the same 235,000 places took seconds) and their populations."""
+    from scipy.spatial import cKDTree
 
     places = place_points()
-    coords = np.radians(np.stack([places.lat, places.lon], axis=1))
-    return BallTree(coords, metric="haversine"), places.population.astype(np.float64)
+    return cKDTree(unit_vectors(places.lat, places.lon)), places.population.astype(np.float64)
 
 
 def log_population(lat: np.ndarray, lon: np.ndarray, radius_km: float = POPULATION_RADIUS_KM) -> np.ndarray:
     """``log(1 + people)`` living in GeoNames places (population >= 500) within ``radius_km``."""
     tree, population = _population_tree()
-    query = np.radians(np.stack([lat, lon], axis=1))
-    neighbours = tree.query_radius(query, r=radius_km / EARTH_RADIUS_KM)  # type: ignore[attr-defined]
-    return np.log1p(np.array([population[idx].sum() for idx in neighbours]))
+    neighbours = tree.query_ball_point(unit_vectors(lat, lon), chord_of_km(radius_km))
+    return np.log1p(np.array([population[idx].sum() for idx in neighbours], dtype=np.float64))
 
 
 TARGETS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]] = {

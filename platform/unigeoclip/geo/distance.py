@@ -16,6 +16,17 @@ def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.
     return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))))
 
 
+def unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` points on the unit sphere: straight-line (chord) distances there order as great-circle ones."""
+    lat, lon = np.radians(np.asarray(lat_deg, np.float64)), np.radians(np.asarray(lon_deg, np.float64))
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def chord_of_km(km: float) -> float:
+    """The unit-sphere chord between two points ``km`` apart along the surface (a radius for :func:`unit_vectors`)."""
+    return float(2.0 * np.sin(min(km / EARTH_RADIUS_KM, np.pi) / 2.0))
+
+
 def local_metres(lat_deg: np.ndarray, lon_deg: np.ndarray, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:
     """East/north metres from an origin (equirectangular; accurate to <0.1% over a few km)."""
     k = np.pi / 180.0 * EARTH_RADIUS_KM * 1000.0

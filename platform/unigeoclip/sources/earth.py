@@ -497,8 +497,8 @@ class EarthSource:
             lat = np.array([float(items[i]["lat_deg"]) for i in usable])
             lon = np.array([float(items[i]["lon_deg"]) for i in usable])
             km = self.cfg.patch_km
-            # The aerial and the DSM patch share their grid when they sample as many pixels (the earth preset:
-            # 128 aerial pixels, 64 DSM pixels sampled twice over); the grids are read-only, so none is changed.
+            # The aerial and the DSM patch share their grid when they sample as many pixels (128 aerial pixels and
+            # 64 DSM pixels sampled twice over); the grids are read-only, so none is changed.
             grids = functools.cache(functools.partial(_fixed_grids, lat, lon, km))
             aerials = aerial_patches(lat, lon, km, self.data.aerial_px, grids=grids)
             dsms = elevation_patches(lat, lon, km, self.data.dsm_px, grids=grids)

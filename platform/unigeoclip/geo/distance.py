@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 EARTH_RADIUS_KM = 6371.0088
@@ -24,7 +26,7 @@ def unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
 
 def chord_of_km(km: float) -> float:
     """The unit-sphere chord between two points ``km`` apart along the surface (a radius for :func:`unit_vectors`)."""
-    return float(2.0 * np.sin(min(km / EARTH_RADIUS_KM, np.pi) / 2.0))
+    return 2.0 * math.sin(min(km / EARTH_RADIUS_KM, math.pi) / 2.0)
 
 
 def local_metres(lat_deg: np.ndarray, lon_deg: np.ndarray, lat0: float, lon0: float) -> tuple[np.ndarray, np.ndarray]:

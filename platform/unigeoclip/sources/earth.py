@@ -32,7 +32,7 @@ from ..config import DataConfig
 from ..errors import ConfigError
 from ..geo.bbox import BBox
 from ..geo.coords import LATLON_RANGE, valid_latlon
-from ..geo.distance import EARTH_RADIUS_KM
+from ..geo.distance import EARTH_RADIUS_KM, chord_of_km, unit_vectors
 from ..geo.raster import block_mean, local_grids, sample_bilinear, supersample_factor
 from ..geo.s2 import stable_fraction
 from ..geodata import once
@@ -239,9 +239,8 @@ class _SpacingIndex:
     """
 
     def __init__(self, lat_deg: np.ndarray, lon_deg: np.ndarray, min_km: float) -> None:
-        chord = max(2.0 * math.sin(min(min_km / EARTH_RADIUS_KM, math.pi) / 2.0), 1e-6)
-        lat, lon = np.radians(lat_deg), np.radians(lon_deg)
-        xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)  # (N, 3)
+        chord = max(chord_of_km(min_km), 1e-6)
+        xyz = unit_vectors(lat_deg, lon_deg)  # (N, 3)
         shift = int(1.0 / chord) + 1  # cell indices >= 0 on every axis
         side = 2 * shift + 2
         cells = np.floor(xyz / chord).astype(np.int64) + shift

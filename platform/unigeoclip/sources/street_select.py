@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..geo.distance import haversine_km
+from ..geo.distance import haversine_km, unit_vectors
 
 HEADING_WEIGHT_M_PER_DEG = 0.5
 
@@ -81,10 +81,8 @@ def farthest_point_indices(
     """
     if n <= 0 or not views:
         return []
-    lat = np.radians([v.lat_deg for v in views])
-    lon = np.radians([v.lon_deg for v in views])
     # Centroid as a mean unit vector: correct across the antimeridian and near the poles.
-    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=1)  # (N, 3)
+    xyz = unit_vectors(np.array([v.lat_deg for v in views]), np.array([v.lon_deg for v in views]))  # (N, 3)
     # Largest cosine to the mean vector = closest to the centroid (a zero mean, views all round the globe, gives 0).
     first = int(np.argmax(xyz @ xyz.mean(axis=0)))
     dist = view_distances(views, heading_weight_m_per_deg)

@@ -123,6 +123,9 @@ def test_evaluate_from_lancedb_matches_encoding(
     assert runs["db"]["geocells"]["results"].keys() == runs["encoded"]["geocells"]["results"].keys()
     for key, cell in runs["encoded"]["geocells"]["results"].items():
         assert runs["db"]["geocells"]["results"][key]["geo"]["median_km"] == pytest.approx(cell["geo"]["median_km"])
+    # the probes read the store's points' coordinate vectors from the db: the same fit as encoding them here
+    for feature, fit in runs["encoded"]["probes"]["features"].items():
+        assert runs["db"]["probes"]["features"][feature]["r2"] == pytest.approx(fit["r2"], abs=1e-6), feature
 
 
 def test_places_and_landscape_samples_are_reported_apart(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from ..preprocess.batch import ROW_COLUMNS, DecodeBatch, bool_column
 from ..preprocess.spec import PreprocessSpec
 from ..samples.positions import split_positions
 from ..samples.store import SampleStore
+
+if TYPE_CHECKING:
+    from ..vectors import EmbeddingStore
 
 
 @dataclass(frozen=True)
@@ -96,15 +100,9 @@ def encode_split(
     )
 
 
-def read_split_from_db(
-    db: str | Path,
-    split: str,
-    *,
-    model_dir: str | Path,
-    model_version: str | None = None,
-    modalities: Sequence[Modality] | None = None,
-) -> SplitEmbeddings:
-    """The split's vectors as the embedding job wrote them (the model version of ``model_dir`` unless named)."""
+def _stored_version(db: str | Path, model_dir: str | Path, model_version: str | None) -> EmbeddingStore:
+    """The embeddings of ``model_dir``'s version (or ``model_version``) in ``db``; an ``InputError`` saying how to
+    make them when there are none."""
     from ..vectors import EmbeddingStore
     from ..vectors.db import EmbeddingDB
     from ..vectors.versions import model_version_id
@@ -117,7 +115,31 @@ def read_split_from_db(
             f"{db} holds no embeddings of model version {version!r} (it has: {have}): run `unigeoclip embed "
             f"--model {model_dir} --db {db}` first, or pass --model-version"
         )
-    store = EmbeddingStore.open(edb, model_version=version)
+    return EmbeddingStore.open(edb, model_version=version)
+
+
+def read_locations_from_db(
+    db: str | Path, *, model_dir: str | Path, model_version: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored coordinate embedding of the model version: ``(N, 2)`` lat, lon degrees and ``(N, D)`` vectors."""
+    store = _stored_version(db, model_dir, model_version)
+    table = store.scan(columns=["lat_deg", "lon_deg", "vector"], modality=Modality.COORDS)
+    latlon = np.stack([table.column("lat_deg").to_numpy(), table.column("lon_deg").to_numpy()], axis=1)
+    vectors = np.asarray(table.column("vector").combine_chunks().values.to_numpy(), np.float32)
+    return latlon.astype(np.float64), vectors.reshape(table.num_rows, store.embed_dim)
+
+
+def read_split_from_db(
+    db: str | Path,
+    split: str,
+    *,
+    model_dir: str | Path,
+    model_version: str | None = None,
+    modalities: Sequence[Modality] | None = None,
+) -> SplitEmbeddings:
+    """The split's vectors as the embedding job wrote them (the model version of ``model_dir`` unless named)."""
+    store = _stored_version(db, model_dir, model_version)
+    version = store.model_version
     table = store.scan(columns=["sample_id", "modality", "lat_deg", "lon_deg", "vector"], split=split)
     if table.num_rows == 0:
         raise InputError(f"model version {version!r} in {db} has no rows of split {split!r}")

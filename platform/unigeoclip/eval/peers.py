@@ -6,8 +6,8 @@ fetches CLIP from a hub. ``geoclip`` is installed without its dependencies (it w
 in a CUDA torchvision); what its import needs is in the Makefile.
 
 The location encoder's module is imported without ``geoclip``'s package ``__init__`` files,
-which import its CLIP image encoder and with it ``transformers``: seconds of the evaluation
-for a model the baseline never builds.
+which import its CLIP image encoder and with it ``transformers``, for a model the baseline
+never builds.
 """
 
 from __future__ import annotations
@@ -81,3 +81,31 @@ def geoclip_features(latlon: np.ndarray) -> np.ndarray:
 def coords_features(model: UniGeoCLIP) -> LocationFeatures:
     """A model's coordinate encoder as a feature function (its unit-norm embeddings)."""
     return lambda latlon: batched(lambda x: model.encode(Modality.COORDS, x), latlon)
+
+
+def stored_coords_features(model: UniGeoCLIP, stored: Callable[[], tuple[np.ndarray, np.ndarray]]) -> LocationFeatures:
+    """:func:`coords_features` that reads the points the embedding job already embedded and encodes only the others.
+
+    ``stored`` (called once, at the first call): the model version's ``(N, 2)`` lat, lon degrees and ``(N, D)``
+    coordinate vectors (:func:`unigeoclip.eval.embeddings.read_locations_from_db`); a point is found by its exact
+    coordinates.
+    """
+    encode = coords_features(model)
+
+    @functools.cache
+    def index() -> tuple[dict[tuple[float, float], int], np.ndarray]:
+        latlon, vectors = stored()
+        return {(float(a), float(b)): i for i, (a, b) in enumerate(latlon)}, vectors
+
+    def features(points: np.ndarray) -> np.ndarray:
+        row, vectors = index()
+        points = np.asarray(points, np.float64).reshape(-1, 2)
+        at = np.array([row.get((float(a), float(b)), -1) for a, b in points], dtype=np.int64)
+        found = at >= 0
+        out = np.empty((len(points), vectors.shape[1]), np.float32)
+        out[found] = vectors[at[found]]
+        if not found.all():
+            out[~found] = encode(points[~found])
+        return out
+
+    return features

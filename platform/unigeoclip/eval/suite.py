@@ -26,9 +26,9 @@ from ..models import UniGeoCLIP
 from ..obs.progress import Rate, polled
 from ..samples.store import SampleStore
 from ..sources.earth import is_landscape
-from .embeddings import SplitEmbeddings, encode_split, read_split_from_db
+from .embeddings import SplitEmbeddings, encode_split, read_locations_from_db, read_split_from_db
 from .geocells import CellGallery, GeocellResult, cell_gallery, geolocate, padded_bbox
-from .peers import LocationFeatures, coords_features, geoclip_features, raw_features
+from .peers import LocationFeatures, coords_features, geoclip_features, raw_features, stored_coords_features
 from .pictures import pca_map, recall_heatmap, tsne_modalities
 from .probes import BlockSplit, ProbeResult, probe, spatial_blocks
 from .retrieval import DEFAULT_KS, DEFAULT_THRESHOLDS_KM, PairRecall, ensemble_retrieval, recall_matrix
@@ -237,6 +237,11 @@ def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptio
     psplit, points = None, probe_points(locations, o.probe_max_points, o.seed)
     probes: list[ProbeResult] = []
     ablations: list[AblationResult] = []
+    own = coords_features(model)  # the probes' points are the store's: read them where the embedding job wrote them
+    if has_coords and o.db is not None:
+        db, version = o.db, o.model_version
+        own = stored_coords_features(model, lambda: read_locations_from_db(db, model_dir=model_dir,
+                                                                            model_version=version))  # fmt: skip
     if has_coords:
         with timer("geocells"):
             gallery = cell_gallery(model, padded_bbox(locations), max_cells=o.geocell_max_cells, level=o.geocell_level)
@@ -250,7 +255,7 @@ def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptio
             targets = location_targets(points[:, 0], points[:, 1])
             psplit = spatial_blocks(points, level=o.probe_block_level)
         peer_fns: dict[str, LocationFeatures] = {"raw": raw_features, "geoclip": geoclip_features}
-        for feature_name, fn in [(name, coords_features(model)), *[(p, peer_fns[p]) for p in o.peers]]:
+        for feature_name, fn in [(name, own), *[(p, peer_fns[p]) for p in o.peers]]:
             with timer(f"probe {feature_name.split()[0]}"):
                 probes.append(probe(feature_name, fn(points), targets, psplit))
         for ablated in o.ablation_models:
@@ -259,7 +264,7 @@ def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptio
     groups: dict[str, GroupResult] = {}
     if other is not None:
         with timer("landscape"):
-            groups["landscape"] = _group(model, name, store, other, o, has_coords)
+            groups["landscape"] = _group(model, name, store, other, o, has_coords, own)
     pictures: dict[str, str] = {}
     if o.pictures:
         with timer("pictures"):
@@ -280,7 +285,13 @@ def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptio
 
 
 def _group(
-    model: UniGeoCLIP, name: str, store: SampleStore, split: SplitEmbeddings, o: EvalOptions, has_coords: bool
+    model: UniGeoCLIP,
+    name: str,
+    store: SampleStore,
+    split: SplitEmbeddings,
+    o: EvalOptions,
+    has_coords: bool,
+    own: LocationFeatures,
 ) -> GroupResult:
     """Retrieval among the landscape samples of the split, probes on every landscape location of the store."""
     retrieval = recall_matrix(split.embeddings, split.present, o.ks, latlon=split.latlon, thresholds_km=o.thresholds_km)
@@ -290,7 +301,7 @@ def _group(
         targets = location_targets(points[:, 0], points[:, 1])
         psplit = spatial_blocks(points, level=o.probe_block_level)
         peer_fns: dict[str, LocationFeatures] = {"raw": raw_features, "geoclip": geoclip_features}
-        for feature_name, fn in [(name, coords_features(model)), *[(p, peer_fns[p]) for p in o.peers]]:
+        for feature_name, fn in [(name, own), *[(p, peer_fns[p]) for p in o.peers]]:
             probes.append(probe(feature_name, fn(points), targets, psplit))
     return GroupResult(len(split), retrieval, len(points), probes)
 

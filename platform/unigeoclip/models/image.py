@@ -16,7 +16,7 @@ from ..config import VisionTowerConfig
 from ..errors import ConfigError, InputError
 from ..pretrained import local_model_dir, read_hf_config
 from .blocks import LockableTower, ProjectionHead
-from .siglip2 import VISION_TYPE, Siglip2Vision, rebuilds
+from .siglip2 import VISION_TYPE, Siglip2Vision, patch_side, rebuilds
 
 if TYPE_CHECKING:
     from transformers import Siglip2VisionConfig, Siglip2VisionModel
@@ -80,8 +80,7 @@ class ImageTower(LockableTower):
             from transformers import Siglip2VisionModel
 
             self.backbone = Siglip2VisionModel(vision_config_from(cfg))
-        patch = self.backbone.config.patch_size
-        self.patch_size = int(patch if isinstance(patch, int) else patch[0])
+        self.patch_size = patch_side(self.backbone.config.patch_size)
         self.head = ProjectionHead(self.backbone.config.hidden_size, embed_dim, cfg.head_hidden)
         if cfg.locked:
             self.lock(cfg.unlocked_layers)

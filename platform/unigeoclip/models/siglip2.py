@@ -14,7 +14,7 @@ loaders they keep; :func:`rebuilds` says which saved configs these modules cover
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -53,6 +53,11 @@ def rebuilds(hf_config: Mapping[str, Any], model_type: str) -> bool:
     if any(hf_config.get(key) is None for key in needed):
         return False
     return model_type == TEXT_TYPE or bool(hf_config.get("vision_use_head", True))
+
+
+def patch_side(patch_size: int | Sequence[int]) -> int:
+    """A SigLIP-2 config's ``patch_size`` (an int, or a square's ``[side, side]``) as one side in pixels."""
+    return int(patch_size if isinstance(patch_size, int) else patch_size[0])
 
 
 class SavedConfig:
@@ -188,7 +193,7 @@ class Siglip2VisionEmbeddings(nn.Module):
 
     def __init__(self, cfg: SavedConfig) -> None:
         super().__init__()
-        patch = cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0]
+        patch = patch_side(cfg.patch_size)
         self.patch_embedding = nn.Linear(cfg.num_channels * patch * patch, cfg.hidden_size)
         self.grid = int(cfg.num_patches**0.5)
         self.position_embedding = nn.Embedding(cfg.num_patches, cfg.hidden_size)

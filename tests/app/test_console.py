@@ -50,6 +50,27 @@ def test_a_rate_prints_its_first_line_once_work_has_run_then_one_a_minute(caplog
     assert rate.lines == 2
 
 
+def test_a_rate_from_start_prints_while_nothing_is_done_and_counts_its_rate_from_its_creation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=PROGRESS_LOGGER)
+    t = FakeClock()
+    rate = Rate("serve", 3, "deployments", first_s=3, every_s=5, from_start=True, clock_s=t)
+    t.now += 2
+    rate.update(0, "starting: the controller")
+    assert caplog.messages == []
+    t.now += 1
+    rate.update(0, "starting: the controller")  # nothing done, but the wait itself is worth a line
+    assert caplog.messages == ["serve: 0/3 deployments (0%) | starting: the controller"]
+    t.now += 4
+    rate.update(2, "starting: QueryEncoder")
+    assert len(caplog.messages) == 1
+    t.now += 3
+    rate.update(2, "starting: QueryEncoder")  # 2 in the 10 s since the Rate was made
+    expected = "serve: 2/3 deployments (67%) | 0.2 deployments/s | eta 0 m 05 s | starting: QueryEncoder"
+    assert caplog.messages[-1] == expected
+
+
 ROUTED = """
 import logging, os, sys, warnings
 from pathlib import Path

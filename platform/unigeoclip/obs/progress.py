@@ -44,7 +44,9 @@ class Rate:
     ``update(done)`` prints a line when one is due: the first ``first_s`` seconds after the first units
     were done, then at most one every ``every_s``. The rate is measured from those first units on, so
     the start-up before them (actors loading models and rasters) does not drag the ETA; ``total=None``
-    prints counts and rate only.
+    prints counts and rate only. ``from_start=True`` counts ``first_s`` and the rate from the ``Rate``'s
+    creation instead, for a step of a few slow units whose start-up is the wait (deployments coming up):
+    its first line shows up even while nothing is done yet.
     """
 
     def __init__(
@@ -55,11 +57,13 @@ class Rate:
         *,
         first_s: float = 10.0,
         every_s: float = 60.0,
+        from_start: bool = False,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.first_s, self.every_s, self.clock_s = first_s, every_s, clock_s
-        self.base: tuple[float, int] | None = None  # when the first units were seen, and how many
+        # when the rate is counted from, and how many units were done then
+        self.base: tuple[float, int] | None = (clock_s(), 0) if from_start else None
         self.last: float | None = None  # when the last line was printed
         self.lines = 0
 
@@ -76,7 +80,7 @@ class Rate:
         return " | ".join(fields + ([extra] if extra else []))
 
     def update(self, done: int, extra: str = "") -> None:
-        """Print the line for ``done`` units if one is due (never before anything is done)."""
+        """Print the line for ``done`` units if one is due (never before anything is done, unless ``from_start``)."""
         now = self.clock_s()
         if self.base is None:
             if done > 0:

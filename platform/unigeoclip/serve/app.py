@@ -10,6 +10,7 @@ Scaling comes from ``cfg.gateway`` / ``cfg.encoder`` / ``cfg.retriever``; a Serv
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,14 +58,21 @@ def start_service(
 
     Returns once every deployment is running (``serve.run`` waits); ``/readyz`` says when the model
     and the store are loaded. ``log_level="WARNING"`` also drops the per-request access log (demos,
-    tests: Prometheus keeps the counts). Stop it with ``serve.shutdown()``. While the deployments start, a
-    progress line (how many are healthy, which are still starting) is logged three seconds after the
-    first is up, then every minute.
+    tests: Prometheus keeps the counts). Stop it with ``serve.shutdown()``. While Serve and the deployments
+    start, a progress line (how many deployments are healthy, what is still starting) is logged three
+    seconds in, then every minute.
     """
     logging = LoggingConfig(log_level=log_level, enable_access_log=log_level.upper() in ("DEBUG", "INFO"))
     app = build_app(cfg)
-    serve.start(http_options={"host": host, "port": port}, logging_config=logging, proxy_location=proxy_location)
-    with polled(Rate("serve", 1 if cfg.colocate else 3, "deployments", first_s=3.0), deployments_healthy):
+    started = threading.Event()  # Serve's controller is up: its status can be asked
+
+    def progress() -> tuple[int, str]:
+        return deployments_healthy() if started.is_set() else (0, "starting: Serve's controller and ingress")
+
+    rate = Rate("serve", 1 if cfg.colocate else 3, "deployments", first_s=3.0, from_start=True)
+    with polled(rate, progress, every_s=1.0):
+        serve.start(http_options={"host": host, "port": port}, logging_config=logging, proxy_location=proxy_location)
+        started.set()
         serve.run(app, name=APP_NAME, route_prefix="/", logging_config=logging)
     return f"http://{host}:{port}"
 

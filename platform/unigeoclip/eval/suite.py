@@ -35,7 +35,8 @@ from .retrieval import DEFAULT_KS, DEFAULT_THRESHOLDS_KM, PairRecall, ensemble_r
 from .targets import location_targets
 
 Ensemble = tuple[tuple[Modality, ...], Modality]
-PEERS = ("raw", "geoclip")
+PEER_FEATURES: dict[str, LocationFeatures] = {"raw": raw_features, "geoclip": geoclip_features}
+PEERS = tuple(PEER_FEATURES)
 
 
 def parse_ensemble(spec: str) -> Ensemble:
@@ -254,8 +255,7 @@ def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptio
         with timer("probe targets"):
             targets = location_targets(points[:, 0], points[:, 1])
             psplit = spatial_blocks(points, level=o.probe_block_level)
-        peer_fns: dict[str, LocationFeatures] = {"raw": raw_features, "geoclip": geoclip_features}
-        for feature_name, fn in [(name, own), *[(p, peer_fns[p]) for p in o.peers]]:
+        for feature_name, fn in probe_features(name, own, o.peers):
             with timer(f"probe {feature_name.split()[0]}"):
                 probes.append(probe(feature_name, fn(points), targets, psplit))
         for ablated in o.ablation_models:
@@ -284,6 +284,11 @@ def _evaluate(model_dir: Path, store: SampleStore | str, out: Path, o: EvalOptio
     )  # fmt: skip
 
 
+def probe_features(name: str, own: LocationFeatures, peers: Sequence[str]) -> list[tuple[str, LocationFeatures]]:
+    """The probes' feature functions in their rows' order: the model's own (``name``), then each peer's."""
+    return [(name, own), *[(p, PEER_FEATURES[p]) for p in peers]]
+
+
 def _group(
     model: UniGeoCLIP,
     name: str,
@@ -300,8 +305,7 @@ def _group(
     if has_coords and len(points) >= 20:
         targets = location_targets(points[:, 0], points[:, 1])
         psplit = spatial_blocks(points, level=o.probe_block_level)
-        peer_fns: dict[str, LocationFeatures] = {"raw": raw_features, "geoclip": geoclip_features}
-        for feature_name, fn in [(name, own), *[(p, peer_fns[p]) for p in o.peers]]:
+        for feature_name, fn in probe_features(name, own, o.peers):
             probes.append(probe(feature_name, fn(points), targets, psplit))
     return GroupResult(len(split), retrieval, len(points), probes)
 
